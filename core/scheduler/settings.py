@@ -1,0 +1,42 @@
+"""Settings of the global scheduler (one slice of :class:`core.settings.Settings`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class SchedulerSettings(BaseModel):
+    """Bounds and budgets of the global scheduler.
+
+    ``resources`` are named counted budgets held only while a job runs, for example
+    ``{"vram:0": 8192, "cpu": 2}``: VRAM in MB per GPU and CPU slots. Three more are implicit and
+    sized from the fields below: ``thread`` (the fixed executor), ``process`` (the fixed process
+    pool) and ``runner`` (async jobs running at once).
+    """
+
+    resources: dict[str, int] = Field(default_factory=lambda: {"cpu": 2})
+    thread_workers: int = Field(4, ge=1, le=256, description="fixed size of the blocking-job executor")
+    process_workers: int = Field(0, ge=0, le=64, description="fixed size of the process pool (0: off)")
+    runners: int = Field(128, ge=1, le=10_000, description="async jobs that may run at once")
+    lane_queue_limit: int = Field(10_000, ge=1, description="queued jobs per lane")
+    owner_queue_limit: int = Field(1_000, ge=1, description="queued jobs per owner per lane")
+    starvation_bound: int = Field(
+        16, ge=1, description="a waiting lower-lane job is passed over by at most this many dispatches"
+    )
+    drain_timeout_s: float = Field(10.0, ge=0, description="shutdown: time to finish work before cancelling")
+    cancel_timeout_s: float = Field(5.0, ge=0, description="shutdown: time for cancelled jobs to stop")
+    stream_buffer: int = Field(32, ge=1, description="default chunks buffered per streaming job")
+    trace_capacity: int = Field(10_000, ge=16, description="trace events kept in the ring buffer")
+    history_capacity: int = Field(2_000, ge=16, description="finished jobs kept for the admin API")
+    sample_capacity: int = Field(2_048, ge=16, description="wait/run samples kept per lane and kind")
+    loop_lag_interval_ms: float = Field(20.0, gt=0, description="event-loop lag probe period")
+    prewarm: bool = Field(True, description="start every executor thread/process at start-up")
+
+    @model_validator(mode="after")
+    def _check_resources(self) -> SchedulerSettings:
+        for name, amount in self.resources.items():
+            if amount < 0:
+                raise ValueError(f"resource {name!r} has a negative budget {amount}")
+            if name in {"thread", "process", "runner"}:
+                raise ValueError(f"resource name {name!r} is reserved")
+        return self

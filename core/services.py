@@ -1,0 +1,38 @@
+"""The composition root's bag of long-lived services, built once at start-up and passed down.
+
+``core`` knows nothing of devices or bots; their directories are seen through small protocols
+so the admin API can list them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from core.models.inference import Inference
+    from core.models.manager import ModelManager
+    from core.scheduler import Scheduler
+    from core.settings import Settings
+
+
+class Directory(Protocol):
+    """Something that can list its live members as JSON-friendly dicts (devices, bots)."""
+
+    def snapshot(self) -> list[dict[str, object]]: ...
+
+
+class _Empty:
+    def snapshot(self) -> list[dict[str, object]]:
+        return []
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    scheduler: Scheduler
+    models: ModelManager
+    inference: Inference
+    devices: Directory = field(default_factory=_Empty)
+    bots: Directory = field(default_factory=_Empty)
+    started_at: float = 0.0  # time.time() at start-up, for uptime

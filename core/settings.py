@@ -1,0 +1,101 @@
+"""The one typed settings object, built once at start-up and passed down.
+
+Sources, highest priority first: explicit arguments, environment variables (``XIAOYOU_``
+prefix, ``__`` between nested names, e.g. ``XIAOYOU_SCHEDULER__RESOURCES='{"vram:0": 8192}'``),
+a ``.env`` file, a TOML config file (``--config``), then defaults. This module is the only
+place in ``core/`` that looks at the process environment, and only inside :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.models.settings import ModelsSettings
+from core.scheduler.settings import SchedulerSettings
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="bind address; loopback unless configured otherwise")
+    port: int = Field(8080, ge=1, le=65535)
+    log_level: str = "INFO"
+    data_dir: Path = Field(Path("data"), description="caches (assembled model folders), quotas")
+
+
+class AdminSettings(BaseModel):
+    token: SecretStr | None = Field(None, description="bearer token for /admin; admin API is off without one")
+
+
+class DeviceSettings(BaseModel):
+    """The xiaozhi device hub (devices/)."""
+
+    enabled: bool = True
+    ws_path: str = "/xiaozhi/v1/"
+    public_ws_url: str | None = Field(None, description="URL the OTA endpoint hands to devices")
+    tokens: list[SecretStr] = Field(default_factory=list, description="accepted device tokens; empty: no check")
+    idle_timeout_s: float = Field(120.0, gt=0)
+    max_frame_bytes: int = Field(64 * 1024, ge=1024)
+
+
+class BotSettings(BaseModel):
+    """The NoneBot2 side (bot/). Plugin slices live in NoneBot's own config."""
+
+    enabled: bool = True
+    onebot_access_token: SecretStr | None = None
+    superusers: list[str] = Field(default_factory=list)
+    nickname: list[str] = Field(default_factory=lambda: ["xiaoyou", "小优"])
+    command_start: list[str] = Field(default_factory=lambda: ["/", ""])
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="XIAOYOU_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+    toml_file: ClassVar[Path | None] = None
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    devices: DeviceSettings = Field(default_factory=DeviceSettings)
+    bot: BotSettings = Field(default_factory=BotSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if cls.toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings object once, at start-up. ``overrides`` win over every source."""
+
+    class _Loaded(Settings):
+        toml_file: ClassVar[Path | None] = config_file
+
+    loaded = _Loaded(**overrides)
+    return Settings.model_validate(loaded.model_dump())
+
+
+def build_settings(**overrides: Any) -> Settings:
+    """Settings from defaults and ``overrides`` only (no environment, no files): for tests."""
+    return Settings.model_validate(overrides)
