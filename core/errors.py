@@ -7,7 +7,7 @@ operation may be retried is data (``retryable``), not a guess made from the clas
     ├── ConfigError                   settings are invalid (raised at start-up)
     ├── SchedulerError                raised by core.scheduler to a submitter
     │   ├── SchedulerClosed           submit after shutdown began (not retryable)
-    │   ├── QueueFull                 a lane or owner queue is at its limit (retryable; carries the limit)
+    │   ├── QueueFull                 a lane or owner queue is full (retryable; carries the limit)
     │   ├── ResourceUnsatisfiable     a job needs more of a resource than the budget holds
     │   ├── JobCancelled              the job was cancelled (by its owner, an admin, or shutdown)
     │   ├── DeadlineExceeded          the job's deadline passed, queued or running (retryable)

@@ -25,5 +25,5 @@ class ModelBackend(ABC):
     def load(self) -> None:
         """Load weights; raise core.errors.ModelLoadError with a clear message on failure."""
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 - optional hook, most backends need no teardown
         """Drop references to weights so memory can be reclaimed (default: nothing to do)."""

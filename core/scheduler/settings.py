@@ -15,20 +15,32 @@ class SchedulerSettings(BaseModel):
     """
 
     resources: dict[str, int] = Field(default_factory=lambda: {"cpu": 2})
-    thread_workers: int = Field(4, ge=1, le=256, description="fixed size of the blocking-job executor")
-    process_workers: int = Field(0, ge=0, le=64, description="fixed size of the process pool (0: off)")
+    thread_workers: int = Field(
+        4, ge=1, le=256, description="fixed size of the blocking-job executor"
+    )
+    process_workers: int = Field(
+        0, ge=0, le=64, description="fixed size of the process pool (0: off)"
+    )
     runners: int = Field(128, ge=1, le=10_000, description="async jobs that may run at once")
     lane_queue_limit: int = Field(10_000, ge=1, description="queued jobs per lane")
     owner_queue_limit: int = Field(1_000, ge=1, description="queued jobs per owner per lane")
     starvation_bound: int = Field(
-        16, ge=1, description="a waiting lower-lane job is passed over by at most this many dispatches"
+        16,
+        ge=1,
+        description="a waiting lower-lane job is passed over by at most this many dispatches",
     )
-    drain_timeout_s: float = Field(10.0, ge=0, description="shutdown: time to finish work before cancelling")
-    cancel_timeout_s: float = Field(5.0, ge=0, description="shutdown: time for cancelled jobs to stop")
+    drain_timeout_s: float = Field(
+        10.0, ge=0, description="shutdown: time to finish work before cancelling"
+    )
+    cancel_timeout_s: float = Field(
+        5.0, ge=0, description="shutdown: time for cancelled jobs to stop"
+    )
     stream_buffer: int = Field(32, ge=1, description="default chunks buffered per streaming job")
     trace_capacity: int = Field(10_000, ge=16, description="trace events kept in the ring buffer")
     history_capacity: int = Field(2_000, ge=16, description="finished jobs kept for the admin API")
-    sample_capacity: int = Field(2_048, ge=16, description="wait/run samples kept per lane and kind")
+    sample_capacity: int = Field(
+        2_048, ge=16, description="wait/run samples kept per lane and kind"
+    )
     loop_lag_interval_ms: float = Field(20.0, gt=0, description="event-loop lag probe period")
     prewarm: bool = Field(True, description="start every executor thread/process at start-up")
 

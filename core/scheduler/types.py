@@ -37,7 +37,9 @@ class JobStatus(StrEnum):
         return self in _FINISHED
 
 
-_FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
+_FINISHED = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,68 @@
+"""The cooperative side of a running job: cancellation, streaming and preemption points.
+
+Async jobs use ``await ctx.emit(x)`` and ``await ctx.checkpoint()``; blocking jobs on the
+executor use ``ctx.emit_blocking(x)`` and ``ctx.checkpoint_blocking()`` (the latter is the
+``check`` callable model backends call between tokens or denoising steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from core.errors import SchedulerError
+from core.scheduler.channel import Channel, ChannelClosed
+
+if TYPE_CHECKING:
+    from core.scheduler.job import Job
+    from core.scheduler.scheduler import Scheduler
+
+
+class JobContext:
+    __slots__ = ("_channel", "_job", "_loop", "_scheduler", "cancel_error", "job_id")
+
+    def __init__(
+        self, job: Job, scheduler: Scheduler, loop: asyncio.AbstractEventLoop, channel: Channel[Any]
+    ) -> None:
+        self.job_id = job.id
+        self._job = job
+        self._scheduler = scheduler
+        self._loop = loop
+        self._channel = channel
+        self.cancel_error: SchedulerError | None = None  # set when cancelled or expired
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_error is not None
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel_error is not None:
+            raise self.cancel_error
+
+    # -- async jobs -------------------------------------------------------------------------
+    async def emit(self, chunk: Any) -> None:
+        """Hand a chunk to the consumer; waits while its buffer is full (backpressure)."""
+        self.raise_if_cancelled()
+        try:
+            await self._channel.put(chunk)
+        except ChannelClosed:
+            self.raise_if_cancelled()
+            raise
+        self.raise_if_cancelled()
+
+    async def checkpoint(self) -> None:
+        """A safe point: raises if cancelled; yields resources while a higher lane needs them."""
+        self.raise_if_cancelled()
+        if self._job.yield_requested:
+            await self._scheduler._yield_job(self._job)
+            self.raise_if_cancelled()
+
+    # -- blocking jobs (called from an executor thread) ------------------------------------------
+    def emit_blocking(self, chunk: Any) -> None:
+        self.raise_if_cancelled()
+        asyncio.run_coroutine_threadsafe(self.emit(chunk), self._loop).result()
+
+    def checkpoint_blocking(self) -> None:
+        self.raise_if_cancelled()
+        if self._job.yield_requested:
+            asyncio.run_coroutine_threadsafe(self.checkpoint(), self._loop).result()

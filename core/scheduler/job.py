@@ -1,0 +1,70 @@
+"""The scheduler's internal record of one job (a dataclass on the hot path)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.scheduler.types import JobSpec, JobStatus
+
+if TYPE_CHECKING:
+    from core.scheduler.context import JobContext
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    id: int
+    spec: JobSpec
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    needs: Mapping[str, int]  # declared resources plus the implicit slot
+    slot: str  # implicit slot: "runner" (async), "thread" or "process"
+    declared: Mapping[str, int]  # declared resources only: what a preempted job gives back
+    future: asyncio.Future[Any]
+    submitted_at: float  # loop.time()
+    submitted_ts: float  # time.time(), for display
+    deadline_at: float | None
+    ctx: JobContext | None = None
+    status: JobStatus = JobStatus.QUEUED
+    started_at: float | None = None
+    finished_at: float | None = None
+    deadline_timer: asyncio.TimerHandle | None = None
+    runner: Any = None  # the Runner executing it (async jobs), for hard cancellation
+    kill_requested: bool = False  # the runner task was cancelled on this job's behalf
+    holding: bool = False  # declared resources are currently held
+    yield_requested: bool = False
+    resume: asyncio.Future[None] | None = None
+    yields: int = 0
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lane(self) -> int:
+        return self.spec.lane
+
+    def to_dict(self, now: float) -> dict[str, object]:
+        """A JSON-friendly view for the admin API; ``now`` is loop.time()."""
+        start = self.started_at
+        end = self.finished_at
+        wait_s = (
+            start if start is not None else (end if end is not None else now)
+        ) - self.submitted_at
+        run_s = None if start is None else (end if end is not None else now) - start
+        return {
+            "id": self.id,
+            "kind": self.spec.kind,
+            "lane": self.spec.lane.name.lower(),
+            "owner": self.spec.owner,
+            "mode": self.spec.mode.value,
+            "label": self.spec.label,
+            "status": self.status.value,
+            "resources": dict(self.spec.resources),
+            "preemptible": self.spec.preemptible,
+            "submitted_ts": self.submitted_ts,
+            "wait_s": round(wait_s, 6),
+            "run_s": None if run_s is None else round(run_s, 6),
+            "yields": self.yields,
+            "error": self.error,
+        }

@@ -1,0 +1,336 @@
+"""The global scheduler: admission, dispatch, execution and lifecycle of every model job.
+
+Dispatch is synchronous (:meth:`Scheduler._pump`), run whenever something changes: a submit,
+a finish, a cancel, a preemption. It walks the lanes in priority order; within a lane it
+looks at the head job of each owner in round-robin order. A job starts only when all its
+resources fit after subtracting what blocked higher-priority jobs are waiting for (so lower
+lanes can backfill without delaying them). A lane passed over ``starvation_bound`` times
+while non-empty is looked at first once. A blocked job asks running preemptible jobs of
+lower lanes holding what it lacks to yield at their next step.
+
+Jobs run on a fixed set of runner coroutines (no task per job): async jobs inline, blocking
+jobs on the fixed thread pool, GIL-holding jobs in the fixed process pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from core.errors import QueueFull, SchedulerClosed, SchedulerError
+from core.scheduler.channel import Channel
+from core.scheduler.context import JobContext
+from core.scheduler.execution import Execution
+from core.scheduler.executors import Executors
+from core.scheduler.handle import JobHandle
+from core.scheduler.introspect import Introspection
+from core.scheduler.job import Job
+from core.scheduler.queues import LaneQueue
+from core.scheduler.resources import ResourcePool
+from core.scheduler.settings import SchedulerSettings
+from core.scheduler.stats import Counters, LoopLagMonitor, TraceBuffer
+from core.scheduler.types import ExecMode, JobSpec, JobStatus, Lane, TraceKind
+
+log = logging.getLogger(__name__)
+
+SCAN_LIMIT = 32  # head jobs examined per lane and pass: bounds dispatch cost with huge queues
+_SLOT = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
+_LANES = tuple(Lane)
+
+
+class _Runner:
+    __slots__ = ("current", "job", "name", "task", "waiter")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.job: Job | None = None  # assigned, not yet started
+        self.current: Job | None = None  # executing now
+        self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class Scheduler(Execution, Introspection):
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        budgets = dict(settings.resources)
+        budgets.update(
+            runner=settings.runners,
+            thread=settings.thread_workers,
+            process=settings.process_workers,
+        )
+        self._pool = ResourcePool(budgets)
+        self._lanes = [LaneQueue() for _ in _LANES]
+        self._bypassed = [0 for _ in _LANES]
+        self._jobs: dict[int, Job] = {}  # not finished, or finished but still running its code
+        self._running: dict[int, Job] = {}
+        self._history: deque[Job] = deque(maxlen=settings.history_capacity)
+        self._ids = itertools.count(1)
+        self._counters = Counters(settings.sample_capacity)
+        self._trace = TraceBuffer(settings.trace_capacity)
+        self._lag = LoopLagMonitor(settings.loop_lag_interval_ms)
+        self._runners: list[_Runner] = []
+        self._idle: list[_Runner] = []
+        self._state = "new"
+        self._pumping = False
+        self._repump = False
+        self._executors: Executors | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drained = asyncio.Event()
+        self._started_at = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._state != "new":
+            raise SchedulerError(f"scheduler cannot start from state {self._state!r}")
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        self._executors = Executors(s.thread_workers, s.process_workers)
+        if s.prewarm:
+            await self._executors.prewarm()
+        for i in range(s.runners + s.thread_workers + s.process_workers):
+            runner = _Runner(f"scheduler-runner-{i}")
+            runner.task = self._loop.create_task(self._runner_main(runner), name=runner.name)
+            self._runners.append(runner)
+            self._idle.append(runner)
+        self._lag.start()
+        self._drained.set()
+        self._started_at = time.time()
+        self._state = "running"
+
+    @property
+    def accepting(self) -> bool:
+        return self._state == "running"
+
+    async def stop(self) -> None:
+        """Stop admission, let work finish for ``drain_timeout_s``, then cancel what is left."""
+        if self._state in ("draining", "stopped", "new"):
+            self._state = "stopped" if self._state == "new" else self._state
+            return
+        self._state = "draining"
+        try:
+            await asyncio.wait_for(self._drained.wait(), self.settings.drain_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "scheduler drain timed out with %d jobs left; cancelling them", len(self._jobs)
+            )
+        for job in list(self._jobs.values()):
+            self._cancel(job, "scheduler shutting down")
+        try:
+            await asyncio.wait_for(self._drained.wait(), self.settings.cancel_timeout_s)
+        except TimeoutError:
+            log.error("%d jobs ignored cancellation at shutdown", len(self._running))
+        self._state = "stopped"
+        for runner in self._runners:
+            if runner.task is not None:
+                runner.task.cancel()
+        tasks = [r.task for r in self._runners if r.task is not None]
+        await asyncio.wait(tasks, timeout=self.settings.cancel_timeout_s or None)
+        await self._lag.stop()
+        if self._executors is not None:
+            self._executors.shutdown()
+
+    # -- submission -----------------------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], *args: Any, spec: JobSpec) -> JobHandle[Any]:
+        """Queue ``fn``; raises QueueFull, SchedulerClosed or ResourceUnsatisfiable."""
+        if self._state != "running":
+            raise SchedulerClosed(f"scheduler is {self._state}: not accepting jobs")
+        loop = self._loop
+        assert loop is not None
+        lane = self._lanes[spec.lane]
+        s = self.settings
+        if lane.live >= s.lane_queue_limit:
+            self._reject(spec, "lane")
+            raise QueueFull(
+                f"the {spec.lane.name.lower()} queue is full ({s.lane_queue_limit} jobs)",
+                limit=s.lane_queue_limit,
+                scope=f"lane:{spec.lane.name.lower()}",
+            )
+        if lane.owner_live.get(spec.owner, 0) >= s.owner_queue_limit:
+            self._reject(spec, "owner")
+            raise QueueFull(
+                f"{spec.owner} already has {s.owner_queue_limit} jobs queued",
+                limit=s.owner_queue_limit,
+                scope=f"owner:{spec.owner}",
+            )
+        slot = _SLOT[spec.mode]
+        needs = {**spec.resources, slot: 1}
+        try:
+            self._pool.validate(needs)
+        except SchedulerError:
+            self._reject(spec, "resources")
+            raise
+        now = loop.time()
+        job = Job(
+            id=next(self._ids),
+            spec=spec,
+            fn=fn,
+            args=args,
+            needs=needs,
+            slot=slot,
+            declared=spec.resources,
+            future=loop.create_future(),
+            submitted_at=now,
+            submitted_ts=time.time(),
+            deadline_at=None if spec.deadline_s is None else now + spec.deadline_s,
+        )
+        channel: Channel[Any] = Channel(spec.stream_buffer or s.stream_buffer, loop)
+        job.ctx = JobContext(job, self, loop, channel)
+        if job.deadline_at is not None:
+            job.deadline_timer = loop.call_at(job.deadline_at, self._on_deadline, job)
+        self._jobs[job.id] = job
+        self._drained.clear()
+        lane.push(job)
+        self._counters.add(spec.lane, spec.kind, "submitted")
+        self._trace.add(
+            job.submitted_ts, TraceKind.SCHEDULED, job.id, spec.lane, spec.kind, spec.owner
+        )
+        self._pump()
+        return JobHandle(job, self, channel)
+
+    def position(self, handle: JobHandle[Any]) -> int:
+        """Jobs that start before this one: 0 when running, -1 when finished."""
+        job = handle._job
+        if job.status is JobStatus.RUNNING:
+            return 0
+        if job.status.finished:
+            return -1
+        higher = sum(self._lanes[lane].live for lane in range(job.spec.lane))
+        return higher + self._lanes[job.spec.lane].position(job)
+
+    def _reject(self, spec: JobSpec, why: str) -> None:
+        self._counters.add(spec.lane, spec.kind, "rejected")
+        self._trace.add(time.time(), TraceKind.REJECTED, 0, spec.lane, spec.kind, spec.owner, why)
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        if self._pumping:
+            self._repump = True
+            return
+        self._pumping = True
+        try:
+            while self._dispatch_pass() or self._repump:
+                self._repump = False
+        finally:
+            self._pumping = False
+
+    def _dispatch_pass(self) -> bool:
+        lanes, bound, bypassed = self._lanes, self.settings.starvation_bound, self._bypassed
+        order = [i for i in (1, 2) if bypassed[i] >= bound and lanes[i].live]
+        promoted = set(order)
+        order += [i for i in range(len(lanes)) if i not in promoted]
+        reserved: dict[str, int] = {}
+        now = self._loop.time() if self._loop is not None else 0.0
+        progressed = False
+        for index in order:
+            queue = lanes[index]
+            if not queue.live:
+                continue
+            for job in queue.candidates(SCAN_LIMIT):
+                if (
+                    job.status is JobStatus.QUEUED
+                    and job.deadline_at is not None
+                    and now >= job.deadline_at
+                ):
+                    self._on_deadline(job)
+                    continue
+                resuming = job.status is JobStatus.YIELDED
+                needs = job.declared if resuming else job.needs
+                if self._pool.fits(needs, reserved):
+                    queue.take(job)
+                    self._resume(job) if resuming else self._start(job)
+                    self._account_bypass(index)
+                    progressed = True
+                elif index not in promoted:
+                    self._maybe_preempt(job)
+                    for name, amount in needs.items():
+                        reserved[name] = reserved.get(name, 0) + amount
+        return progressed
+
+    def _account_bypass(self, index: int) -> None:
+        bypassed, lanes = self._bypassed, self._lanes
+        bypassed[index] = 0
+        for lower in range(index + 1, len(lanes)):
+            if lanes[lower].live:
+                bypassed[lower] += 1
+
+    def _start(self, job: Job) -> None:
+        self._pool.acquire(job.needs)
+        job.holding = True
+        job.status = JobStatus.RUNNING
+        assert self._loop is not None
+        job.started_at = self._loop.time()
+        self._running[job.id] = job
+        spec = job.spec
+        self._counters.add(spec.lane, spec.kind, "started")
+        self._counters.sample(
+            self._counters.wait, spec.lane, spec.kind, job.started_at - job.submitted_at
+        )
+        self._trace.add(time.time(), TraceKind.STARTED, job.id, spec.lane, spec.kind, spec.owner)
+        runner = self._idle.pop()
+        runner.job = job
+        if runner.waiter is not None and not runner.waiter.done():
+            runner.waiter.set_result(None)
+
+    def _resume(self, job: Job) -> None:
+        self._pool.acquire(job.declared)
+        job.holding = True
+        job.status = JobStatus.RUNNING
+        spec = job.spec
+        self._trace.add(time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner)
+        if job.resume is not None and not job.resume.done():
+            job.resume.set_result(None)
+
+    def _maybe_preempt(self, blocked: Job) -> None:
+        short = self._pool.shortfall(blocked.declared)
+        for name, missing in short.items():
+            victims = [
+                j
+                for j in self._running.values()
+                if j.spec.preemptible
+                and j.holding
+                and j.spec.lane > blocked.spec.lane
+                and j.declared.get(name, 0) > 0
+            ]
+            victims.sort(key=lambda j: (-j.spec.lane, -j.id))
+            for victim in victims:
+                if missing <= 0:
+                    break
+                missing -= victim.declared[name]
+                if not victim.yield_requested:
+                    victim.yield_requested = True
+                    s = victim.spec
+                    self._trace.add(
+                        time.time(),
+                        TraceKind.YIELDED,
+                        victim.id,
+                        s.lane,
+                        s.kind,
+                        s.owner,
+                        "requested",
+                    )
+
+    async def _yield_job(self, job: Job) -> None:
+        """At a checkpoint of a job asked to yield: give its resources back until re-admitted."""
+        if not job.yield_requested or job.status is not JobStatus.RUNNING:
+            return
+        assert self._loop is not None
+        job.yield_requested = False
+        self._pool.release(job.declared)
+        job.holding = False
+        job.status = JobStatus.YIELDED
+        job.yields += 1
+        spec = job.spec
+        self._counters.add(spec.lane, spec.kind, "yielded")
+        self._trace.add(time.time(), TraceKind.YIELDED, job.id, spec.lane, spec.kind, spec.owner)
+        self._lanes[spec.lane].push_resumed(job)
+        job.resume = self._loop.create_future()
+        self._pump()
+        try:
+            await job.resume
+        finally:
+            job.resume = None

@@ -1,0 +1,162 @@
+"""Counters, latency samples, the trace ring buffer and the event-loop lag monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections import defaultdict, deque
+from collections.abc import Iterable
+
+from core.scheduler.types import Lane, TraceEvent, TraceKind
+
+COUNTED = (
+    "submitted",
+    "started",
+    "completed",
+    "failed",
+    "cancelled",
+    "expired",
+    "rejected",
+    "yielded",
+)
+
+
+def percentiles(
+    samples: Iterable[float], points: tuple[float, ...] = (50, 95, 99)
+) -> dict[str, float]:
+    """Nearest-rank percentiles in milliseconds (``p50``, ``p95``, ``p99``, ``max``); empty: {}."""
+    data = sorted(samples)
+    if not data:
+        return {}
+    out = {
+        f"p{p:g}": round(data[max(0, math.ceil(p / 100 * len(data)) - 1)] * 1e3, 3) for p in points
+    }
+    out["max"] = round(data[-1] * 1e3, 3)
+    return out
+
+
+class Counters:
+    """Counts per (lane, kind, event) and wait/run samples per (lane, kind)."""
+
+    __slots__ = ("counts", "run", "sample_capacity", "wait")
+
+    def __init__(self, sample_capacity: int) -> None:
+        self.sample_capacity = sample_capacity
+        self.counts: defaultdict[tuple[Lane, str, str], int] = defaultdict(int)
+        self.wait: dict[tuple[Lane, str], deque[float]] = {}
+        self.run: dict[tuple[Lane, str], deque[float]] = {}
+
+    def add(self, lane: Lane, kind: str, event: str) -> None:
+        self.counts[(lane, kind, event)] += 1
+
+    def sample(
+        self, table: dict[tuple[Lane, str], deque[float]], lane: Lane, kind: str, v: float
+    ) -> None:
+        d = table.get((lane, kind))
+        if d is None:
+            d = table[(lane, kind)] = deque(maxlen=self.sample_capacity)
+        d.append(v)
+
+    def by_lane_kind(self) -> dict[str, dict[str, dict[str, object]]]:
+        """{lane: {kind: {submitted: n, ..., wait_ms: {p50..}, run_ms: {p50..}}}}."""
+        out: dict[str, dict[str, dict[str, object]]] = {lane.name.lower(): {} for lane in Lane}
+        keys = {(lane, kind) for lane, kind, _ in self.counts} | set(self.wait) | set(self.run)
+        for lane, kind in sorted(keys):
+            row: dict[str, object] = {ev: self.counts.get((lane, kind, ev), 0) for ev in COUNTED}
+            row["wait_ms"] = percentiles(self.wait.get((lane, kind), ()))
+            row["run_ms"] = percentiles(self.run.get((lane, kind), ()))
+            out[lane.name.lower()][kind] = row
+        return out
+
+    def lane_totals(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for lane in Lane:
+            row: dict[str, object] = {ev: 0 for ev in COUNTED}
+            for (ln, _kind, ev), n in self.counts.items():
+                if ln is lane:
+                    row[ev] = int(row[ev]) + n  # type: ignore[call-overload]
+            waits = [v for (ln, _k), d in self.wait.items() if ln is lane for v in d]
+            runs = [v for (ln, _k), d in self.run.items() if ln is lane for v in d]
+            row["wait_ms"] = percentiles(waits)
+            row["run_ms"] = percentiles(runs)
+            out[lane.name.lower()] = row
+        return out
+
+
+class TraceBuffer:
+    """A ring buffer of trace events stored as tuples (cheap), materialised on read."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, capacity: int) -> None:
+        self._events: deque[tuple[float, TraceKind, int, Lane, str, str, str]] = deque(
+            maxlen=capacity
+        )
+
+    def add(
+        self,
+        ts: float,
+        event: TraceKind,
+        job_id: int,
+        lane: Lane,
+        kind: str,
+        owner: str,
+        detail: str = "",
+    ) -> None:
+        self._events.append((ts, event, job_id, lane, kind, owner, detail))
+
+    def events(self, limit: int | None = None) -> list[TraceEvent]:
+        items = list(self._events)
+        if limit is not None:
+            items = items[-limit:] if limit > 0 else []
+        return [TraceEvent(*item) for item in items]
+
+    def jsonl(self, limit: int | None = None) -> str:
+        return "".join(
+            json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in self.events(limit)
+        )
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop wakes a sleeper: the lag every other task suffers."""
+
+    def __init__(self, interval_ms: float, capacity: int = 1024) -> None:
+        self.interval_s = interval_ms / 1e3
+        self.samples: deque[float] = deque(maxlen=capacity)
+        self.max_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="scheduler-loop-lag"
+            )
+
+    async def stop(self, timeout_s: float = 1.0) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout_s)
+
+    def reset(self) -> None:
+        self.samples.clear()
+        self.max_s = 0.0
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.interval_s
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(interval)
+            lag = max(0.0, loop.time() - t0 - interval)
+            self.samples.append(lag)
+            if lag > self.max_s:
+                self.max_s = lag
+
+    def snapshot(self) -> dict[str, float]:
+        out = percentiles(self.samples, (50, 99))
+        out["max_since_start"] = round(self.max_s * 1e3, 3)
+        return out
