@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from core.errors import SchedulerError
-from core.scheduler.channel import Channel, ChannelClosed
+from core.scheduler.channel import ChannelClosed
 
 if TYPE_CHECKING:
     from core.scheduler.job import Job
@@ -19,16 +19,13 @@ if TYPE_CHECKING:
 
 
 class JobContext:
-    __slots__ = ("_channel", "_job", "_loop", "_scheduler", "cancel_error", "job_id")
+    __slots__ = ("_job", "_loop", "_scheduler", "cancel_error", "job_id")
 
-    def __init__(
-        self, job: Job, scheduler: Scheduler, loop: asyncio.AbstractEventLoop, channel: Channel[Any]
-    ) -> None:
+    def __init__(self, job: Job, scheduler: Scheduler, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job.id
         self._job = job
         self._scheduler = scheduler
         self._loop = loop
-        self._channel = channel
         self.cancel_error: SchedulerError | None = None  # set when cancelled or expired
 
     @property
@@ -44,7 +41,7 @@ class JobContext:
         """Hand a chunk to the consumer; waits while its buffer is full (backpressure)."""
         self.raise_if_cancelled()
         try:
-            await self._channel.put(chunk)
+            await self._job.channel_for(self._loop).put(chunk)
         except ChannelClosed:
             self.raise_if_cancelled()
             raise

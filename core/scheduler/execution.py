@@ -36,6 +36,7 @@ class Execution:
     _lanes: list[LaneQueue]
     _jobs: dict[int, Job]
     _running: dict[int, Job]
+    _preemptible: dict[int, Job]
     _history: deque[Job]
     _counters: Counters
     _trace: TraceBuffer
@@ -43,6 +44,7 @@ class Execution:
     _executors: Executors | None
     _loop: asyncio.AbstractEventLoop | None
     _drained: asyncio.Event
+    _dirty: bool
 
     def _pump(self) -> None:
         raise NotImplementedError
@@ -110,8 +112,9 @@ class Execution:
         assert ctx is not None
         if error is None:
             job.status = JobStatus.COMPLETED
-            job.future.set_result(result)
-            ctx._channel.close()
+            if not job.future.done():
+                job.future.set_result(result)
+            job.close_channel()
             event, trace = "completed", TraceKind.COMPLETED
             if job.started_at is not None:
                 self._counters.sample(
@@ -125,7 +128,7 @@ class Execution:
                 log.info("job %d (%s) failed: %r", job.id, spec.kind, error)
             job.error = f"{type(error).__name__}: {error}"
             _fail_future(job.future, error)
-            ctx._channel.close(error)
+            job.close_channel(error)
         self._counters.add(spec.lane, spec.kind, event)
         self._trace.add(time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error)
 
@@ -136,7 +139,9 @@ class Execution:
             self._pool.release(job.declared)
             job.holding = False
         self._running.pop(job.id, None)
+        self._preemptible.pop(job.id, None)
         self._forget(job)
+        self._dirty = True
         self._pump()
 
     def _forget(self, job: Job) -> None:
@@ -169,11 +174,12 @@ class Execution:
         previous = job.status
         if previous in (JobStatus.QUEUED, JobStatus.YIELDED):
             self._lanes[spec.lane].discard(job)
+            self._dirty = True  # the owner's next job may now be a head
         job.status = status
         job.error = str(error)
         ctx.cancel_error = error
         _fail_future(job.future, error)
-        ctx._channel.close(error)
+        job.close_channel(error)
         event = "cancelled" if status is JobStatus.CANCELLED else "expired"
         self._counters.add(spec.lane, spec.kind, event)
         trace = TraceKind.CANCELLED if status is JobStatus.CANCELLED else TraceKind.EXPIRED

@@ -17,12 +17,12 @@ T = TypeVar("T")
 
 
 class JobHandle(Generic[T]):
-    __slots__ = ("_channel", "_job", "_scheduler")
+    __slots__ = ("_job", "_loop", "_scheduler")
 
-    def __init__(self, job: Job, scheduler: Scheduler, channel: Channel[Any]) -> None:
+    def __init__(self, job: Job, scheduler: Scheduler, loop: asyncio.AbstractEventLoop) -> None:
         self._job = job
         self._scheduler = scheduler
-        self._channel = channel
+        self._loop = loop
 
     @property
     def id(self) -> int:
@@ -36,15 +36,22 @@ class JobHandle(Generic[T]):
         return self._job.future.done()
 
     async def result(self) -> Any:
-        """The job's return value; raises its exception, JobCancelled or DeadlineExceeded."""
-        return await asyncio.shield(self._job.future)
+        """The job's return value; raises its exception, JobCancelled or DeadlineExceeded.
+
+        Cancelling the awaiting task cancels the job: nobody is left to take its result."""
+        try:
+            return await self._job.future
+        except asyncio.CancelledError:
+            if self._job.future.cancelled():
+                self._scheduler._cancel(self._job, "the submitter stopped waiting")
+            raise
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.result().__await__()
 
     def stream(self) -> AsyncIterator[T]:
         """Chunks the job emits, in order; ends with the job, raising its error if it failed."""
-        return _Stream(self._channel)
+        return _Stream(self._job.channel_for(self._loop))
 
     def cancel(self, reason: str = "cancelled by submitter") -> bool:
         """Queued: leaves at once. Running: stops at its next emit/checkpoint. False if finished."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.scheduler.channel import Channel
 from core.scheduler.types import JobSpec, JobStatus
 
 if TYPE_CHECKING:
@@ -38,11 +39,22 @@ class Job:
     resume: asyncio.Future[None] | None = None
     yields: int = 0
     error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    stream_size: int = 32
+    channel: Channel[Any] | None = None  # created on first emit or stream()
 
-    @property
-    def lane(self) -> int:
-        return self.spec.lane
+    def channel_for(self, loop: asyncio.AbstractEventLoop) -> Channel[Any]:
+        """The job's stream, created on first use (most jobs never stream)."""
+        channel = self.channel
+        if channel is None:
+            channel = self.channel = Channel(self.stream_size, loop)
+            future = self.future
+            if future.done():
+                channel.close(None if future.cancelled() else future.exception())
+        return channel
+
+    def close_channel(self, error: BaseException | None = None) -> None:
+        if self.channel is not None:
+            self.channel.close(error)
 
     def to_dict(self, now: float) -> dict[str, object]:
         """A JSON-friendly view for the admin API; ``now`` is loop.time()."""

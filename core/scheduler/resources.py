@@ -35,9 +35,16 @@ class ResourcePool:
 
     def fits(self, needs: Mapping[str, int], reserved: Mapping[str, int] | None = None) -> bool:
         in_use, budget = self.in_use, self.budget
+        # plain loops: on the dispatch hot path they beat all() over a generator
         if reserved:
-            return all(in_use[n] + reserved.get(n, 0) + a <= budget[n] for n, a in needs.items())
-        return all(in_use[n] + a <= budget[n] for n, a in needs.items())
+            for n, a in needs.items():  # noqa: SIM110
+                if in_use[n] + reserved.get(n, 0) + a > budget[n]:
+                    return False
+            return True
+        for n, a in needs.items():  # noqa: SIM110
+            if in_use[n] + a > budget[n]:
+                return False
+        return True
 
     def shortfall(self, needs: Mapping[str, int]) -> dict[str, int]:
         """How much of each resource is missing for ``needs`` to fit now."""

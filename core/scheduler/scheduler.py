@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import QueueFull, SchedulerClosed, SchedulerError
-from core.scheduler.channel import Channel
 from core.scheduler.context import JobContext
 from core.scheduler.execution import Execution
 from core.scheduler.executors import Executors
@@ -38,9 +37,12 @@ from core.scheduler.types import ExecMode, JobSpec, JobStatus, Lane, TraceKind
 
 log = logging.getLogger(__name__)
 
-SCAN_LIMIT = 32  # head jobs examined per lane and pass: bounds dispatch cost with huge queues
+SCAN_LIMIT = 16  # head jobs examined per lane and pass: bounds dispatch cost with huge queues
+BLOCKED_LIMIT = 4  # blocked heads per lane and pass before the pass leaves the lane
 _SLOT = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
 _LANES = tuple(Lane)
+_ORDER = tuple(int(lane) for lane in Lane)
+_NONE: frozenset[int] = frozenset()
 
 
 class _Runner:
@@ -68,6 +70,7 @@ class Scheduler(Execution, Introspection):
         self._bypassed = [0 for _ in _LANES]
         self._jobs: dict[int, Job] = {}  # not finished, or finished but still running its code
         self._running: dict[int, Job] = {}
+        self._preemptible: dict[int, Job] = {}  # running preemptible jobs (preemption victims)
         self._history: deque[Job] = deque(maxlen=settings.history_capacity)
         self._ids = itertools.count(1)
         self._counters = Counters(settings.sample_capacity)
@@ -78,6 +81,7 @@ class Scheduler(Execution, Introspection):
         self._state = "new"
         self._pumping = False
         self._repump = False
+        self._dirty = True  # something may have become startable since the last pass
         self._executors: Executors | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drained = asyncio.Event()
@@ -178,19 +182,38 @@ class Scheduler(Execution, Introspection):
             submitted_ts=time.time(),
             deadline_at=None if spec.deadline_s is None else now + spec.deadline_s,
         )
-        channel: Channel[Any] = Channel(spec.stream_buffer or s.stream_buffer, loop)
-        job.ctx = JobContext(job, self, loop, channel)
+        job.stream_size = spec.stream_buffer or s.stream_buffer
+        job.ctx = JobContext(job, self, loop)
         if job.deadline_at is not None:
             job.deadline_timer = loop.call_at(job.deadline_at, self._on_deadline, job)
         self._jobs[job.id] = job
         self._drained.clear()
-        lane.push(job)
         self._counters.add(spec.lane, spec.kind, "submitted")
         self._trace.add(
             job.submitted_ts, TraceKind.SCHEDULED, job.id, spec.lane, spec.kind, spec.owner
         )
-        self._pump()
-        return JobHandle(job, self, channel)
+        if self._can_start_directly(spec.lane, needs):
+            self._start(job)
+            self._account_bypass(spec.lane)
+        else:
+            queued_before = lane.owner_live.get(spec.owner, 0)
+            lane.push(job)
+            # FIFO per owner: behind a queued job of its own owner, this job cannot start in a
+            # pass before that one does; if nothing changed since the last pass, skip it.
+            if self._dirty or not queued_before:
+                self._pump()
+        return JobHandle(job, self, loop)
+
+    def _can_start_directly(self, index: int, needs: dict[str, int]) -> bool:
+        """Nothing queued at this lane or above, no starved lane below, and the job fits."""
+        if self._pumping:
+            return False
+        lanes, bypassed, bound = self._lanes, self._bypassed, self.settings.starvation_bound
+        for k in range(len(lanes)):
+            live = lanes[k].live
+            if live and (k <= index or bypassed[k] >= bound):
+                return False
+        return self._pool.fits(needs)
 
     def position(self, handle: JobHandle[Any]) -> int:
         """Jobs that start before this one: 0 when running, -1 when finished."""
@@ -209,47 +232,62 @@ class Scheduler(Execution, Introspection):
     # -- dispatch -------------------------------------------------------------------------------
     def _pump(self) -> None:
         if self._pumping:
-            self._repump = True
+            self._repump = True  # something changed during a pass: look once more afterwards
             return
         self._pumping = True
         try:
-            while self._dispatch_pass() or self._repump:
+            self._repump = True
+            while self._repump:
                 self._repump = False
+                self._dispatch_pass()
         finally:
             self._pumping = False
 
-    def _dispatch_pass(self) -> bool:
+    def _dispatch_pass(self) -> None:
+        """Start everything that may start now. Resources only shrink during a pass, so once
+        a lane has nothing more that fits, later lanes cannot change that: one pass suffices."""
+        self._dirty = False
         lanes, bound, bypassed = self._lanes, self.settings.starvation_bound, self._bypassed
-        order = [i for i in (1, 2) if bypassed[i] >= bound and lanes[i].live]
-        promoted = set(order)
-        order += [i for i in range(len(lanes)) if i not in promoted]
+        if not (lanes[0].live or lanes[1].live or lanes[2].live):
+            return
+        if (bypassed[1] >= bound and lanes[1].live) or (bypassed[2] >= bound and lanes[2].live):
+            starved = [i for i in (1, 2) if bypassed[i] >= bound and lanes[i].live]
+            promoted: frozenset[int] = frozenset(starved)
+            order = [*starved, *(i for i in _ORDER if i not in promoted)]
+        else:
+            promoted, order = _NONE, list(_ORDER)
         reserved: dict[str, int] = {}
+        blocked_ids: set[int] = set()
         now = self._loop.time() if self._loop is not None else 0.0
-        progressed = False
         for index in order:
             queue = lanes[index]
-            if not queue.live:
-                continue
-            for job in queue.candidates(SCAN_LIMIT):
-                if (
-                    job.status is JobStatus.QUEUED
-                    and job.deadline_at is not None
-                    and now >= job.deadline_at
-                ):
-                    self._on_deadline(job)
-                    continue
-                resuming = job.status is JobStatus.YIELDED
-                needs = job.declared if resuming else job.needs
-                if self._pool.fits(needs, reserved):
-                    queue.take(job)
-                    self._resume(job) if resuming else self._start(job)
-                    self._account_bypass(index)
-                    progressed = True
-                elif index not in promoted:
-                    self._maybe_preempt(job)
-                    for name, amount in needs.items():
-                        reserved[name] = reserved.get(name, 0) + amount
-        return progressed
+            dispatched = True
+            while dispatched and queue.live and len(blocked_ids) < BLOCKED_LIMIT * (index + 1):
+                dispatched = False
+                for job in queue.candidates(SCAN_LIMIT):
+                    if job.id in blocked_ids:
+                        continue
+                    if (
+                        job.status is JobStatus.QUEUED
+                        and job.deadline_at is not None
+                        and now >= job.deadline_at
+                    ):
+                        self._on_deadline(job)
+                        continue
+                    resuming = job.status is JobStatus.YIELDED
+                    needs = job.declared if resuming else job.needs
+                    if self._pool.fits(needs, reserved):
+                        queue.take(job)
+                        self._resume(job) if resuming else self._start(job)
+                        self._account_bypass(index)
+                        dispatched = True
+                        continue
+                    blocked_ids.add(job.id)
+                    if index not in promoted:
+                        if self._preemptible:
+                            self._maybe_preempt(job)
+                        for name, amount in needs.items():
+                            reserved[name] = reserved.get(name, 0) + amount
 
     def _account_bypass(self, index: int) -> None:
         bypassed, lanes = self._bypassed, self._lanes
@@ -265,6 +303,8 @@ class Scheduler(Execution, Introspection):
         assert self._loop is not None
         job.started_at = self._loop.time()
         self._running[job.id] = job
+        if job.spec.preemptible:
+            self._preemptible[job.id] = job
         spec = job.spec
         self._counters.add(spec.lane, spec.kind, "started")
         self._counters.sample(
@@ -290,11 +330,8 @@ class Scheduler(Execution, Introspection):
         for name, missing in short.items():
             victims = [
                 j
-                for j in self._running.values()
-                if j.spec.preemptible
-                and j.holding
-                and j.spec.lane > blocked.spec.lane
-                and j.declared.get(name, 0) > 0
+                for j in self._preemptible.values()
+                if j.holding and j.spec.lane > blocked.spec.lane and j.declared.get(name, 0) > 0
             ]
             victims.sort(key=lambda j: (-j.spec.lane, -j.id))
             for victim in victims:
@@ -329,6 +366,7 @@ class Scheduler(Execution, Introspection):
         self._trace.add(time.time(), TraceKind.YIELDED, job.id, spec.lane, spec.kind, spec.owner)
         self._lanes[spec.lane].push_resumed(job)
         job.resume = self._loop.create_future()
+        self._dirty = True
         self._pump()
         try:
             await job.resume

@@ -1,0 +1,121 @@
+"""Counted resources: budgets are never exceeded, the VRAM mutex, unsatisfiable needs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.errors import ResourceUnsatisfiable
+from core.scheduler import JobContext, JobSpec, Lane, Scheduler, SchedulerSettings
+
+from .conftest import MakeScheduler
+
+
+class Meter:
+    """Tracks what running jobs hold, to check the budget from the jobs' point of view."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.intervals: list[tuple[str, float, float]] = []
+
+    async def job(self, ctx: JobContext, needs: dict[str, int], hold_s: float, tag: str) -> None:
+        loop = asyncio.get_running_loop()
+        for k, v in needs.items():
+            self.now[k] = self.now.get(k, 0) + v
+            self.peak[k] = max(self.peak.get(k, 0), self.now[k])
+        start = loop.time()
+        try:
+            await asyncio.sleep(hold_s)
+        finally:
+            for k, v in needs.items():
+                self.now[k] -= v
+            self.intervals.append((tag, start, loop.time()))
+
+
+async def test_two_6gb_jobs_on_an_8gb_budget_never_overlap(make_scheduler: MakeScheduler) -> None:
+    s = await make_scheduler(resources={"vram:0": 8192})
+    meter = Meter()
+    needs = {"vram:0": 6144}
+    handles = [
+        s.submit(meter.job, needs, 0.02, name, spec=JobSpec(kind=name, lane=lane, resources=needs))
+        for name, lane in (
+            ("sd", Lane.BACKGROUND),
+            ("llm", Lane.INTERACTIVE),
+            ("vl", Lane.INTERACTIVE),
+        )
+    ]
+    await asyncio.gather(*(h.result() for h in handles))
+    assert meter.peak["vram:0"] == 6144
+    spans = sorted((a, b) for _, a, b in meter.intervals)
+    assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(spans))
+
+
+async def test_small_jobs_share_what_fits(make_scheduler: MakeScheduler) -> None:
+    s = await make_scheduler(resources={"vram:0": 8192})
+    meter = Meter()
+    needs = {"vram:0": 2048}
+    handles = [
+        s.submit(meter.job, needs, 0.05, str(i), spec=JobSpec(kind="x", resources=needs))
+        for i in range(8)
+    ]
+    await asyncio.gather(*(h.result() for h in handles))
+    assert meter.peak["vram:0"] == 8192  # four at a time: the budget is used, never exceeded
+
+
+async def test_unknown_or_oversized_resources_are_refused(make_scheduler: MakeScheduler) -> None:
+    s = await make_scheduler(resources={"vram:0": 8192})
+    with pytest.raises(ResourceUnsatisfiable, match="unknown resource 'vram:1'"):
+        s.submit(Meter().job, {}, 0, "x", spec=JobSpec(kind="x", resources={"vram:1": 1}))
+    with pytest.raises(ResourceUnsatisfiable, match="budget is 8192"):
+        s.submit(Meter().job, {}, 0, "x", spec=JobSpec(kind="x", resources={"vram:0": 9000}))
+    assert s.stats()["lanes"]["interactive"]["rejected"] == 2
+
+
+async def _random_workload(seed: int, budget: dict[str, int], n_jobs: int) -> Meter:
+    rng = random.Random(seed)
+    s = Scheduler(SchedulerSettings(resources=budget, thread_workers=1, prewarm=False))
+    await s.start()
+    meter = Meter()
+    handles = []
+    for i in range(n_jobs):
+        needs = {k: rng.randint(0, v) for k, v in budget.items() if rng.random() < 0.7}
+        lane = rng.choice(list(Lane))
+        handles.append(
+            s.submit(
+                meter.job,
+                needs,
+                rng.choice([0, 0.001, 0.003]),
+                str(i),
+                spec=JobSpec(kind="p", lane=lane, owner=f"o{rng.randint(0, 3)}", resources=needs),
+            )
+        )
+        if rng.random() < 0.1:
+            handles[rng.randrange(len(handles))].cancel()
+        if rng.random() < 0.3:
+            await asyncio.sleep(0)
+    await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+    await s.stop()
+    assert s.stats()["queued_total"] == 0
+    assert all(v["used"] == 0 for v in s.stats()["resources"].values())
+    return meter
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    vram=st.integers(1, 16_000),
+    cpu=st.integers(1, 4),
+    n_jobs=st.integers(1, 40),
+)
+def test_budget_is_never_exceeded(seed: int, vram: int, cpu: int, n_jobs: int) -> None:
+    budget = {"vram:0": vram, "cpu": cpu}
+    meter = asyncio.run(_random_workload(seed, budget, n_jobs))
+    for name, peak in meter.peak.items():
+        assert peak <= budget[name]
+    assert all(v == 0 for v in meter.now.values())
