@@ -31,7 +31,9 @@ class ServerSettings(BaseModel):
 
 
 class AdminSettings(BaseModel):
-    token: SecretStr | None = Field(None, description="bearer token for /admin; admin API is off without one")
+    token: SecretStr | None = Field(
+        None, description="bearer token for /admin; admin API is off without one"
+    )
 
 
 class DeviceSettings(BaseModel):
@@ -40,7 +42,9 @@ class DeviceSettings(BaseModel):
     enabled: bool = True
     ws_path: str = "/xiaozhi/v1/"
     public_ws_url: str | None = Field(None, description="URL the OTA endpoint hands to devices")
-    tokens: list[SecretStr] = Field(default_factory=list, description="accepted device tokens; empty: no check")
+    tokens: list[SecretStr] = Field(
+        default_factory=list, description="accepted device tokens; empty: no check"
+    )
     idle_timeout_s: float = Field(120.0, gt=0)
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
 

@@ -1,0 +1,352 @@
+"""Device hub benchmarks: idle devices, devices talking at once, first audio after end of speech.
+
+    .venv/bin/python -m bench.devices_bench                 # stand-in backends + real models
+    .venv/bin/python -m bench.devices_bench --no-real       # stand-in backends only
+    .venv/bin/python -m bench.devices_bench --idle 0,100,1000,5000 --talk 1,10,40 --real-talk 1,10
+
+The hub runs in a child process (as in production: one process, one loop, uvicorn serving the
+hub's router); simulators run in this process, so RSS, thread count and event-loop lag are the
+server's alone. The server exposes ``GET /bench/stats`` (RSS, threads, loop-lag samples).
+Stand-in backends have fixed costs and run as THREAD jobs holding a ``cpu`` slot like real ones:
+VAD inline scoring, ASR 300 ms, LLM 20 ms per token, TTS 40 ms per sentence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from core.models.asr import Transcript
+from core.models.llm import ChatMessage
+from core.models.tts import PcmChunk
+from core.models.vad import Vad
+from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
+from devices.simulator import DeviceSimulator, read_wav_16k
+
+WAV = Path(__file__).resolve().parents[2] / "shared" / "audio" / "en03_piper.wav"
+LAG_PERIOD_S = 0.02
+
+
+# -- stand-in backends (fixed cost) ------------------------------------------------------------
+class _EnergyVad(Vad):
+    frame_samples = 512
+
+    def speech_probability(self, frame: np.ndarray) -> float:
+        return 1.0 if float(np.sqrt(np.mean(frame.astype(np.float64) ** 2))) > 300 else 0.0
+
+
+class StandIn:
+    reply = (
+        "Canberra is the capital of Australia. It is about three hundred kilometres from Sydney."
+    )
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def _spec(self, kind: str, owner: str, lane: Lane, cpu: bool = True) -> JobSpec:
+        return JobSpec(
+            kind=kind,
+            lane=lane,
+            owner=owner,
+            mode=ExecMode.THREAD,
+            resources={"cpu": 1} if cpu else {},
+        )
+
+    def new_vad(self) -> Vad:
+        return _EnergyVad()
+
+    async def detect_speech(
+        self, vad: Vad, frames: Sequence[np.ndarray], *, owner: str, lane: Lane = Lane.REALTIME
+    ) -> list[float]:
+        def run(ctx: JobContext) -> list[float]:
+            return [vad.speech_probability(f) for f in frames]
+
+        result: list[float] = await self.scheduler.submit(
+            run, spec=self._spec("vad", owner, lane, cpu=False)
+        ).result()
+        return result
+
+    async def transcribe(
+        self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
+    ) -> Transcript:
+        def run(ctx: JobContext) -> Transcript:
+            time.sleep(0.3)
+            return Transcript("what is the capital of australia", "en", len(pcm) / 16_000)
+
+        result: Transcript = await self.scheduler.submit(
+            run, spec=self._spec("asr", owner, lane)
+        ).result()
+        return result
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        lane: Lane,
+        owner: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> JobHandle[str]:
+        def run(ctx: JobContext) -> None:
+            for word in self.reply.split(" "):
+                time.sleep(0.02)
+                ctx.checkpoint_blocking()
+                ctx.emit_blocking(word + " ")
+
+        return self.scheduler.submit(run, spec=self._spec("llm", owner, lane))
+
+    def speak(
+        self, text: str, *, lane: Lane, owner: str, sample_rate_hz: int
+    ) -> JobHandle[PcmChunk]:
+        def run(ctx: JobContext) -> None:
+            time.sleep(0.04)
+            t = np.arange(int(len(text) * 0.06 * sample_rate_hz)) / sample_rate_hz
+            ctx.emit_blocking(
+                PcmChunk((np.sin(2 * np.pi * 440 * t) * 6000).astype(np.int16), sample_rate_hz)
+            )
+
+        return self.scheduler.submit(run, spec=self._spec("tts", owner, lane))
+
+
+# -- the server (child process) ----------------------------------------------------------------
+async def _serve(backend: str) -> None:
+    import psutil
+    import uvicorn
+    from fastapi import FastAPI
+
+    from core.settings import build_settings
+    from devices.config import HubSettings
+    from devices.hub import DeviceHub
+
+    settings = build_settings()
+    scheduler = Scheduler(settings.scheduler)
+    await scheduler.start()
+    manager = None
+    inference: Any
+    if backend == "real":
+        from core.models.inference import Inference
+        from core.models.manager import ModelManager
+
+        manager = ModelManager(
+            settings.models, scheduler, Path(tempfile.mkdtemp(prefix="devbench"))
+        )
+        inference = Inference(scheduler, manager, settings.models)
+        for name in ("vad", "asr", "llm", "tts"):
+            await manager.load(name)
+    else:
+        inference = StandIn(scheduler)
+    hub = DeviceHub(HubSettings(max_reply_tokens=32, language="en"), inference, scheduler)
+    app = FastAPI()
+    app.include_router(hub.router())
+    lags: list[float] = []
+    process = psutil.Process()
+
+    @app.get("/bench/stats")
+    async def stats(reset: bool = False) -> dict[str, Any]:
+        out = {
+            "rss_mb": process.memory_info().rss / 2**20,
+            "threads": threading.active_count(),
+            "os_threads": process.num_threads(),
+            "devices": len(hub),
+            "lag_ms": list(lags),
+        }
+        if reset:
+            lags.clear()
+        return out
+
+    async def probe() -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(LAG_PERIOD_S)
+            lags.append((time.monotonic() - start - LAG_PERIOD_S) * 1000)
+
+    lag_task = asyncio.get_running_loop().create_task(probe(), name="bench-lag-probe")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            ws="websockets-sansio",
+            lifespan="off",
+            backlog=4096,
+        )
+    )
+    serve_task = asyncio.get_running_loop().create_task(server.serve(), name="bench-uvicorn")
+    while not server.started:
+        await asyncio.sleep(0.05)
+    print(f"PORT {server.servers[0].sockets[0].getsockname()[1]}", flush=True)
+    try:
+        await serve_task
+    finally:
+        lag_task.cancel()
+        await hub.close()
+        await scheduler.stop()
+        if manager is not None:
+            await manager.close()
+
+
+# -- the clients (this process) ----------------------------------------------------------------
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Server:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Server:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.devices_bench",
+            "--serve",
+            self.backend,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=300)).decode()
+            if not line:
+                raise RuntimeError("bench server exited")
+            if line.startswith("PORT "):
+                self.port = int(line.split()[1])
+                return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        await asyncio.wait_for(self.proc.wait(), timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/xiaozhi/v1/"
+
+    async def stats(self, reset: bool = False) -> dict[str, Any]:
+        async with httpx.AsyncClient() as client:
+            r = await client.get(
+                f"http://127.0.0.1:{self.port}/bench/stats", params={"reset": reset}
+            )
+            data: dict[str, Any] = r.json()
+            return data
+
+
+async def _connect_all(server: Server, n: int) -> tuple[list[DeviceSimulator], list[float]]:
+    sims = [DeviceSimulator(server.url) for _ in range(n)]
+    gate = asyncio.Semaphore(50)
+
+    async def one(sim: DeviceSimulator) -> None:
+        async with gate:
+            await sim.connect(timeout_s=60)
+
+    await asyncio.gather(*(one(s) for s in sims))
+    return sims, [s.hello_rtt_s or 0.0 for s in sims]
+
+
+async def bench_idle(counts: list[int]) -> None:
+    print("\n== idle devices (stand-in backends) ==")
+    print(
+        f"{'devices':>8} {'rss_mb':>8} {'threads':>8} {'os_thr':>7} {'hello_p50_ms':>13} {'hello_p99_ms':>13}"
+    )
+    async with Server("standin") as server:
+        for n in counts:
+            sims, rtts = await _connect_all(server, n)
+            await asyncio.sleep(1.0)
+            st = await server.stats()
+            print(
+                f"{n:>8} {st['rss_mb']:>8.1f} {st['threads']:>8} {st['os_threads']:>7} "
+                f"{_pct(rtts, 0.5) * 1000:>13.1f} {_pct(rtts, 0.99) * 1000:>13.1f}"
+            )
+            await asyncio.gather(*(s.close() for s in sims))
+            await asyncio.sleep(0.5)
+
+
+async def bench_talk(backend: str, counts: list[int], pcm: np.ndarray) -> None:
+    print(
+        f"\n== devices talking at once ({backend} backends): end of speech → first audio frame =="
+    )
+    print(
+        f"{'devices':>8} {'answered':>9} {'p50_s':>7} {'p99_s':>7} {'lag_p50_ms':>11} {'lag_p99_ms':>11} {'lag_max_ms':>11}"
+    )
+    async with Server(backend) as server:
+        for n in counts:
+            sims, _ = await _connect_all(server, n)
+            await server.stats(reset=True)
+            results = await asyncio.gather(
+                *(s.converse(pcm, silence_s=8.0, timeout_s=300) for s in sims),
+                return_exceptions=True,
+            )
+            lags = (await server.stats(reset=True))["lag_ms"]
+            firsts = [
+                r.first_audio_latency_s
+                for r in results
+                if not isinstance(r, BaseException) and r.first_audio_latency_s is not None
+            ]
+            print(
+                f"{n:>8} {len(firsts):>9} {_pct(firsts, 0.5):>7.2f} {_pct(firsts, 0.99):>7.2f} "
+                f"{_pct(lags, 0.5):>11.1f} {_pct(lags, 0.99):>11.1f} {max(lags, default=0):>11.1f}"
+            )
+            await asyncio.gather(*(s.close() for s in sims))
+
+
+async def bench_single_real(repeat: int, pcm: np.ndarray) -> None:
+    print(f"\n== one device, real models: first audio after end of speech ({repeat} turns) ==")
+    async with Server("real") as server:
+        sim = DeviceSimulator(server.url)
+        await sim.connect()
+        firsts = []
+        for _ in range(repeat):
+            result = await sim.converse(pcm, silence_s=8.0, timeout_s=300)
+            if result.first_audio_latency_s is not None:
+                firsts.append(result.first_audio_latency_s)
+        await sim.close()
+    print(
+        f"median {statistics.median(firsts):.2f} s  min {min(firsts):.2f} s  max {max(firsts):.2f} s  "
+        f"(target ≤ 1.0 s; design documents: 1.5 s)"
+    )
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+async def main(args: argparse.Namespace) -> None:
+    import os
+
+    print(
+        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} (other work on the box skews figures)"
+    )
+    pcm = read_wav_16k(WAV)
+    await bench_idle(_ints(args.idle))
+    await bench_talk("standin", _ints(args.talk), pcm)
+    if args.real:
+        await bench_single_real(args.repeat, pcm)
+        await bench_talk("real", _ints(args.real_talk), pcm)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", choices=["standin", "real"], help=argparse.SUPPRESS)
+    parser.add_argument("--idle", default="0,100,1000")
+    parser.add_argument("--talk", default="1,10,40")
+    parser.add_argument("--real-talk", default="1,10,40")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-real", dest="real", action="store_false")
+    ns = parser.parse_args()
+    asyncio.run(_serve(ns.serve) if ns.serve else main(ns))
