@@ -114,8 +114,26 @@ class TraceBuffer:
         return [TraceEvent(*item) for item in items]
 
     def jsonl(self, limit: int | None = None) -> str:
+        """JSON lines, built straight from the stored tuples (no intermediate objects)."""
+        items = list(self._events)
+        if limit is not None:
+            items = items[-limit:] if limit > 0 else []
+        lanes = {lane: lane.name.lower() for lane in Lane}
+        dumps = json.JSONEncoder(ensure_ascii=False).encode
         return "".join(
-            json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in self.events(limit)
+            dumps(
+                {
+                    "ts": ts,
+                    "event": event.value,
+                    "job_id": job_id,
+                    "lane": lanes[lane],
+                    "kind": kind,
+                    "owner": owner,
+                    "detail": detail,
+                }
+            )
+            + "\n"
+            for ts, event, job_id, lane, kind, owner, detail in items
         )
 
 
