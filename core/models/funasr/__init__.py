@@ -1,0 +1,1 @@
+"""FunASR (SenseVoice / Paraformer) ASR from a user-supplied local model folder."""

