@@ -1,0 +1,149 @@
+"""The composition root: settings in, the NoneBot2 FastAPI app out, with every service wired.
+
+One process, one asyncio loop. NoneBot's FastAPI driver app serves the OneBot v11 reverse
+WebSocket (``/onebot/v11/ws``), the device WebSocket and the admin/ops API on one port.
+:func:`create_app` may be called once per process (NoneBot keeps one global driver).
+
+Lifecycle (driver lifespan hooks): start-up starts the scheduler; shutdown closes the device
+hub, stops the scheduler (drain, then cancel), closes the model manager and the HTTP client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import nonebot
+from fastapi import FastAPI
+from nonebot.adapters.onebot.v11 import Adapter as OneBotV11Adapter
+from nonebot.adapters.onebot.v11 import Bot as OneBotV11Bot
+from nonebot.log import logger
+
+from bot.admin import create_admin_router, create_ops_router
+from bot.directory import BotDirectory
+from bot.plugins import PLUGINS
+from bot.runtime import BotRuntime, install_runtime
+from bot.state import QuotaBook
+from core.scheduler import Scheduler
+from core.services import Services
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from devices.hub import DeviceHub
+
+HTTP_TIMEOUT_S = 10.0  # image downloads; the see plugin applies its own, tighter budget
+QUOTA_FILE = "bot_quotas.json"  # under server.data_dir: daily draw counts survive restarts
+
+
+def build_services(settings: Settings) -> tuple[Services, DeviceHub]:
+    """The long-lived services, not yet started. The model and device stacks are imported
+    here, not at module level, so tests that inject their own services do not load them."""
+    from core.models.inference import Inference
+    from core.models.manager import ModelManager
+    from devices.hub import DeviceHub
+
+    scheduler = Scheduler(settings.scheduler)
+    models = ModelManager(settings.models, scheduler, settings.server.data_dir / "models")
+    inference = Inference(scheduler, models, settings.models)
+    hub = DeviceHub(settings.devices, inference, scheduler)
+    services = Services(
+        settings=settings, scheduler=scheduler, models=models, inference=inference, devices=hub
+    )
+    return services, hub
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def nonebot_options(settings: Settings) -> dict[str, Any]:
+    """NoneBot's global config from our settings (explicit values beat any ``.env``)."""
+    token = settings.bot.onebot_access_token
+    return {
+        "driver": "~fastapi",
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_level": settings.server.log_level,
+        "onebot_access_token": token.get_secret_value() if token is not None else None,
+        "superusers": set(settings.bot.superusers),
+        "nickname": set(settings.bot.nickname),
+        "command_start": set(settings.bot.command_start),
+        "fastapi_reload": False,
+    }
+
+
+def create_app(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    device_hub: DeviceHub | None = None,
+    plugin_config: dict[str, Any] | None = None,
+) -> FastAPI:
+    """Initialise NoneBot, load the plugins and return the ASGI app.
+
+    ``services``/``device_hub`` default to the real ones from :func:`build_services`; tests
+    pass their own (a test-double Inference on the real scheduler). ``plugin_config`` holds
+    plugin slices such as ``{"chat": {"persona": "..."}}`` (NoneBot also reads ``.env``).
+    """
+    if services is None:
+        services, device_hub = build_services(settings)
+    nonebot.init(**(plugin_config or {}), **nonebot_options(settings))
+    driver = nonebot.get_driver()
+    if settings.bot.enabled:
+        driver.register_adapter(OneBotV11Adapter)
+        if settings.bot.onebot_access_token is None and not _is_loopback(settings.server.host):
+            logger.warning(
+                f"OneBot access token is not set and the server listens on {settings.server.host}:"
+                " anyone who can reach the port can connect as a bot (set bot.onebot_access_token)"
+            )
+    app: FastAPI = nonebot.get_app()
+
+    bots = BotDirectory(nonebot.get_bots)
+    services.bots = bots
+    runtime = BotRuntime(
+        services=services,
+        http=httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, trust_env=False),
+        quotas=QuotaBook(path=settings.server.data_dir / QUOTA_FILE),
+    )
+    install_runtime(app, runtime)
+
+    if device_hub is not None and settings.devices.enabled:
+        app.include_router(device_hub.router())
+    app.include_router(create_ops_router(services))
+    app.include_router(create_admin_router(services))
+
+    @driver.on_startup
+    async def _start() -> None:
+        services.started_at = time.time()
+        await services.scheduler.start()
+        logger.info(f"xiaoyou started on {settings.server.host}:{settings.server.port}")
+
+    @driver.on_shutdown
+    async def _stop() -> None:
+        # Reverse order of dependence; every step runs even if an earlier one raised.
+        async with contextlib.AsyncExitStack() as steps:
+            steps.push_async_callback(runtime.aclose)
+            steps.push_async_callback(services.models.close)
+            steps.push_async_callback(services.scheduler.stop)  # drain, then cancel
+            if device_hub is not None:
+                steps.push_async_callback(device_hub.close)  # runs first
+        logger.info("xiaoyou stopped")
+
+    @driver.on_bot_connect
+    async def _bot_connected(bot: OneBotV11Bot) -> None:
+        bots.connected(bot.self_id)
+
+    @driver.on_bot_disconnect
+    async def _bot_disconnected(bot: OneBotV11Bot) -> None:
+        bots.disconnected(bot.self_id)
+
+    if settings.bot.enabled:
+        for plugin in PLUGINS:
+            nonebot.load_plugin(plugin)
+    return app

@@ -1,0 +1,141 @@
+"""The ``xiaoyou`` console script: ``serve``, ``simulate-device`` and ``check-config``.
+
+Subcommands live in an explicit registry (:data:`COMMANDS`); each has an ``add_arguments``
+and a ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ConfigError
+from core.settings import Settings, load_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="TOML config file")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    config: Path | None = args.config
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file not found: {config}")
+    settings = load_settings(config)
+    server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if server:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
+    return settings
+
+
+# -- serve ------------------------------------------------------------------------------------
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("--host", default=None, help="bind address (default: server.host)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: server.port)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn  # imported here: the other subcommands do not need the server stack
+
+    from bot.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    # uvicorn handles SIGINT/SIGTERM: stop accepting, finish requests, run the lifespan
+    # shutdown (device hub, scheduler drain then cancel, model manager), then exit.
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level.lower(),
+        timeout_graceful_shutdown=int(
+            settings.scheduler.drain_timeout_s + settings.scheduler.cancel_timeout_s
+        )
+        + 5,
+    )
+    return 0
+
+
+# -- simulate-device (devices/simulator_cli.py) -------------------------------------------------
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    import devices.simulator_cli as simulator_cli
+
+    simulator_cli.add_arguments(parser)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import devices.simulator_cli as simulator_cli
+
+    return int(simulator_cli.run(args))
+
+
+# -- check-config -------------------------------------------------------------------------------
+def _check_arguments(parser: argparse.ArgumentParser) -> None:
+    _serve_arguments(parser)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    # mode="json" renders every SecretStr as "**********"
+    print(json.dumps(settings.model_dump(mode="json"), ensure_ascii=False, indent=2))
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command("run the server (QQ bot, devices, admin API)", _serve_arguments, _serve),
+    "simulate-device": Command(
+        "talk to a server as a xiaozhi device", _simulate_arguments, _simulate
+    ),
+    "check-config": Command(
+        "print the effective settings, secrets masked", _check_arguments, _check_config
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: a command name and its raw arguments. Each command's own parser
+    is built only when that command runs, so ``serve`` never imports the simulator."""
+    listing = "\n".join(f"  {name:<16} {command.help}" for name, command in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="xiaoyou",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=f"commands:\n{listing}\n\n'xiaoyou COMMAND --help' shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    command = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"xiaoyou {name}", description=command.help)
+    command.add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    top = build_parser().parse_args(argv)
+    args = command_parser(top.command).parse_args(top.args)
+    args.command = top.command
+    try:
+        return COMMANDS[top.command].run(args)
+    except ConfigError as exc:
+        print(f"xiaoyou: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""chat: answer when @-mentioned, replied to or called by nickname; ``/reset`` forgets context.
+
+The reply is streamed from the LLM in the INTERACTIVE lane and sent as one message (split
+at natural boundaries when long). Context is bounded per group (private: per user).
+"""
+
+from __future__ import annotations
+
+from nonebot import get_plugin_config, on_command, on_message
+from nonebot.adapters.onebot.v11 import GroupMessageEvent, MessageEvent
+from nonebot.log import logger
+from nonebot.matcher import Matcher
+from nonebot.plugin import PluginMetadata
+from nonebot.rule import to_me
+from pydantic import BaseModel, Field
+
+from bot.events import conversation_key, display_name, explicit_command, owner_of, user_key
+from bot.replies import GENERIC_FAILURE, describe_error, split_text
+from bot.runtime import get_runtime
+from core.errors import XiaoyouError
+from core.models.llm import ChatMessage
+from core.scheduler import Lane
+
+
+class ChatConfig(BaseModel):
+    persona: str = Field(
+        "你是小优，一个友好、简洁的 QQ 群聊助手。用中文回答，除非对方用别的语言。",
+        description="system prompt",
+    )
+    max_context_messages: int = Field(20, ge=0, le=200, description="past messages kept per chat")
+    max_tokens: int = Field(512, ge=16, le=8192)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_message_chars: int = Field(800, ge=50, le=4500, description="characters per QQ message")
+    max_messages: int = Field(3, ge=1, le=10, description="messages one reply may be split into")
+    empty_mention_reply: str = "在呢～有什么可以帮你？"
+
+
+class Config(BaseModel):
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+
+
+__plugin_meta__ = PluginMetadata(
+    name="chat",
+    description="和小优聊天：@ 我、回复我的消息或叫我的名字",
+    usage="@小优 你好\n小优，今天吃什么？\n/reset  清空本群（私聊：你的）对话记录",
+    type="application",
+    config=Config,
+    supported_adapters={"~onebot.v11"},
+)
+
+config = get_plugin_config(Config).chat
+
+reset = on_command("reset", aliases={"重置"}, rule=explicit_command(), priority=10, block=True)
+chat = on_message(rule=to_me(), priority=90, block=True)
+
+
+@reset.handle()
+async def handle_reset(matcher: Matcher, event: MessageEvent) -> None:
+    forgot = get_runtime().conversations.reset(conversation_key(event))
+    await matcher.finish("对话记录已清空。" if forgot else "现在没有对话记录。")
+
+
+@chat.handle()
+async def handle_chat(matcher: Matcher, event: MessageEvent) -> None:
+    text = event.get_plaintext().strip()
+    if not text:
+        await matcher.finish(config.empty_mention_reply)
+    runtime = get_runtime()
+    key = conversation_key(event)
+    content = f"{display_name(event)}: {text}" if isinstance(event, GroupMessageEvent) else text
+    question = ChatMessage("user", content)
+    messages = [
+        ChatMessage("system", config.persona),
+        *runtime.conversations.history(key),
+        question,
+    ]
+    try:
+        handle = runtime.services.inference.chat(
+            messages,
+            lane=Lane.INTERACTIVE,
+            owner=owner_of(event),
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+        )
+        runtime.jobs.add(user_key(event), handle)
+        answer = "".join([piece async for piece in handle.stream()]).strip()
+    except XiaoyouError as exc:
+        logger.warning(f"chat failed for {owner_of(event)}: {exc!r}")
+        await matcher.finish(describe_error(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug in one job must not silence the bot
+        logger.opt(exception=exc).error("chat job crashed")
+        await matcher.finish(GENERIC_FAILURE)
+    if not answer:
+        await matcher.finish("（我一时不知道说什么好）")
+    if config.max_context_messages:
+        runtime.conversations.extend(
+            key,
+            (question, ChatMessage("assistant", answer)),
+            max_messages=config.max_context_messages,
+        )
+    *parts, last = split_text(answer, config.max_message_chars, config.max_messages)
+    for part in parts:
+        await matcher.send(part)
+    await matcher.finish(last)
