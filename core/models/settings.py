@@ -1,12 +1,39 @@
 """Settings of the model backends (one slice of :class:`core.settings.Settings`).
 
-Placeholder: the model-backends issue fills this in.
+One sub-object per model kind (its provider, device, declared ``footprint_mb`` and
+``idle_unload_s``) plus the knobs of :class:`core.models.manager.ModelManager`.
+``idle_unload_s`` of a kind: ``None`` takes ``default_idle_unload_s``; ``0`` never unloads.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from core.models.asr import AsrSettings
+from core.models.llm import LlmSettings
+from core.models.sd import SdSettings
+from core.models.tts import TtsSettings
+from core.models.vad import VadSettings
+from core.models.vl import VlSettings
 
 
 class ModelsSettings(BaseModel):
-    pass
+    vad: VadSettings = Field(default_factory=VadSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    vl: VlSettings = Field(default_factory=VlSettings)
+    sd: SdSettings = Field(default_factory=SdSettings)
+
+    default_idle_unload_s: float = Field(
+        600.0, ge=0, description="idle unload for kinds whose idle_unload_s is None; 0: never"
+    )
+    idle_check_interval_s: float = Field(
+        5.0, gt=0, description="longest gap between idle-unload sweeps"
+    )
+    no_cpu_slot: list[str] = Field(
+        default_factory=lambda: ["vad"],
+        description="models whose CPU jobs take no 'cpu' slot: microsecond work (VAD) that must "
+        "never queue behind a long ASR/LLM job",
+    )
+    close_timeout_s: float = Field(5.0, ge=0, description="close(): wait for the idle task")

@@ -1,0 +1,202 @@
+"""The inference facade: the only model API bot/ and devices/ call.
+
+Every call is one scheduler job (THREAD mode) declaring the model's resources, on the caller's
+lane and owner; inside the job the manager holds the model loaded (loading it first if needed).
+Streaming calls (:meth:`Inference.chat`, :meth:`Inference.speak`) return the job handle:
+``handle.stream()`` yields pieces and ``handle.cancel()`` stops within one token / chunk.
+:meth:`Inference.draw` is a preemptible step job: a higher lane may take its resources between
+denoising steps, and it resumes afterwards.
+"""
+
+# mypy: disable-error-code="type-abstract"
+# (the model interfaces are ABCs; they are passed to ModelManager.use as isinstance targets)
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from core.errors import ModelError
+from core.models.asr import Asr, Transcript
+from core.models.llm import ChatMessage, Llm
+from core.models.manager import ModelManager
+from core.models.sd import DrawRequest, ImageGenerator
+from core.models.settings import ModelsSettings
+from core.models.tts import PcmChunk, Tts
+from core.models.vad import Vad, VadModel
+from core.models.vl import VisionLanguage
+from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
+
+_LABEL_CHARS = 40
+
+
+class Inference:
+    def __init__(
+        self, scheduler: Scheduler, manager: ModelManager, settings: ModelsSettings
+    ) -> None:
+        self._scheduler = scheduler
+        self._manager = manager
+        self._settings = settings
+
+    def _spec(
+        self, model: str, *, lane: Lane, owner: str, label: str, preemptible: bool = False
+    ) -> JobSpec:
+        return JobSpec(
+            kind=model,
+            lane=lane,
+            owner=owner,
+            mode=ExecMode.THREAD,
+            resources=self._manager.job_resources(model),
+            preemptible=preemptible,
+            label=label[:_LABEL_CHARS],
+        )
+
+    # -- voice activity ------------------------------------------------------------------------
+    def new_vad(self) -> Vad:
+        """A per-stream detector sharing the VAD model's weights; use it with detect_speech."""
+        return SharedVad(self._manager.backend("vad", VadModel))
+
+    async def detect_speech(
+        self, vad: Vad, frames: Sequence[np.ndarray], *, owner: str, lane: Lane = Lane.REALTIME
+    ) -> list[float]:
+        """Speech probability of each frame (``vad.frame_samples`` int16 samples each)."""
+
+        def run(ctx: JobContext) -> list[float]:
+            with self._manager.use("vad", VadModel, ctx.checkpoint_blocking) as model:
+                if isinstance(vad, SharedVad):
+                    vad.bind(model, self._manager.entry("vad").loads)
+                return [vad.speech_probability(frame) for frame in frames]
+
+        spec = self._spec("vad", lane=lane, owner=owner, label=f"vad {len(frames)} frames")
+        result: list[float] = await self._scheduler.submit(run, spec=spec).result()
+        return result
+
+    # -- speech recognition --------------------------------------------------------------------
+    async def transcribe(
+        self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
+    ) -> Transcript:
+        def run(ctx: JobContext) -> Transcript:
+            with self._manager.use("asr", Asr, ctx.checkpoint_blocking) as asr:
+                ctx.checkpoint_blocking()
+                return asr.transcribe(pcm, language=language)
+
+        seconds = len(pcm) / 16_000
+        spec = self._spec("asr", lane=lane, owner=owner, label=f"asr {seconds:.1f} s")
+        result: Transcript = await self._scheduler.submit(run, spec=spec).result()
+        return result
+
+    # -- chat ----------------------------------------------------------------------------------
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        lane: Lane,
+        owner: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> JobHandle[str]:
+        """A streaming job: ``handle.stream()`` yields text pieces."""
+        llm_settings = self._settings.llm
+        tokens = llm_settings.max_tokens if max_tokens is None else max_tokens
+        temp = llm_settings.temperature if temperature is None else temperature
+        history = list(messages)
+
+        def run(ctx: JobContext) -> None:
+            with self._manager.use("llm", Llm, ctx.checkpoint_blocking) as llm:
+                pieces = llm.stream_chat(
+                    history, max_tokens=tokens, temperature=temp, check=ctx.checkpoint_blocking
+                )
+                _emit_all(ctx, pieces)
+
+        last = history[-1].content if history else ""
+        return self._scheduler.submit(
+            run, spec=self._spec("llm", lane=lane, owner=owner, label=f"chat: {last}")
+        )
+
+    # -- speech synthesis ----------------------------------------------------------------------
+    def speak(
+        self, text: str, *, lane: Lane, owner: str, sample_rate_hz: int
+    ) -> JobHandle[PcmChunk]:
+        """A streaming job: ``handle.stream()`` yields PcmChunk at ``sample_rate_hz``."""
+
+        def run(ctx: JobContext) -> None:
+            with self._manager.use("tts", Tts, ctx.checkpoint_blocking) as tts:
+                chunks = tts.synthesize(
+                    text, sample_rate_hz=sample_rate_hz, check=ctx.checkpoint_blocking
+                )
+                _emit_all(ctx, chunks)
+
+        return self._scheduler.submit(
+            run, spec=self._spec("tts", lane=lane, owner=owner, label=f"tts: {text}")
+        )
+
+    # -- vision --------------------------------------------------------------------------------
+    async def see(
+        self, image: bytes, question: str, *, owner: str, lane: Lane = Lane.INTERACTIVE
+    ) -> str:
+        max_tokens = self._settings.vl.max_tokens
+
+        def run(ctx: JobContext) -> str:
+            with self._manager.use("vl", VisionLanguage, ctx.checkpoint_blocking) as vl:
+                return vl.answer(
+                    image, question, max_tokens=max_tokens, check=ctx.checkpoint_blocking
+                )
+
+        spec = self._spec("vl", lane=lane, owner=owner, label=f"see: {question}")
+        result: str = await self._scheduler.submit(run, spec=spec).result()
+        return result
+
+    def draw(
+        self, request: DrawRequest, *, owner: str, lane: Lane = Lane.BACKGROUND
+    ) -> JobHandle[bytes]:
+        """A preemptible step job; ``await handle.result()`` gives PNG bytes."""
+
+        def run(ctx: JobContext) -> bytes:
+            with self._manager.use("sd", ImageGenerator, ctx.checkpoint_blocking) as sd:
+                return sd.generate(request, check=ctx.checkpoint_blocking)
+
+        spec = self._spec(
+            "sd", lane=lane, owner=owner, label=f"draw: {request.prompt}", preemptible=True
+        )
+        return self._scheduler.submit(run, spec=spec)
+
+
+def _emit_all(ctx: JobContext, items: Iterator[Any]) -> None:
+    """Stream ``items`` to the consumer. A cancel raised at emit closes the backend's generator
+    right here (its ``finally`` frees the model's lock / HTTP response), not at garbage
+    collection of whatever still references the frame."""
+    try:
+        for item in items:
+            ctx.emit_blocking(item)
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+class SharedVad(Vad):
+    """A per-stream detector bound to the shared VAD model inside each detect_speech job.
+
+    The stream (and its recurrent state) is rebuilt if the model was reloaded in between.
+    """
+
+    def __init__(self, model: VadModel) -> None:
+        self.sample_rate_hz = model.sample_rate_hz
+        self.frame_samples = model.frame_samples
+        self._stream: Vad | None = None
+        self._loads = -1
+
+    def bind(self, model: VadModel, loads: int) -> None:
+        if self._stream is None or loads != self._loads:
+            self._stream, self._loads = model.new_stream(), loads
+
+    def speech_probability(self, frame: np.ndarray) -> float:
+        if self._stream is None:
+            raise ModelError("this VAD stream is used through Inference.detect_speech only")
+        return self._stream.speech_probability(frame)
+
+    def reset(self) -> None:
+        if self._stream is not None:
+            self._stream.reset()

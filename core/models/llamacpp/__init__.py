@@ -1,0 +1,1 @@
+"""llama.cpp provider (llama-cpp-python): local GGUF chat models."""

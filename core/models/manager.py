@@ -1,0 +1,327 @@
+"""The model manager: lazy load, idle unload and LRU eviction of the configured models.
+
+One entry per model kind ("vad", "asr", "llm", "tts", "vl", "sd"). A model loads on first use,
+inside the scheduler job that needs it (a THREAD job holding the model's resources: ``vram:N``
+= footprint on cuda:N, ``cpu`` = 1 on CPU), so a load counts against the VRAM budget; an
+explicit :meth:`ModelManager.load` submits its own ``load:<name>`` job. Concurrent first uses
+share one load. Before a load onto a GPU, least-recently-used idle models on that GPU are
+unloaded until the resident footprints fit ``scheduler.settings.resources["vram:N"]``. An owned
+background task unloads models idle for longer than their ``idle_unload_s``. A failed load is
+raised (as ModelLoadError) to the jobs waiting for it and kept for :meth:`snapshot`; other
+models are unaffected and the next use retries.
+
+Backends are built by factories ``(kind settings, cache_dir) -> ModelBackend``; the defaults
+are the ``create_*`` registries, and tests inject doubles through ``factories=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from core.errors import ModelError, ModelLoadError, ModelNotConfigured, XiaoyouError
+from core.models.asr import create_asr
+from core.models.base import CancelCheck, ModelBackend, never_cancelled
+from core.models.llm import create_llm
+from core.models.model_entry import Factory, ModelEntry
+from core.models.sd import create_sd
+from core.models.settings import ModelsSettings
+from core.models.tts import create_tts
+from core.models.vad import create_vad
+from core.models.vl import create_vl
+from core.scheduler import ExecMode, JobContext, JobSpec, Lane, Scheduler
+
+log = logging.getLogger(__name__)
+
+B = TypeVar("B")
+
+MODEL_NAMES = ("vad", "asr", "llm", "tts", "vl", "sd")
+_WAIT_POLL_S = 0.05  # a job waiting for another job's load re-checks for cancellation this often
+_MIN_SWEEP_S = 0.01
+
+
+def default_factories() -> dict[str, Factory]:
+    """The explicit registry: model name -> the ``create_*`` factory of its kind."""
+    return {
+        "vad": lambda s, _cache: create_vad(s),
+        "asr": create_asr,
+        "llm": lambda s, _cache: create_llm(s),
+        "tts": lambda s, _cache: create_tts(s),
+        "vl": lambda s, _cache: create_vl(s),
+        "sd": lambda s, _cache: create_sd(s),
+    }
+
+
+class ModelManager:
+    def __init__(
+        self,
+        settings: ModelsSettings,
+        scheduler: Scheduler,
+        cache_dir: Path,
+        *,
+        factories: Mapping[str, Factory] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._scheduler = scheduler
+        self._cache_dir = cache_dir
+        chosen = {**default_factories(), **(factories or {})}
+        self._entries = {
+            name: ModelEntry.build(name, getattr(settings, name), chosen[name], settings)
+            for name in MODEL_NAMES
+        }
+        self._lock = threading.Lock()  # guards every entry's bookkeeping (jobs run on threads)
+        self._idle_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- queries (any thread) -------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def entry(self, name: str) -> ModelEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ModelNotConfigured(f"no model named {name!r} (known: {self.names})") from None
+
+    def job_resources(self, name: str) -> dict[str, int]:
+        """The resources a job using ``name`` declares. Starts the idle sweeper (loop side)."""
+        self._ensure_idle_task()
+        return dict(self.entry(name).resources)
+
+    def snapshot(self) -> list[dict[str, object]]:
+        with self._lock:
+            return [entry.to_dict() for entry in self._entries.values()]
+
+    def backend(self, name: str, cls: type[B]) -> B:
+        """The (possibly not yet loaded) backend object of ``name``; built on first call."""
+        entry = self.entry(name)
+        with self._lock:
+            if entry.backend is None:
+                entry.backend = entry.factory(entry.settings, self._cache_dir)
+            backend = entry.backend
+        return _checked(name, backend, cls)
+
+    # -- blocking use, inside a scheduler THREAD job ------------------------------------------
+    @contextmanager
+    def use(self, name: str, cls: type[B], check: CancelCheck = never_cancelled) -> Iterator[B]:
+        """Hold ``name`` loaded (loading it first if needed) for the duration of the block."""
+        entry = self.entry(name)
+        backend = self._acquire(entry, check)
+        try:
+            yield _checked(name, backend, cls)
+        finally:
+            with self._lock:
+                entry.release(time.time(), time.monotonic())
+
+    def _acquire(self, entry: ModelEntry, check: CancelCheck) -> ModelBackend:
+        while True:
+            with self._lock:
+                if entry.loaded and entry.backend is not None:
+                    entry.acquire(time.monotonic())
+                    return entry.backend
+                leader = entry.loading is None
+                if leader:
+                    entry.loading = concurrent.futures.Future()
+                pending = entry.loading
+            assert pending is not None
+            if leader:
+                self._load_as_leader(entry, pending)
+            else:
+                _wait(pending, check)
+
+    def _load_as_leader(self, entry: ModelEntry, pending: concurrent.futures.Future[None]) -> None:
+        try:
+            self._evict_for(entry)
+            with self._lock:
+                if entry.backend is None:
+                    entry.backend = entry.factory(entry.settings, self._cache_dir)
+                backend = entry.backend
+            before_mb = _memory_mb(entry.device)
+            started = time.perf_counter()
+            backend.load()
+            load_s = time.perf_counter() - started
+            after_mb = _memory_mb(entry.device)
+        except Exception as exc:
+            error = exc if isinstance(exc, ModelError) else None
+            if error is None:
+                error = ModelLoadError(f"{entry.name}: load failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+            with self._lock:
+                entry.load_failed(error)
+            log.warning("model %s failed to load: %s", entry.name, error)
+            pending.set_exception(error)
+            if error is exc:
+                raise
+            raise error from exc
+        measured = None if before_mb is None or after_mb is None else max(0.0, after_mb - before_mb)
+        with self._lock:
+            entry.load_succeeded(load_s, measured)
+        log.info("model %s loaded in %.2f s (measured %s MB)", entry.name, load_s, measured)
+        pending.set_result(None)
+
+    def _evict_for(self, entry: ModelEntry) -> None:
+        """Unload LRU idle models on ``entry``'s GPU until its footprint fits the budget."""
+        if entry.gpu_resource is None:
+            return
+        budget = self._scheduler.settings.resources.get(entry.gpu_resource)
+        if budget is None:
+            return
+        with self._lock:
+            same_gpu = [
+                e for e in self._entries.values() if e.device == entry.device and e is not entry
+            ]
+            resident = sum(e.footprint_mb for e in same_gpu if e.loaded)
+            idle = sorted(
+                (e for e in same_gpu if e.loaded and e.in_use == 0), key=lambda e: e.last_used_mono
+            )
+            for victim in idle:
+                if resident + entry.footprint_mb <= budget:
+                    break
+                log.info("evicting %s (LRU) to make room for %s", victim.name, entry.name)
+                self._unload_locked(victim)
+                resident -= victim.footprint_mb
+            if resident + entry.footprint_mb > budget:
+                log.warning(
+                    "%s: resident %d MB + %d MB exceed %s=%d MB (models in use)",
+                    entry.name,
+                    resident,
+                    entry.footprint_mb,
+                    entry.gpu_resource,
+                    budget,
+                )
+
+    def _unload_locked(self, entry: ModelEntry) -> None:
+        backend = entry.backend
+        entry.unloaded()
+        if backend is not None:
+            backend.unload()
+        if entry.gpu_resource is not None:
+            _cuda_empty_cache()
+
+    def _unload_if_idle(self, entry: ModelEntry) -> bool:
+        with self._lock:
+            if not entry.loaded or entry.in_use > 0:
+                return False
+            self._unload_locked(entry)
+        log.info("model %s unloaded", entry.name)
+        return True
+
+    # -- asyncio side ------------------------------------------------------------------------
+    async def load(
+        self, name: str, *, lane: Lane = Lane.INTERACTIVE, owner: str = "system"
+    ) -> None:
+        """Load ``name`` now in a ``load:<name>`` scheduler job; raises ModelLoadError."""
+        entry = self.entry(name)
+
+        def run(ctx: JobContext) -> None:
+            with self.use(name, object, ctx.checkpoint_blocking):
+                pass
+
+        spec = JobSpec(
+            kind=f"load:{name}",
+            lane=lane,
+            owner=owner,
+            mode=ExecMode.THREAD,
+            resources=self.job_resources(name),
+            label=f"load {entry.name}",
+        )
+        await self._scheduler.submit(run, spec=spec).result()
+
+    async def unload(self, name: str) -> bool:
+        """Unload ``name`` if loaded and not in use; False when there was nothing to do."""
+        entry = self.entry(name)
+        if not entry.loaded:
+            return False
+        if not self._scheduler.accepting:
+            return self._unload_if_idle(entry)
+
+        def run(ctx: JobContext) -> bool:
+            return self._unload_if_idle(entry)
+
+        spec = JobSpec(
+            kind=f"unload:{name}",
+            lane=Lane.INTERACTIVE,
+            owner="system",
+            mode=ExecMode.THREAD,
+            label=f"unload {name}",
+        )
+        return bool(await self._scheduler.submit(run, spec=spec).result())
+
+    async def close(self) -> None:
+        """Stop the idle sweeper and unload every model."""
+        self._closed = True
+        task, self._idle_task = self._idle_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._settings.close_timeout_s)
+        for entry in self._entries.values():
+            with self._lock:
+                if entry.loaded:
+                    self._unload_locked(entry)
+
+    def _ensure_idle_task(self) -> None:
+        if self._idle_task is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # called from a job thread; the loop side starts it
+        self._idle_task = loop.create_task(self._idle_main(), name="models.idle-unload")
+
+    def _sweep_interval_s(self) -> float:
+        periods = [e.idle_unload_s / 4 for e in self._entries.values() if e.idle_unload_s > 0]
+        return max(_MIN_SWEEP_S, min([self._settings.idle_check_interval_s, *periods]))
+
+    async def _idle_main(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval_s())
+            now = time.monotonic()
+            with self._lock:
+                expired = [e.name for e in self._entries.values() if e.idle_expired(now)]
+            for name in expired:
+                try:
+                    await self.unload(name)
+                except XiaoyouError as exc:  # e.g. the scheduler closed under us: next sweep
+                    log.warning("idle unload of %s failed: %s", name, exc)
+
+
+def _checked(name: str, backend: object, cls: type[B]) -> B:
+    if not isinstance(backend, cls):
+        raise ModelError(f"model {name!r} is a {type(backend).__name__}, not a {cls.__name__}")
+    return backend
+
+
+def _wait(pending: concurrent.futures.Future[None], check: CancelCheck) -> None:
+    """Wait for another job's load; stays cancellable. Re-raises that load's error."""
+    while True:
+        check()
+        with suppress(concurrent.futures.TimeoutError):
+            pending.result(timeout=_WAIT_POLL_S)
+            return
+
+
+def _memory_mb(device: str) -> float | None:
+    """GPU: torch.cuda.memory_allocated (when torch is already in use); CPU: process RSS."""
+    if device.startswith("cuda"):
+        torch: Any = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available():
+            return None
+        return float(torch.cuda.memory_allocated(int(device.split(":")[1]))) / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def _cuda_empty_cache() -> None:
+    torch: Any = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

