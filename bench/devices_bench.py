@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import sys
 import tempfile
@@ -121,6 +122,8 @@ class StandIn:
 
 # -- the server (child process) ----------------------------------------------------------------
 async def _serve(backend: str) -> None:
+    logging.basicConfig(level=logging.WARNING, format="  server: %(message)s")
+    logging.getLogger("devices.turn").setLevel(logging.INFO)  # per-turn stage timings
     import psutil
     import uvicorn
     from fastapi import FastAPI
@@ -184,7 +187,7 @@ async def _serve(backend: str) -> None:
         )
     )
     serve_task = asyncio.get_running_loop().create_task(server.serve(), name="bench-uvicorn")
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
         await asyncio.sleep(0.05)
     print(f"PORT {server.servers[0].sockets[0].getsockname()[1]}", flush=True)
     try:
@@ -262,7 +265,8 @@ async def _connect_all(server: Server, n: int) -> tuple[list[DeviceSimulator], l
 async def bench_idle(counts: list[int]) -> None:
     print("\n== idle devices (stand-in backends) ==")
     print(
-        f"{'devices':>8} {'rss_mb':>8} {'threads':>8} {'os_thr':>7} {'hello_p50_ms':>13} {'hello_p99_ms':>13}"
+        f"{'devices':>8} {'rss_mb':>8} {'threads':>8} {'os_thr':>7} "
+        f"{'hello_p50_ms':>13} {'hello_p99_ms':>13}"
     )
     async with Server("standin") as server:
         for n in counts:
@@ -282,7 +286,8 @@ async def bench_talk(backend: str, counts: list[int], pcm: np.ndarray) -> None:
         f"\n== devices talking at once ({backend} backends): end of speech → first audio frame =="
     )
     print(
-        f"{'devices':>8} {'answered':>9} {'p50_s':>7} {'p99_s':>7} {'lag_p50_ms':>11} {'lag_p99_ms':>11} {'lag_max_ms':>11}"
+        f"{'devices':>8} {'answered':>9} {'p50_s':>7} {'p99_s':>7} "
+        f"{'lag_p50_ms':>11} {'lag_p99_ms':>11} {'lag_max_ms':>11}"
     )
     async with Server(backend) as server:
         for n in counts:
@@ -317,7 +322,8 @@ async def bench_single_real(repeat: int, pcm: np.ndarray) -> None:
                 firsts.append(result.first_audio_latency_s)
         await sim.close()
     print(
-        f"median {statistics.median(firsts):.2f} s  min {min(firsts):.2f} s  max {max(firsts):.2f} s  "
+        f"median {statistics.median(firsts):.2f} s  min {min(firsts):.2f} s  "
+        f"max {max(firsts):.2f} s  "
         f"(target ≤ 1.0 s; design documents: 1.5 s)"
     )
 
@@ -330,7 +336,8 @@ async def main(args: argparse.Namespace) -> None:
     import os
 
     print(
-        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} (other work on the box skews figures)"
+        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} "
+        "(other work on the box skews figures)"
     )
     pcm = read_wav_16k(WAV)
     await bench_idle(_ints(args.idle))

@@ -1,0 +1,300 @@
+"""One device WebSocket: handshake checks, hello, receive loop, ordered sender, idle timeout.
+
+Bad input never crashes the hub: malformed JSON, unknown types and invalid Opus get an ``error``
+message and the session continues; binary before hello, a wrong protocol version, a bad token
+and oversized frames close this socket with a clear code and reason. Other devices are
+unaffected (each socket runs in its own handler; nothing here blocks the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core.errors import ProtocolError
+from devices.codec import OpusDecoder
+from devices.config import HubSettings
+from devices.pipeline import PipelineConfig, VoicePipeline
+from devices.ports import Gate, VoiceInference
+from devices.protocol import (
+    FRAME_TYPE_JSON,
+    SUPPORTED_VERSIONS,
+    Abort,
+    AudioParams,
+    Error,
+    HelloIn,
+    HelloOut,
+    Listen,
+    Mcp,
+    ServerMessage,
+    pack_frame,
+    parse_device_message,
+    unpack_frame,
+)
+from devices.session import SessionState, SessionStateMachine
+from devices.tasks import TaskOwner
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # server shutdown
+CLOSE_TOO_BIG = 1009
+CLOSE_BAD_REQUEST = 4400  # binary before hello, unsupported protocol version
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TIMEOUT = 4408  # no hello in time
+_SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)  # the peer went away mid-send
+
+McpHandler = Callable[["DeviceConnection", dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+class Closing(Exception):
+    """Raised inside the loop to close with ``code``/``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _header(websocket: WebSocket, name: str) -> str | None:
+    """A handshake header, else the query parameter browsers use (``device-id``, ``device_id``)."""
+    value = websocket.headers.get(name)
+    for key in (name, name.lower(), name.lower().replace("-", "_")):
+        value = value or websocket.query_params.get(key)
+    return value.strip() if value else None
+
+
+class DeviceConnection:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        settings: HubSettings,
+        inference: VoiceInference,
+        pipeline_config: Callable[[str], PipelineConfig],
+        on_mcp: McpHandler | None = None,
+    ) -> None:
+        self.websocket = websocket
+        self.settings = settings
+        self.session_id = uuid.uuid4().hex
+        self.device_id = _header(websocket, "Device-Id") or f"anon-{self.session_id[:8]}"
+        self.client_id = _header(websocket, "Client-Id") or ""
+        self.remote = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else ""
+        self.connected_since = time.time()
+        self.protocol_version = 1
+        self.state = SessionStateMachine()
+        self.tasks = TaskOwner(f"device:{self.device_id}")
+        self._inference = inference
+        self._pipeline_config = pipeline_config
+        self._on_mcp = on_mcp
+        self._send_lock = asyncio.Lock()
+        self._last_activity_s = time.monotonic()
+        self._decoder = OpusDecoder(16_000)
+        self.pipeline: VoicePipeline | None = None
+        self.invalid_opus_frames = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "device_id": self.device_id,
+            "client_id": self.client_id,
+            "session_id": self.session_id,
+            "state": self.state.state.value,
+            "protocol_version": self.protocol_version,
+            "connected_since": self.connected_since,
+            "remote": self.remote,
+        }
+
+    # -- sending (one writer at a time, in order) ------------------------------------------
+    async def send_message(self, message: ServerMessage, *, gate: Gate | None = None) -> bool:
+        payload = message.model_copy(update={"session_id": self.session_id}).to_json()
+        return await self._send(payload, gate)
+
+    async def send_audio(self, packet: bytes, *, gate: Gate | None = None) -> bool:
+        return await self._send(pack_frame(self.protocol_version, packet), gate)
+
+    async def _send(self, data: str | bytes, gate: Gate | None) -> bool:
+        async with self._send_lock:
+            if self.state.closed or (gate is not None and not gate()):
+                return False
+            try:
+                if isinstance(data, str):
+                    await self.websocket.send_text(data)
+                else:
+                    await self.websocket.send_bytes(data)
+            except _SEND_ERRORS as exc:
+                log.info("%s: send failed, peer gone: %s", self.device_id, exc)
+                return False
+            self._last_activity_s = time.monotonic()
+            return True
+
+    # -- serving -------------------------------------------------------------------------------
+    def check_handshake(self) -> None:
+        """Headers (or query parameters): protocol version and token. Raises Closing."""
+        version = _header(self.websocket, "Protocol-Version") or "1"
+        if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+            raise Closing(
+                CLOSE_BAD_REQUEST, f"unsupported protocol version {version!r}; use 1, 2 or 3"
+            )
+        self.protocol_version = int(version)
+        if self.settings.tokens:
+            auth = _header(self.websocket, "Authorization") or ""
+            token = auth.removeprefix("Bearer ").strip()
+            if token not in {t.get_secret_value() for t in self.settings.tokens}:
+                raise Closing(CLOSE_UNAUTHORIZED, "invalid or missing device token")
+
+    async def serve(self) -> None:
+        """Run the session to its end; the caller (the hub's route) owns this coroutine."""
+        await self.websocket.accept()
+        try:
+            self.check_handshake()
+            await self._hello()
+            await self._loop()
+        except Closing as closing:
+            log.warning(
+                "%s (%s): closing %d: %s", self.device_id, self.remote, closing.code, closing.reason
+            )
+            await self._close(closing.code, closing.reason)
+        except WebSocketDisconnect:
+            log.info("%s: disconnected", self.device_id)
+        finally:
+            await self.shutdown()
+
+    async def _hello(self) -> None:
+        deadline_s = time.monotonic() + self.settings.hello_timeout_s
+        while True:
+            remaining_s = deadline_s - time.monotonic()
+            try:
+                event = await asyncio.wait_for(
+                    self.websocket.receive(), timeout=max(remaining_s, 0.0)
+                )
+            except TimeoutError:
+                raise Closing(
+                    CLOSE_TIMEOUT, f"no hello within {self.settings.hello_timeout_s:g} s"
+                ) from None
+            if event["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(event.get("code", CLOSE_NORMAL))
+            if event.get("bytes") is not None:
+                raise Closing(CLOSE_BAD_REQUEST, "binary frame before hello")
+            try:
+                message = parse_device_message(event.get("text") or "")
+            except ProtocolError as exc:
+                await self.send_message(Error(code=exc.code, message=exc.message))
+                continue
+            if isinstance(message, HelloIn):
+                await self._answer_hello(message)
+                return
+            await self.send_message(
+                Error(code="protocol", message=f"expected hello, got {message.type!r}")
+            )
+
+    async def _answer_hello(self, hello: HelloIn) -> None:
+        if hello.version not in SUPPORTED_VERSIONS:
+            raise Closing(
+                CLOSE_BAD_REQUEST, f"unsupported protocol version {hello.version}; use 1, 2 or 3"
+            )
+        if self.pipeline is None:
+            self.pipeline = VoicePipeline(
+                inference=self._inference,
+                outbox=self,
+                state=self.state,
+                config=self._pipeline_config(self.device_id),
+                tasks=self.tasks,
+            )
+            self.state.move(SessionState.READY)
+        downlink = AudioParams(
+            sample_rate=self.settings.downlink_sample_rate_hz, frame_duration=self.settings.frame_ms
+        )
+        await self.send_message(HelloOut(audio_params=downlink))
+
+    async def _loop(self) -> None:
+        idle_s = self.settings.idle_timeout_s
+        while True:
+            remaining_s = self._last_activity_s + idle_s - time.monotonic()
+            if remaining_s <= 0:
+                raise Closing(CLOSE_NORMAL, f"idle for {idle_s:g} s")
+            try:
+                event = await asyncio.wait_for(self.websocket.receive(), timeout=remaining_s)
+            except TimeoutError:
+                continue
+            if event["type"] == "websocket.disconnect":
+                return
+            self._last_activity_s = time.monotonic()
+            data: bytes | None = event.get("bytes")
+            text: str | None = event.get("text")
+            size = len(data) if data is not None else len((text or "").encode())
+            if size > self.settings.max_frame_bytes:
+                raise Closing(
+                    CLOSE_TOO_BIG, f"frame of {size} bytes exceeds {self.settings.max_frame_bytes}"
+                )
+            try:
+                if data is not None:
+                    await self._on_binary(data)
+                else:
+                    await self._on_text(text or "")
+            except ProtocolError as exc:
+                log.info("%s: bad input: %s", self.device_id, exc)
+                await self.send_message(Error(code=exc.code, message=exc.message))
+
+    async def _on_text(self, text: str | bytes) -> None:
+        message = parse_device_message(text)
+        assert self.pipeline is not None
+        if isinstance(message, Listen):
+            await self.pipeline.on_listen(message)
+        elif isinstance(message, Abort):
+            await self.pipeline.on_abort(message)
+        elif isinstance(message, Mcp):
+            await self._mcp(message)
+        else:
+            await self._answer_hello(message)
+
+    async def _on_binary(self, data: bytes) -> None:
+        frame = unpack_frame(self.protocol_version, data)
+        if frame.frame_type == FRAME_TYPE_JSON:
+            await self._on_text(frame.payload)
+            return
+        try:
+            pcm = self._decoder.decode(frame.payload)
+        except ProtocolError:
+            self.invalid_opus_frames += 1
+            raise
+        assert self.pipeline is not None
+        self.pipeline.on_audio(pcm)
+
+    async def _mcp(self, message: Mcp) -> None:
+        if self._on_mcp is None:
+            log.debug("%s: mcp message without a handler: %s", self.device_id, message.payload)
+            return
+        reply = await self._on_mcp(self, message.payload)
+        if reply is not None:
+            await self.send_message(Mcp(type="mcp", payload=reply))
+
+    # -- closing -------------------------------------------------------------------------------
+    async def _close(self, code: int, reason: str) -> None:
+        async with self._send_lock:
+            if self.state.closed:
+                return
+            try:
+                await self.websocket.close(code=code, reason=reason)
+            except _SEND_ERRORS as exc:
+                log.debug("%s: close failed: %s", self.device_id, exc)
+
+    async def close(
+        self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down"
+    ) -> None:
+        """Tell the device (close frame with a reason), then stop the session."""
+        await self._close(code, reason)
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Cancel the turn and every task of this session (bounded by close_timeout_s)."""
+        if self.pipeline is not None:
+            await self.pipeline.close()
+        if not self.state.closed:
+            self.state.move(SessionState.CLOSED)
+        await self.tasks.cancel_all(self.settings.close_timeout_s)

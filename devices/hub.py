@@ -1,0 +1,147 @@
+"""The device hub: WebSocket route, OTA endpoint, the directory of live devices, shutdown.
+
+``bot/app.py`` mounts it on NoneBot's FastAPI app (one port for QQ and devices)::
+
+    hub = DeviceHub(settings.devices, inference, scheduler)
+    app.include_router(hub.router())
+    ...
+    await hub.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket
+
+from core.scheduler import Lane, Scheduler
+from core.settings import DeviceSettings
+from devices.config import HubSettings, hub_settings
+from devices.connection import DeviceConnection, McpHandler
+from devices.listener import ListenConfig
+from devices.pipeline import PipelineConfig
+from devices.ports import VoiceInference
+from devices.turn import TurnConfig
+
+log = logging.getLogger(__name__)
+OTA_PATH = "/xiaozhi/ota/"
+
+
+class DeviceHub:
+    def __init__(
+        self,
+        settings: DeviceSettings,
+        inference: VoiceInference,
+        scheduler: Scheduler | None = None,
+        *,
+        on_mcp: McpHandler | None = None,
+    ) -> None:
+        self.settings: HubSettings = hub_settings(settings)
+        self.inference = inference
+        self.scheduler = scheduler  # for stats only; every model call goes through ``inference``
+        self.on_mcp = on_mcp
+        self._connections: dict[str, DeviceConnection] = {}  # by session id
+        self._serving: dict[str, asyncio.Task[Any]] = {}
+        self._closing = False
+
+    def pipeline_config(self, device_id: str) -> PipelineConfig:
+        s = self.settings
+        owner = f"device:{device_id}"
+        return PipelineConfig(
+            listen=ListenConfig(
+                owner=owner,
+                lane=Lane.REALTIME,
+                threshold=s.vad_threshold,
+                min_speech_ms=s.min_speech_ms,
+                min_silence_ms=s.min_silence_ms,
+                preroll_ms=s.preroll_ms,
+                max_utterance_s=s.max_utterance_s,
+            ),
+            turn=TurnConfig(
+                owner=owner,
+                lane=Lane.REALTIME,
+                downlink_sample_rate_hz=s.downlink_sample_rate_hz,
+                frame_ms=s.frame_ms,
+                lead_ms=s.lead_ms,
+                max_tokens=s.max_reply_tokens,
+                language=s.language,
+                cancel_timeout_s=s.close_timeout_s,
+            ),
+            max_exchanges=s.max_exchanges,
+        )
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        router.add_api_websocket_route(self.settings.ws_path, self._serve_socket)
+        router.add_api_route(OTA_PATH, self._ota, methods=["POST"])
+        return router
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [conn.snapshot() for conn in self._connections.values()]
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def connection(self, device_id: str) -> DeviceConnection | None:
+        return next((c for c in self._connections.values() if c.device_id == device_id), None)
+
+    async def _serve_socket(self, websocket: WebSocket) -> None:
+        conn = DeviceConnection(
+            websocket,
+            settings=self.settings,
+            inference=self.inference,
+            pipeline_config=self.pipeline_config,
+            on_mcp=self.on_mcp,
+        )
+        if self._closing:
+            await websocket.close(code=1001, reason="server shutting down")
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[conn.session_id] = conn
+        self._serving[conn.session_id] = task
+        log.info(
+            "device %s connected from %s (session %s)", conn.device_id, conn.remote, conn.session_id
+        )
+        try:
+            await conn.serve()
+        finally:
+            self._connections.pop(conn.session_id, None)
+            self._serving.pop(conn.session_id, None)
+            log.info("device %s gone (session %s)", conn.device_id, conn.session_id)
+
+    async def _ota(self, request: Request) -> dict[str, Any]:
+        """Firmware asks where to connect: websocket url and token, server time, firmware."""
+        s = self.settings
+        if s.public_ws_url:
+            ws_url = s.public_ws_url
+        else:
+            scheme = "wss" if request.url.scheme == "https" else "ws"
+            ws_url = f"{scheme}://{request.url.netloc}{s.ws_path}"
+        token = s.tokens[0].get_secret_value() if s.tokens else ""
+        now_s = time.time()
+        offset_min = (
+            -time.timezone // 60 if not time.localtime(now_s).tm_isdst else -time.altzone // 60
+        )
+        log.info("ota from device %s", request.headers.get("Device-Id", "?"))
+        return {
+            "websocket": {"url": ws_url, "token": token},
+            "server_time": {"timestamp": int(now_s * 1000), "timezone_offset": offset_min},
+            "firmware": {"version": s.firmware_version, "url": s.firmware_url},
+        }
+
+    async def close(self) -> None:
+        """Graceful shutdown: close every socket with 1001 and a reason, cancel turns, bounded."""
+        self._closing = True
+        connections = list(self._connections.values())
+        await asyncio.gather(*(conn.close() for conn in connections))
+        tasks = [t for t in self._serving.values() if not t.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.close_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=self.settings.close_timeout_s)

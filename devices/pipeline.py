@@ -1,0 +1,218 @@
+"""A device's voice loop: listen modes, endpointed utterances, turns, abort and barge-in.
+
+Composed from the stages: a :class:`Listener` (VAD endpointing), a :class:`Turn` per reply and
+the session state machine. One turn at a time; each turn has an id and the pipeline's
+``generation``: bumping the generation before cancelling makes every message of the old turn
+fail its gate, so nothing from a cancelled turn reaches the device even while its jobs are
+still stopping. ``abort`` (or speech while THINKING/SPEAKING in realtime mode) cancels the
+turn wherever it is (ASR, LLM or TTS) and sends ``tts stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from core.errors import XiaoyouError
+from devices.listener import ListenConfig, Listener, Utterance
+from devices.memory import ConversationMemory
+from devices.ports import Outbox, Transcript, VoiceInference
+from devices.protocol import Abort, Error, Listen, Tts
+from devices.session import SessionState, SessionStateMachine
+from devices.tasks import TaskOwner
+from devices.turn import Turn, TurnConfig, TurnOutcome
+
+log = logging.getLogger(__name__)
+ListenMode = Literal["auto", "manual", "realtime"]
+_S = SessionState
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    listen: ListenConfig
+    turn: TurnConfig
+    max_exchanges: int = 6
+
+
+class VoicePipeline:
+    def __init__(
+        self,
+        *,
+        inference: VoiceInference,
+        outbox: Outbox,
+        state: SessionStateMachine,
+        config: PipelineConfig,
+        tasks: TaskOwner,
+    ) -> None:
+        self._inference = inference
+        self._outbox = outbox
+        self._state = state
+        self._config = config
+        self._tasks = tasks
+        self.memory = ConversationMemory(max_exchanges=config.max_exchanges)
+        self.mode: ListenMode = "auto"
+        self.generation = 0
+        self.turn: Turn | None = None
+        self._turn_task: asyncio.Task[TurnOutcome] | None = None
+        self.last_turn: Turn | None = None
+        self.listener = Listener(
+            inference,
+            config.listen,
+            tasks,
+            on_speech_start=self._on_speech_start,
+            on_utterance=self._on_utterance,
+            on_pause=self._on_pause,
+            on_resume=self._drop_speculation,
+        )
+        # ASR started during a pause, before the end of speech is certain (hides the hangover)
+        self._speculation: tuple[tuple[int, int], asyncio.Task[Transcript]] | None = None
+
+    # -- device events ---------------------------------------------------------------------
+    async def on_listen(self, message: Listen) -> None:
+        if message.state == "detect":
+            log.info("%s: wake word %r", self._config.turn.owner, message.text)
+            return
+        if message.state == "start":
+            self.mode = message.mode or self.mode
+            if self.turn is not None and self.mode != "realtime":
+                await self.abort("listen start")  # the device stopped playing to listen again
+            if self._state.state is not _S.LISTENING:
+                self._move(_S.LISTENING)
+            self.listener.reset(use_vad=self.mode != "manual")
+            return
+        utterance = self.listener.finish() if self._state.state is _S.LISTENING else None
+        if utterance is not None and len(utterance.pcm) > 0:
+            self._start_turn(utterance)
+        elif self._state.state is _S.LISTENING:
+            self._move(_S.READY)
+
+    async def on_abort(self, message: Abort) -> None:
+        await self.abort(message.reason or "device abort")
+
+    def on_audio(self, pcm: np.ndarray) -> None:
+        state = self._state.state
+        if state is _S.LISTENING or (
+            self.mode == "realtime" and state in (_S.THINKING, _S.SPEAKING)
+        ):
+            self.listener.feed(pcm)
+
+    # -- turns -----------------------------------------------------------------------------
+    async def abort(self, reason: str) -> None:
+        """Cancel the current turn (if any), then tell the device to stop playing."""
+        if self.turn is None:
+            return
+        log.info("%s: abort turn %d (%s)", self._config.turn.owner, self.turn.turn_id, reason)
+        self.generation += 1  # from here on the old turn's gate is closed
+        task, self._turn_task, self.turn = self._turn_task, None, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=self._config.turn.cancel_timeout_s)
+        await self._outbox.send_message(Tts(state="stop"))
+        if self._state.state in (_S.THINKING, _S.SPEAKING):
+            self._move(_S.LISTENING if self.mode == "realtime" else _S.READY)
+
+    def _on_speech_start(self) -> None:
+        if self.mode == "realtime" and self.turn is not None:
+            self._tasks.spawn(self.abort("barge-in"), "barge-in")
+
+    def _on_utterance(self, utterance: Utterance) -> None:
+        if self._state.state is _S.LISTENING or self.mode == "realtime":
+            self._start_turn(utterance)
+        else:
+            self._drop_speculation()
+
+    def _on_pause(self, utterance: Utterance) -> None:
+        if self._state.state is not _S.LISTENING and self.mode != "realtime":
+            return
+        self._drop_speculation()
+        cfg = self._config.turn
+        transcribe = self._inference.transcribe(
+            utterance.pcm, lane=cfg.lane, owner=cfg.owner, language=cfg.language
+        )
+        self._speculation = (utterance.key, self._tasks.spawn(transcribe, "asr-speculative"))
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation[1].cancel()
+            self._speculation = None
+
+    def _take_speculation(self, utterance: Utterance) -> asyncio.Task[Transcript] | None:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation[0] == utterance.key:
+            return speculation[1]
+        if speculation is not None:
+            speculation[1].cancel()
+        return None
+
+    def _start_turn(self, utterance: Utterance) -> None:
+        if self.turn is not None:  # realtime: a new utterance replaces the old reply
+            self._tasks.spawn(self.abort("new utterance"), "supersede")
+        self.generation += 1
+        turn_id = self.generation
+        if self._state.state is not _S.THINKING:
+            self._move(_S.THINKING)
+        turn = Turn(
+            turn_id,
+            inference=self._inference,
+            outbox=self._outbox,
+            gate=lambda: self.generation == turn_id,
+            memory=self.memory,
+            config=self._config.turn,
+            on_speaking=lambda: self._on_speaking(turn_id),
+        )
+        self.turn = turn
+        transcript = self._take_speculation(utterance)
+        self._turn_task = self._tasks.spawn(
+            self._run_turn(turn, utterance, transcript), f"turn{turn_id}"
+        )
+
+    async def _run_turn(
+        self, turn: Turn, utterance: Utterance, transcript: asyncio.Task[Transcript] | None
+    ) -> TurnOutcome:
+        turn.timings.started_s = utterance.ended_s
+        try:
+            outcome = await turn.run(utterance.pcm, transcript=transcript)
+        except XiaoyouError as exc:  # a model failed or the scheduler refused: tell, keep serving
+            log.warning("%s: turn %d failed: %s", self._config.turn.owner, turn.turn_id, exc)
+            outcome = await self._turn_failed(turn, exc.code, exc.message)
+        except Exception as exc:  # a bug in one turn must not leave the device waiting forever
+            log.exception("%s: turn %d crashed", self._config.turn.owner, turn.turn_id)
+            message = f"internal error: {type(exc).__name__}"
+            outcome = await self._turn_failed(turn, "internal", message)
+        self.last_turn = turn
+        if self.turn is turn:  # not aborted
+            self.turn, self._turn_task = None, None
+            if not self._state.closed:
+                after = _S.READY if self.mode == "manual" else _S.LISTENING
+                if self._state.state is not after:
+                    self._move(after)
+                if after is _S.LISTENING:
+                    self.listener.reset()
+        return outcome
+
+    async def _turn_failed(self, turn: Turn, code: str, message: str) -> TurnOutcome:
+        if self.turn is turn:  # not aborted meanwhile: the device is still waiting for this turn
+            await self._outbox.send_message(Error(code=code, message=message))
+            if turn.spoke:
+                await self._outbox.send_message(Tts(state="stop"))
+        return TurnOutcome.EMPTY
+
+    def _on_speaking(self, turn_id: int) -> None:
+        if turn_id == self.generation and self._state.state is _S.THINKING:
+            self._move(_S.SPEAKING)
+
+    def _move(self, target: SessionState) -> None:
+        if not self._state.closed:
+            self._state.move(target)
+
+    async def close(self) -> None:
+        self._drop_speculation()
+        self.generation += 1
+        task, self._turn_task, self.turn = self._turn_task, None, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=self._config.turn.cancel_timeout_s)

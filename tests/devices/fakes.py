@@ -1,0 +1,141 @@
+"""Test doubles of the inference facade: the same methods, tiny jobs on the REAL scheduler.
+
+Costs are fixed sleeps (``*_s``) split into chunks with checkpoints, so cancellation behaves as
+with real backends (stops at the next chunk). Audio out is a 440 Hz tone; the VAD calls any
+window louder than ``speech_rms`` speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.models.asr import Transcript
+from core.models.llm import ChatMessage
+from core.models.tts import PcmChunk
+from core.models.vad import Vad
+from core.scheduler import JobContext, JobHandle, JobSpec, Lane, Scheduler
+
+
+class EnergyVad(Vad):
+    frame_samples = 512
+
+    def __init__(self, speech_rms: float = 300.0) -> None:
+        self.speech_rms = speech_rms
+
+    def speech_probability(self, frame: np.ndarray) -> float:
+        rms = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2)))
+        return 1.0 if rms >= self.speech_rms else 0.0
+
+
+@dataclass
+class FakeInference:
+    scheduler: Scheduler
+    transcript: str = "what is the capital of australia"
+    reply: str = (
+        "Canberra is the capital of Australia. It is about three hundred kilometres from Sydney."
+    )
+    vad_s: float = 0.0
+    asr_s: float = 0.05
+    token_s: float = 0.005
+    tts_chunk_s: float = 0.01
+    tts_chunk_ms: int = 200
+    tts_ms_per_char: float = 12.0
+    started: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, int] = field(default_factory=dict)
+    cancelled: dict[str, int] = field(default_factory=dict)
+    chat_prompts: list[list[ChatMessage]] = field(default_factory=list)
+    asr_audio_s: list[float] = field(default_factory=list)
+
+    def _count(self, table: dict[str, int], kind: str) -> None:
+        table[kind] = table.get(kind, 0) + 1
+
+    def _submit(self, kind: str, fn: Any, *args: Any, owner: str, lane: Lane) -> JobHandle[Any]:
+        async def job(ctx: JobContext, *a: Any) -> Any:
+            self._count(self.started, kind)
+            try:
+                result = await fn(ctx, *a)
+            except BaseException:
+                self._count(self.cancelled, kind)
+                raise
+            self._count(self.finished, kind)
+            return result
+
+        return self.scheduler.submit(job, *args, spec=JobSpec(kind=kind, lane=lane, owner=owner))
+
+    def new_vad(self) -> Vad:
+        return EnergyVad()
+
+    async def detect_speech(
+        self, vad: Vad, frames: Sequence[np.ndarray], *, owner: str, lane: Lane = Lane.REALTIME
+    ) -> list[float]:
+        async def run(ctx: JobContext) -> list[float]:
+            if self.vad_s:
+                await asyncio.sleep(self.vad_s)
+            return [vad.speech_probability(f) for f in frames]
+
+        result: list[float] = await self._submit("vad", run, owner=owner, lane=lane).result()
+        return result
+
+    async def transcribe(
+        self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
+    ) -> Transcript:
+        self.asr_audio_s.append(len(pcm) / 16_000)
+
+        async def run(ctx: JobContext) -> Transcript:
+            for _ in range(10):
+                await asyncio.sleep(self.asr_s / 10)
+                await ctx.checkpoint()
+            return Transcript(self.transcript, language or "en", len(pcm) / 16_000)
+
+        handle = self._submit("asr", run, owner=owner, lane=lane)
+        try:
+            result: Transcript = await handle.result()
+        except asyncio.CancelledError:
+            handle.cancel("caller cancelled")
+            raise
+        return result
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        lane: Lane,
+        owner: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> JobHandle[str]:
+        self.chat_prompts.append(list(messages))
+
+        async def run(ctx: JobContext) -> str:
+            for word in self.reply.split(" "):
+                await asyncio.sleep(self.token_s)
+                await ctx.emit(word + " ")
+            return self.reply
+
+        return self._submit("llm", run, owner=owner, lane=lane)
+
+    def speak(
+        self, text: str, *, lane: Lane, owner: str, sample_rate_hz: int
+    ) -> JobHandle[PcmChunk]:
+        async def run(ctx: JobContext) -> None:
+            total = int(len(text) * self.tts_ms_per_char * sample_rate_hz / 1000)
+            step = self.tts_chunk_ms * sample_rate_hz // 1000
+            t = np.arange(total) / sample_rate_hz
+            tone = (np.sin(2 * np.pi * 440 * t) * 6000).astype(np.int16)
+            for i in range(0, total, step):
+                await asyncio.sleep(self.tts_chunk_s)
+                await ctx.emit(PcmChunk(tone[i : i + step], sample_rate_hz))
+
+        return self._submit("tts", run, owner=owner, lane=lane)
+
+
+def tone_pcm(
+    duration_s: float, *, sample_rate_hz: int = 16_000, amplitude: int = 8000
+) -> np.ndarray:
+    t = np.arange(int(duration_s * sample_rate_hz)) / sample_rate_hz
+    return (np.sin(2 * np.pi * 300 * t) * amplitude).astype(np.int16)
