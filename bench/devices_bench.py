@@ -128,8 +128,7 @@ async def _serve(backend: str) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    from core.settings import build_settings
-    from devices.config import HubSettings
+    from core.settings import DeviceSettings, build_settings
     from devices.hub import DeviceHub
 
     settings = build_settings()
@@ -149,7 +148,7 @@ async def _serve(backend: str) -> None:
             await manager.load(name)
     else:
         inference = StandIn(scheduler)
-    hub = DeviceHub(HubSettings(max_reply_tokens=32, language="en"), inference, scheduler)
+    hub = DeviceHub(DeviceSettings(max_reply_tokens=32, language="en"), inference, scheduler)
     app = FastAPI()
     app.include_router(hub.router())
     lags: list[float] = []

@@ -18,8 +18,8 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.errors import ProtocolError
+from core.settings import DeviceSettings
 from devices.codec import OpusDecoder
-from devices.config import HubSettings
 from devices.pipeline import PipelineConfig, VoicePipeline
 from devices.ports import Gate, VoiceInference
 from devices.protocol import (
@@ -75,7 +75,7 @@ class DeviceConnection:
         self,
         websocket: WebSocket,
         *,
-        settings: HubSettings,
+        settings: DeviceSettings,
         inference: VoiceInference,
         pipeline_config: Callable[[str], PipelineConfig],
         on_mcp: McpHandler | None = None,

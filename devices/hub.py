@@ -19,7 +19,6 @@ from fastapi import APIRouter, Request, WebSocket
 
 from core.scheduler import Lane, Scheduler
 from core.settings import DeviceSettings
-from devices.config import HubSettings, hub_settings
 from devices.connection import DeviceConnection, McpHandler
 from devices.listener import ListenConfig
 from devices.pipeline import PipelineConfig
@@ -39,7 +38,7 @@ class DeviceHub:
         *,
         on_mcp: McpHandler | None = None,
     ) -> None:
-        self.settings: HubSettings = hub_settings(settings)
+        self.settings = settings
         self.inference = inference
         self.scheduler = scheduler  # for stats only; every model call goes through ``inference``
         self.on_mcp = on_mcp

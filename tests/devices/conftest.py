@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from core.scheduler import Scheduler, SchedulerSettings
-from devices.config import HubSettings
+from core.settings import DeviceSettings
 from devices.hub import DeviceHub
 from devices.ports import VoiceInference
 from devices.simulator import DeviceSimulator
@@ -78,7 +78,7 @@ async def start_hub(scheduler: Scheduler) -> AsyncIterator[StartHub]:
     stack: list[tuple[HubServer, Any]] = []
 
     async def start(inference: VoiceInference, **settings: Any) -> HubServer:
-        hub = DeviceHub(HubSettings(**settings), inference, scheduler)
+        hub = DeviceHub(DeviceSettings(**settings), inference, scheduler)
         app = FastAPI()
         app.include_router(hub.router())
         ctx = serve(app)
