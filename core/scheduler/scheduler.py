@@ -262,7 +262,8 @@ class Scheduler(Execution, Introspection):
         for index in order:
             queue = lanes[index]
             dispatched = True
-            while dispatched and queue.live and len(blocked_ids) < BLOCKED_LIMIT * (index + 1):
+            blocked_here = 0
+            while dispatched and queue.live and blocked_here < BLOCKED_LIMIT:
                 dispatched = False
                 for job in queue.candidates(SCAN_LIMIT):
                     if job.id in blocked_ids:
@@ -283,11 +284,14 @@ class Scheduler(Execution, Introspection):
                         dispatched = True
                         continue
                     blocked_ids.add(job.id)
+                    blocked_here += 1
                     if index not in promoted:
                         if self._preemptible:
                             self._maybe_preempt(job)
                         for name, amount in needs.items():
                             reserved[name] = reserved.get(name, 0) + amount
+                    if blocked_here >= BLOCKED_LIMIT:
+                        break
 
     def _account_bypass(self, index: int) -> None:
         bypassed, lanes = self._bypassed, self._lanes

@@ -109,3 +109,27 @@ async def test_starvation_bound_for_lower_lanes(make_scheduler: MakeScheduler) -
     # the blocker's own dispatch happened before bg was queued; bg waits <= bound RT dispatches
     assert log.index("bg") <= bound
     assert log.count("rt") == 30
+
+
+async def test_a_starved_lane_that_cannot_start_never_blocks_realtime(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """Regression: a promoted BACKGROUND lane whose heads don't fit must not stop the
+    REALTIME lane from being dispatched."""
+    s = await make_scheduler(resources={"vram:0": 8192, "cpu": 2}, starvation_bound=2)
+    gate = Gate()
+    vram = {"vram:0": 6144}
+    image = s.submit(gate, spec=JobSpec(kind="sd", lane=Lane.BACKGROUND, resources=vram))
+    await gate.started.wait()
+    queued = [
+        s.submit(gate, spec=JobSpec(kind="sd", lane=Lane.BACKGROUND, owner=f"g{i}", resources=vram))
+        for i in range(20)
+    ]
+    log: list[Any] = []
+    for i in range(10):  # well past the starvation bound
+        await asyncio.wait_for(s.submit(record, log, i, spec=spec(Lane.REALTIME)).result(), 5)
+    assert log == list(range(10))
+    for h in queued:
+        h.cancel()
+    gate.opened.set()
+    await image
