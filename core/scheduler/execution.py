@@ -134,10 +134,11 @@ class Execution:
 
     def _release(self, job: Job) -> None:
         """The job's code has returned: give back everything it held and dispatch."""
-        self._pool.release({job.slot: 1})
         if job.holding:
-            self._pool.release(job.declared)
+            self._pool.release(job.needs)  # declared resources and the slot
             job.holding = False
+        else:  # preempted and then stopped: only the slot is still held
+            self._pool.in_use[job.slot] -= 1
         self._running.pop(job.id, None)
         self._preemptible.pop(job.id, None)
         self._forget(job)
