@@ -29,13 +29,6 @@ class Channel(Generic[T]):
         self._getter: asyncio.Future[None] | None = None
         self._putter: asyncio.Future[None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def put(self, item: T) -> None:
         while len(self._items) >= self._maxsize and not self._closed:
             self._putter = self._loop.create_future()

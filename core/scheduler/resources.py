@@ -30,9 +30,6 @@ class ResourcePool:
             if amount > total:
                 raise ResourceUnsatisfiable(f"needs {amount} of {name!r} but the budget is {total}")
 
-    def free(self, name: str) -> int:
-        return self.budget[name] - self.in_use[name]
-
     def fits(self, needs: Mapping[str, int], reserved: Mapping[str, int] | None = None) -> bool:
         in_use, budget = self.in_use, self.budget
         # plain loops: on the dispatch hot path they beat all() over a generator

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 SCAN_LIMIT = 16  # head jobs examined per lane and pass: bounds dispatch cost with huge queues
 BLOCKED_LIMIT = 4  # blocked heads per lane and pass before the pass leaves the lane
 _SLOT = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
-_LANES = tuple(Lane)
 _ORDER = tuple(int(lane) for lane in Lane)
 _NONE: frozenset[int] = frozenset()
 
@@ -66,8 +65,8 @@ class Scheduler(Execution, Introspection):
             process=settings.process_workers,
         )
         self._pool = ResourcePool(budgets)
-        self._lanes = [LaneQueue() for _ in _LANES]
-        self._bypassed = [0 for _ in _LANES]
+        self._lanes = [LaneQueue() for _ in _ORDER]
+        self._bypassed = [0 for _ in _ORDER]
         self._jobs: dict[int, Job] = {}  # not finished, or finished but still running its code
         self._running: dict[int, Job] = {}
         self._preemptible: dict[int, Job] = {}  # running preemptible jobs (preemption victims)
@@ -112,8 +111,9 @@ class Scheduler(Execution, Introspection):
 
     async def stop(self) -> None:
         """Stop admission, let work finish for ``drain_timeout_s``, then cancel what is left."""
-        if self._state in ("draining", "stopped", "new"):
-            self._state = "stopped" if self._state == "new" else self._state
+        if self._state == "new":
+            self._state = "stopped"
+        if self._state != "running":
             return
         self._state = "draining"
         try:
