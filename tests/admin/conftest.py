@@ -15,6 +15,11 @@ from core.errors import JobCancelled, ModelLoadError, ModelNotConfigured
 from core.scheduler import ExecMode, JobContext, JobSpec, Lane, Scheduler, SchedulerSettings
 from core.services import Services
 from core.settings import build_settings
+from tests.nonebug_off import (  # noqa: F401 - fixtures, used by name
+    _nonebot_init,
+    after_nonebot_init,
+    nonebug_init,
+)
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -67,24 +72,6 @@ class FakeDirectory:
 
     def snapshot(self) -> list[dict[str, object]]:
         return list(self.items)
-
-
-# nonebug's pytest plugin registers session-scoped autouse fixtures that init NoneBot (reading
-# .env from the cwd) and need a session event loop. The admin API does not use NoneBot: these
-# no-op overrides keep this folder hermetic and on function-scoped loops.
-@pytest.fixture(scope="session")
-def _nonebot_init() -> None:
-    return None
-
-
-@pytest.fixture(scope="session")
-def after_nonebot_init() -> None:
-    return None
-
-
-@pytest.fixture(scope="session")
-def nonebug_init() -> None:
-    return None
 
 
 def scheduler_settings() -> SchedulerSettings:

@@ -11,25 +11,14 @@ from typing import Any
 
 import pytest
 
+from tests.nonebug_off import (  # noqa: F401 - fixtures, used by name
+    _nonebot_init,
+    after_nonebot_init,
+    nonebug_init,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "0123456789abcdef0123456789abcdef"  # a throwaway test value, shaped like a real token
-
-
-# nonebug's pytest plugin initialises NoneBot in session-scoped autouse fixtures (reading .env
-# from the cwd). These tests look at NoneBot only through a clean subprocess, so no-op them.
-@pytest.fixture(scope="session")
-def _nonebot_init() -> None:
-    return None
-
-
-@pytest.fixture(scope="session")
-def after_nonebot_init() -> None:
-    return None
-
-
-@pytest.fixture(scope="session")
-def nonebug_init() -> None:
-    return None
 
 
 def probe_nonebot(cwd: Path) -> dict[str, Any]:
