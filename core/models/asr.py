@@ -47,6 +47,16 @@ class AsrSettings(BaseModel):
     device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
     compute_type: str = Field("int8", description="CTranslate2 compute type (whisper)")
     beam_size: int = Field(1, ge=1, description="1: greedy, fastest on CPU")
+    encoder_window: Literal["fitted", "full"] = Field(
+        "fitted",
+        description="whisper: encode only the utterance plus window_pad_ms (several times faster"
+        " on CPU; repetitive output falls back to the standard 30 s window) or always 30 s",
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=lambda: {"zh": "以下是普通话的句子。"},
+        description="whisper: previous-text prompt per language (steers script, punctuation)",
+    )
+    window_pad_ms: int = Field(1000, ge=0, le=10_000, description="silence after the utterance")
     footprint_mb: int = Field(400, ge=0, description="declared memory need")
     idle_unload_s: float | None = Field(
         None, ge=0, description="unload after this long unused; None: the models default; 0: never"

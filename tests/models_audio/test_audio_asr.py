@@ -12,7 +12,9 @@ import pytest
 from core.errors import ModelLoadError
 from core.models.asr import AsrSettings, create_asr
 from core.models.funasr.asr import FunAsr, split_tags
+from core.models.whisper import asr as whisper_asr
 from core.models.whisper.asr import EMBEDDED_DIR_NAME, WhisperAsr, assemble_whisper_base
+from core.models.whisper.fitted import FittedResult, fits
 from tests.models_audio.conftest import Clip
 from tests.models_audio.wer import char_error_rate, normalize_words, word_error_rate
 
@@ -48,6 +50,46 @@ def test_chinese_clip_is_recognised_as_chinese(whisper: WhisperAsr, clips: list[
 def test_forced_language_is_reported(whisper: WhisperAsr, clips: list[Clip]) -> None:
     clip = next(c for c in clips if c.language == "en")
     assert whisper.transcribe(clip.float32[:16000], language="en").language == "en"
+
+
+def test_fitted_window_matches_the_full_window(whisper_cache: Path, clips: list[Clip]) -> None:
+    full = create_asr(AsrSettings(encoder_window="full"), cache_dir=whisper_cache)
+    full.load()
+    clip = next(c for c in clips if c.name == "en03")
+    fitted = create_asr(AsrSettings(), cache_dir=whisper_cache)
+    fitted.load()
+    a, b = fitted.transcribe(clip.float32), full.transcribe(clip.float32)
+    assert (a.language, b.language) == ("en", "en")
+    assert word_error_rate(b.text, a.text) == 0.0, (a.text, b.text)
+
+
+def test_silence_gives_empty_text_and_long_audio_uses_the_full_window(
+    whisper: WhisperAsr,
+) -> None:
+    assert whisper.transcribe(np.zeros(32_000, np.float32), language="en").text == ""
+    assert fits(16_000 * 28, 16_000, 1000) and not fits(16_000 * 29, 16_000, 1000)
+
+
+def test_repetitive_fitted_output_falls_back_to_the_full_window(
+    whisper: WhisperAsr, clips: list[Clip], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_transcribe = whisper._model.transcribe
+
+    def degenerate(*args: object, **kwargs: object) -> FittedResult:
+        calls.append("fitted")
+        return FittedResult("la la la la la la la la la la la la la", "en", degenerate=True)
+
+    def full_window(*args: object, **kwargs: object) -> object:
+        calls.append("full")
+        return real_transcribe(*args, **kwargs)
+
+    monkeypatch.setattr(whisper_asr, "transcribe_fitted", degenerate)
+    monkeypatch.setattr(whisper._model, "transcribe", full_window)
+    clip = next(c for c in clips if c.name == "en03")
+    result = whisper.transcribe(clip.float32)
+    assert calls == ["fitted", "full"]
+    assert word_error_rate(clip.text, result.text) <= 0.10, result.text
 
 
 def test_embedded_model_is_assembled_once(whisper: WhisperAsr, whisper_cache: Path) -> None:

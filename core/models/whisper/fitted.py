@@ -1,0 +1,101 @@
+"""Whisper decoding with the encoder window fitted to the utterance (whisper.cpp's audio_ctx).
+
+Whisper pads every input to 30 s and the encoder pays for all of it: on two CPU cores the
+whisper-base encoder takes ~1.1 s for a 3 s utterance, most of it on silence. CTranslate2
+accepts shorter mel inputs, so this path encodes only the utterance plus ``pad_ms`` of
+silence (~0.1 s for the same utterance), detects the language from that same encoder output
+(faster-whisper's own path encodes a second time to detect it), and decodes greedily without
+timestamps.
+
+Without the 30 s context whisper can loop or hallucinate, so the result is checked the way
+whisper checks its own fallbacks: a text that compresses too well (repetition), or that ran
+into the token cap, is reported as degenerate and the caller decodes again with the standard
+30 s window. Whisper's no-speech rule (no-speech probability high and average log-probability
+low) returns an empty text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FRAMES_PER_S = 100  # whisper mel frames: 10 ms hop
+FULL_WINDOW_FRAMES = 3000
+COMPRESSION_RATIO_LIMIT = 2.4  # whisper's threshold for repetitive output
+NO_SPEECH_PROB = 0.6
+LOGPROB_FLOOR = -1.0
+TOKENS_PER_S = 12  # generous: speech runs at ~3-5 tokens per second in English and Chinese
+MIN_TOKENS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class FittedResult:
+    text: str
+    language: str
+    degenerate: bool  # repetitive or cut at the token cap: decode again with the full window
+
+
+def fits(num_samples: int, sample_rate_hz: int, pad_ms: int) -> bool:
+    """Whether the utterance plus padding is shorter than the standard 30 s window."""
+    frames = num_samples * FRAMES_PER_S // sample_rate_hz + pad_ms * FRAMES_PER_S // 1000
+    return frames < FULL_WINDOW_FRAMES
+
+
+def transcribe_fitted(
+    model: Any,
+    audio: np.ndarray,
+    *,
+    language: str | None,
+    pad_ms: int,
+    beam_size: int,
+    prompts: Mapping[str, str],
+) -> FittedResult:
+    """``model``: a loaded ``faster_whisper.WhisperModel``; ``audio``: float32 mono 16 kHz;
+    ``prompts``: previous-text prompt per language (steers script and punctuation)."""
+    import ctranslate2
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+    features = model.feature_extractor(audio)  # (n_mels, frames)
+    frames = min(FULL_WINDOW_FRAMES, features.shape[-1] + pad_ms * FRAMES_PER_S // 1000)
+    frames += frames % 2  # the encoder halves the length with a stride-2 convolution
+    window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
+    used = min(frames, features.shape[-1])
+    window[0, :, :used] = features[:, :used]
+    encoded = model.model.encode(
+        ctranslate2.StorageView.from_array(window), to_cpu=model.model.device == "cpu"
+    )
+    multilingual = bool(model.model.is_multilingual)
+    if not multilingual:
+        language = "en"
+    elif language is None:
+        token, _prob = model.model.detect_language(encoded)[0][0]
+        language = token[2:-2]  # "<|en|>" -> "en"
+    tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language)
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    previous = prompts.get(language)
+    if previous:
+        prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + previous.strip()), *prompt]
+    max_new = MIN_TOKENS + TOKENS_PER_S * len(audio) // 16_000
+    result = model.model.generate(
+        encoded,
+        [prompt],
+        beam_size=beam_size,
+        max_length=len(prompt) + max_new,
+        return_scores=True,
+        return_no_speech_prob=True,
+        suppress_blank=True,
+        suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
+    )[0]
+    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    text = tokenizer.decode(tokens).strip()
+    avg_logprob = result.scores[0] if result.scores else 0.0
+    if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
+        return FittedResult("", language, degenerate=False)
+    degenerate = len(tokens) >= max_new or (
+        bool(text) and get_compression_ratio(text) > COMPRESSION_RATIO_LIMIT
+    )
+    return FittedResult(text, language, degenerate)
