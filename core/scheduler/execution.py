@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -23,12 +24,15 @@ from core.scheduler.job import Job
 from core.scheduler.queues import LaneQueue
 from core.scheduler.resources import ResourcePool
 from core.scheduler.stats import Counters, TraceBuffer
-from core.scheduler.types import ExecMode, JobStatus, TraceKind
+from core.scheduler.types import _FINISHED, ExecMode, JobStatus, Lane, TraceKind
 
 if TYPE_CHECKING:
     from core.scheduler.scheduler import _Runner
 
 log = logging.getLogger(__name__)
+_ASYNC, _COMPLETED, _DONE = ExecMode.ASYNC, JobStatus.COMPLETED, TraceKind.COMPLETED
+_clock = time.monotonic
+_Future = asyncio.Future
 
 
 class Execution:
@@ -43,7 +47,8 @@ class Execution:
     _idle: list[_Runner]
     _executors: Executors | None
     _loop: asyncio.AbstractEventLoop | None
-    _drained: asyncio.Event
+    _drain_waiter: asyncio.Future[None] | None
+    _record: Callable[[tuple[float, TraceKind, int, Lane, str, str, str]], None]
     _dirty: bool
 
     def _pump(self) -> None:
@@ -51,108 +56,113 @@ class Execution:
 
     async def _runner_main(self, runner: _Runner) -> None:
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        idle = self._idle
         while True:
             job = runner.job
             if job is None:
-                runner.waiter = loop.create_future()
+                waiter: asyncio.Future[None] = _Future(loop=loop)
+                runner.waiter = waiter
                 try:
-                    await runner.waiter
+                    await waiter
                 finally:
                     runner.waiter = None
                 continue
             runner.job = None
             runner.current = job
             job.runner = runner
-            await self._execute(job, loop)
+            try:
+                if job.spec.mode is _ASYNC:
+                    result = await job.fn(job.ctx, *job.args)
+                else:
+                    result = await self._run_blocking(job, loop)
+            except asyncio.CancelledError:
+                if not (job.kill_requested and task.cancelling()):
+                    self._settle(job, None, JobCancelled("scheduler stopped"))
+                    raise
+                task.uncancel()  # the cancellation was aimed at this job, not at the runner
+                self._settle(job, None, JobCancelled("cancelled"))
+            except BrokenProcessPool:
+                assert self._executors is not None
+                self._executors.replace_broken_process_pool()
+                self._settle(job, None, WorkerDied(f"the worker process running job {job.id} died"))
+            except Exception as exc:  # noqa: BLE001 - a job's own failure goes to its submitter only
+                self._settle(job, None, exc)
+            else:
+                self._settle(job, result, None)
+                if job.kill_requested and task.cancelling():
+                    await _absorb_cancel(task)  # cancelled itself, then returned without waiting
             runner.current = None
             job.runner = None
-            self._idle.append(
-                runner
-            )  # before releasing: the pump may hand this runner the next job
+            idle.append(runner)  # before releasing: the pump may hand this runner the next job
             self._release(job)
 
-    async def _execute(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
-        mode = job.spec.mode
+    async def _run_blocking(self, job: Job, loop: asyncio.AbstractEventLoop) -> Any:
         executors = self._executors
         assert executors is not None
-        try:
-            if mode is ExecMode.ASYNC:
-                result = await job.fn(job.ctx, *job.args)
-            elif mode is ExecMode.THREAD:
-                result = await loop.run_in_executor(executors.threads, _call_blocking, job)
-            else:
-                assert executors.processes is not None, (
-                    "process_workers is 0: PROCESS jobs are disabled"
-                )
-                result = await loop.run_in_executor(executors.processes, partial(job.fn, *job.args))
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if job.kill_requested and task is not None and task.cancelling():
-                task.uncancel()
-                self._settle(job, None, JobCancelled("cancelled"))
-                return
-            self._settle(job, None, JobCancelled("scheduler stopped"))
-            raise
-        except BrokenProcessPool:
-            executors.replace_broken_process_pool()
-            self._settle(job, None, WorkerDied(f"the worker process running job {job.id} died"))
-        except Exception as exc:  # noqa: BLE001 - a job's own failure goes to its submitter only
-            self._settle(job, None, exc)
-        else:
-            self._settle(job, result, None)
+        if job.spec.mode is ExecMode.THREAD:
+            return await loop.run_in_executor(executors.threads, _call_blocking, job)
+        assert executors.processes is not None, "process_workers is 0: PROCESS jobs are disabled"
+        return await loop.run_in_executor(executors.processes, partial(job.fn, *job.args))
 
     def _settle(self, job: Job, result: Any, error: BaseException | None) -> None:
         """Record how the job's code ended; its submitter may already have been answered."""
-        assert self._loop is not None
-        job.finished_at = self._loop.time()
-        if job.status.finished:  # cancelled or expired while running: already answered
+        job.finished_at = now = _clock()
+        if job.status in _FINISHED:  # cancelled or expired while running: already answered
             return
-        spec = job.spec
-        ctx = job.ctx
-        assert ctx is not None
+        spec, stats = job.spec, job.stats
         if error is None:
-            job.status = JobStatus.COMPLETED
-            if not job.future.done():
-                job.future.set_result(result)
-            job.close_channel()
-            event, trace = "completed", TraceKind.COMPLETED
+            job.status = _COMPLETED
+            future = job.future
+            if not future.done():
+                future.set_result(result)
+            if job.channel is not None:
+                job.channel.close(None)
+            stats.completed += 1
             if job.started_at is not None:
-                self._counters.sample(
-                    self._counters.run, spec.lane, spec.kind, job.finished_at - job.started_at
-                )
+                stats.run.append(now - job.started_at)
+            self._record((time.time(), _DONE, job.id, spec.lane, spec.kind, spec.owner, ""))
+            return
+        if isinstance(error, JobCancelled):
+            job.status, trace = JobStatus.CANCELLED, TraceKind.CANCELLED
+            stats.cancelled += 1
         else:
-            if isinstance(error, JobCancelled):
-                job.status, event, trace = JobStatus.CANCELLED, "cancelled", TraceKind.CANCELLED
-            else:
-                job.status, event, trace = JobStatus.FAILED, "failed", TraceKind.FAILED
-                log.info("job %d (%s) failed: %r", job.id, spec.kind, error)
-            job.error = f"{type(error).__name__}: {error}"
-            _fail_future(job.future, error)
-            job.close_channel(error)
-        self._counters.add(spec.lane, spec.kind, event)
-        self._trace.add(time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error)
+            job.status, trace = JobStatus.FAILED, TraceKind.FAILED
+            stats.failed += 1
+            log.info("job %d (%s) failed: %r", job.id, spec.kind, error)
+        job.error = f"{type(error).__name__}: {error}"
+        _fail_future(job.future, error)
+        job.close_channel(error)
+        self._record((time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error))
 
     def _release(self, job: Job) -> None:
         """The job's code has returned: give back everything it held and dispatch."""
+        in_use = self._pool.in_use
         if job.holding:
-            self._pool.release(job.needs)  # declared resources and the slot
+            for name, amount in job.needs.items():  # declared resources and the slot
+                in_use[name] -= amount
             job.holding = False
         else:  # preempted and then stopped: only the slot is still held
-            self._pool.in_use[job.slot] -= 1
-        self._running.pop(job.id, None)
-        self._preemptible.pop(job.id, None)
+            in_use[job.slot] -= 1
+        del self._running[job.id]
+        if job.spec.preemptible:
+            self._preemptible.pop(job.id, None)
         self._forget(job)
         self._dirty = True
-        self._pump()
+        lanes = self._lanes
+        if lanes[0].live or lanes[1].live or lanes[2].live:
+            self._pump()
 
     def _forget(self, job: Job) -> None:
         if job.deadline_timer is not None:
             job.deadline_timer.cancel()
             job.deadline_timer = None
-        if self._jobs.pop(job.id, None) is not None:
+        jobs = self._jobs
+        if jobs.pop(job.id, None) is not None:
             self._history.append(job)
-        if not self._jobs:
-            self._drained.set()
+        if not jobs and self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
 
     # -- cancellation and deadlines ---------------------------------------------------------------
     def _cancel(self, job: Job, reason: str) -> bool:
@@ -181,12 +191,15 @@ class Execution:
         ctx.cancel_error = error
         _fail_future(job.future, error)
         job.close_channel(error)
-        event = "cancelled" if status is JobStatus.CANCELLED else "expired"
-        self._counters.add(spec.lane, spec.kind, event)
-        trace = TraceKind.CANCELLED if status is JobStatus.CANCELLED else TraceKind.EXPIRED
-        self._trace.add(time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error)
+        if status is JobStatus.CANCELLED:
+            job.stats.cancelled += 1
+            trace = TraceKind.CANCELLED
+        else:
+            job.stats.expired += 1
+            trace = TraceKind.EXPIRED
+        self._record((time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error))
         if previous is JobStatus.QUEUED:
-            job.finished_at = self._loop.time()
+            job.finished_at = _clock()
             self._forget(job)
             return True
         if previous is JobStatus.YIELDED and job.resume is not None and not job.resume.done():
@@ -201,6 +214,14 @@ class Execution:
             job.kill_requested = True
             runner.task.cancel()
         return True
+
+
+async def _absorb_cancel(task: asyncio.Task[Any]) -> None:
+    """Take a cancellation still pending for a finished job so it cannot hit the next one."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        task.uncancel()
 
 
 def _call_blocking(job: Job) -> Any:

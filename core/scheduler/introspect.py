@@ -35,7 +35,7 @@ class Introspection:
         raise NotImplementedError
 
     def _now(self) -> float:
-        return self._loop.time() if self._loop is not None else 0.0
+        return time.monotonic()
 
     @property
     def state(self) -> str:

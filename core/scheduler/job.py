@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.scheduler.channel import Channel
+from core.scheduler.stats import KindStats
 from core.scheduler.types import JobSpec, JobStatus
 
 if TYPE_CHECKING:
@@ -24,9 +25,10 @@ class Job:
     slot: str  # implicit slot: "runner" (async), "thread" or "process"
     declared: Mapping[str, int]  # declared resources only: what a preempted job gives back
     future: asyncio.Future[Any]
-    submitted_at: float  # loop.time()
+    submitted_at: float  # time.monotonic()
     submitted_ts: float  # time.time(), for display
     deadline_at: float | None
+    stats: KindStats  # the counters of its (lane, kind)
     ctx: JobContext | None = None
     status: JobStatus = JobStatus.QUEUED
     started_at: float | None = None
@@ -57,7 +59,7 @@ class Job:
             self.channel.close(error)
 
     def to_dict(self, now: float) -> dict[str, object]:
-        """A JSON-friendly view for the admin API; ``now`` is loop.time()."""
+        """A JSON-friendly view for the admin API; ``now`` is time.monotonic()."""
         start = self.started_at
         end = self.finished_at
         wait_s = (

@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.errors import QueueFull, SchedulerClosed, SchedulerError
@@ -42,6 +42,9 @@ BLOCKED_LIMIT = 4  # blocked heads per lane and pass before the pass leaves the 
 _SLOT = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
 _ORDER = tuple(int(lane) for lane in Lane)
 _NONE: frozenset[int] = frozenset()
+_RUNNING, _SCHEDULED, _STARTED = JobStatus.RUNNING, TraceKind.SCHEDULED, TraceKind.STARTED
+_clock = time.monotonic  # job timestamps; the default asyncio loop's clock too
+_Future = asyncio.Future
 
 
 class _Runner:
@@ -65,6 +68,10 @@ class Scheduler(Execution, Introspection):
             process=settings.process_workers,
         )
         self._pool = ResourcePool(budgets)
+        self._stream_size = settings.stream_buffer
+        self._slot_needs: dict[ExecMode, Mapping[str, int]] = {
+            mode: {slot: 1} for mode, slot in _SLOT.items() if budgets[slot] >= 1
+        }
         self._lanes = [LaneQueue() for _ in _ORDER]
         self._bypassed = [0 for _ in _ORDER]
         self._jobs: dict[int, Job] = {}  # not finished, or finished but still running its code
@@ -74,6 +81,7 @@ class Scheduler(Execution, Introspection):
         self._ids = itertools.count(1)
         self._counters = Counters(settings.sample_capacity)
         self._trace = TraceBuffer(settings.trace_capacity)
+        self._record = self._trace.record
         self._lag = LoopLagMonitor(settings.loop_lag_interval_ms)
         self._runners: list[_Runner] = []
         self._idle: list[_Runner] = []
@@ -83,7 +91,7 @@ class Scheduler(Execution, Introspection):
         self._dirty = True  # something may have become startable since the last pass
         self._executors: Executors | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._drained = asyncio.Event()
+        self._drain_waiter: asyncio.Future[None] | None = None  # set while stop() drains
         self._started_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -101,7 +109,6 @@ class Scheduler(Execution, Introspection):
             self._runners.append(runner)
             self._idle.append(runner)
         self._lag.start()
-        self._drained.set()
         self._started_at = time.time()
         self._state = "running"
 
@@ -116,17 +123,13 @@ class Scheduler(Execution, Introspection):
         if self._state != "running":
             return
         self._state = "draining"
-        try:
-            await asyncio.wait_for(self._drained.wait(), self.settings.drain_timeout_s)
-        except TimeoutError:
+        if not await self._wait_drained(self.settings.drain_timeout_s):
             log.warning(
                 "scheduler drain timed out with %d jobs left; cancelling them", len(self._jobs)
             )
         for job in list(self._jobs.values()):
             self._cancel(job, "scheduler shutting down")
-        try:
-            await asyncio.wait_for(self._drained.wait(), self.settings.cancel_timeout_s)
-        except TimeoutError:
+        if not await self._wait_drained(self.settings.cancel_timeout_s):
             log.error("%d jobs ignored cancellation at shutdown", len(self._running))
         self._state = "stopped"
         for runner in self._runners:
@@ -138,6 +141,20 @@ class Scheduler(Execution, Introspection):
         if self._executors is not None:
             self._executors.shutdown()
 
+    async def _wait_drained(self, timeout_s: float) -> bool:
+        """Wait until no job is left (True) or ``timeout_s`` passes (False)."""
+        if not self._jobs:
+            return True
+        assert self._loop is not None
+        waiter = self._drain_waiter = self._loop.create_future()
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._drain_waiter = None
+        return True
+
     # -- submission -----------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], *args: Any, spec: JobSpec) -> JobHandle[Any]:
         """Queue ``fn``; raises QueueFull, SchedulerClosed or ResourceUnsatisfiable."""
@@ -145,7 +162,56 @@ class Scheduler(Execution, Introspection):
             raise SchedulerClosed(f"scheduler is {self._state}: not accepting jobs")
         loop = self._loop
         assert loop is not None
-        lane = self._lanes[spec.lane]
+        index = spec.lane
+        lanes = self._lanes
+        lane = lanes[index]
+        if lane.live:
+            self._check_room(lane, spec)
+        needs = self._needs(spec)
+        stats = self._counters.row(index, spec.kind)
+        now = _clock()
+        job = Job(
+            next(self._ids),
+            spec,
+            fn,
+            args,
+            needs,
+            _SLOT[spec.mode],
+            spec.resources,
+            _Future(loop=loop),
+            now,
+            time.time(),
+            None if spec.deadline_s is None else now + spec.deadline_s,
+            stats,
+        )
+        job.stream_size = spec.stream_buffer or self._stream_size
+        job.ctx = JobContext(job, self, loop)
+        if spec.deadline_s is not None:
+            job.deadline_timer = loop.call_later(spec.deadline_s, self._on_deadline, job)
+        self._jobs[job.id] = job
+        stats.submitted += 1
+        self._record((job.submitted_ts, _SCHEDULED, job.id, index, spec.kind, spec.owner, ""))
+        if not self._pumping and not (lanes[0].live or lanes[1].live or lanes[2].live):
+            # nothing queued anywhere (the common case): start now if it fits
+            if self._pool.fits(needs):
+                self._start(job)
+                self._bypassed[index] = 0
+            else:
+                lane.push(job)
+                self._pump()
+        elif self._can_start_directly(index, needs):
+            self._start(job)
+            self._account_bypass(index)
+        else:
+            queued_before = lane.owner_live.get(spec.owner, 0)
+            lane.push(job)
+            # FIFO per owner: behind a queued job of its own owner, this job cannot start in a
+            # pass before that one does; if nothing changed since the last pass, skip it.
+            if self._dirty or not queued_before:
+                self._pump()
+        return JobHandle(job, self, loop)
+
+    def _check_room(self, lane: LaneQueue, spec: JobSpec) -> None:
         s = self.settings
         if lane.live >= s.lane_queue_limit:
             self._reject(spec, "lane")
@@ -161,50 +227,22 @@ class Scheduler(Execution, Introspection):
                 limit=s.owner_queue_limit,
                 scope=f"owner:{spec.owner}",
             )
-        slot = _SLOT[spec.mode]
-        needs = {**spec.resources, slot: 1}
+
+    def _needs(self, spec: JobSpec) -> Mapping[str, int]:
+        """Declared resources plus the implicit slot, validated against the budgets."""
+        if not spec.resources:
+            needs = self._slot_needs.get(spec.mode)  # shared, read-only: only valid slots
+            if needs is not None:
+                return needs
+        needs = {**spec.resources, _SLOT[spec.mode]: 1}
         try:
             self._pool.validate(needs)
         except SchedulerError:
             self._reject(spec, "resources")
             raise
-        now = loop.time()
-        job = Job(
-            id=next(self._ids),
-            spec=spec,
-            fn=fn,
-            args=args,
-            needs=needs,
-            slot=slot,
-            declared=spec.resources,
-            future=loop.create_future(),
-            submitted_at=now,
-            submitted_ts=time.time(),
-            deadline_at=None if spec.deadline_s is None else now + spec.deadline_s,
-        )
-        job.stream_size = spec.stream_buffer or s.stream_buffer
-        job.ctx = JobContext(job, self, loop)
-        if job.deadline_at is not None:
-            job.deadline_timer = loop.call_at(job.deadline_at, self._on_deadline, job)
-        self._jobs[job.id] = job
-        self._drained.clear()
-        self._counters.add(spec.lane, spec.kind, "submitted")
-        self._trace.add(
-            job.submitted_ts, TraceKind.SCHEDULED, job.id, spec.lane, spec.kind, spec.owner
-        )
-        if self._can_start_directly(spec.lane, needs):
-            self._start(job)
-            self._account_bypass(spec.lane)
-        else:
-            queued_before = lane.owner_live.get(spec.owner, 0)
-            lane.push(job)
-            # FIFO per owner: behind a queued job of its own owner, this job cannot start in a
-            # pass before that one does; if nothing changed since the last pass, skip it.
-            if self._dirty or not queued_before:
-                self._pump()
-        return JobHandle(job, self, loop)
+        return needs
 
-    def _can_start_directly(self, index: int, needs: dict[str, int]) -> bool:
+    def _can_start_directly(self, index: int, needs: Mapping[str, int]) -> bool:
         """Nothing queued at this lane or above, no starved lane below, and the job fits."""
         if self._pumping:
             return False
@@ -226,8 +264,8 @@ class Scheduler(Execution, Introspection):
         return higher + self._lanes[job.spec.lane].position(job)
 
     def _reject(self, spec: JobSpec, why: str) -> None:
-        self._counters.add(spec.lane, spec.kind, "rejected")
-        self._trace.add(time.time(), TraceKind.REJECTED, 0, spec.lane, spec.kind, spec.owner, why)
+        self._counters.row(spec.lane, spec.kind).rejected += 1
+        self._record((time.time(), TraceKind.REJECTED, 0, spec.lane, spec.kind, spec.owner, why))
 
     # -- dispatch -------------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -258,7 +296,7 @@ class Scheduler(Execution, Introspection):
             promoted, order = _NONE, list(_ORDER)
         reserved: dict[str, int] = {}
         blocked_ids: set[int] = set()
-        now = self._loop.time() if self._loop is not None else 0.0
+        now = _clock()
         for index in order:
             queue = lanes[index]
             dispatched = True
@@ -301,31 +339,32 @@ class Scheduler(Execution, Introspection):
                 bypassed[lower] += 1
 
     def _start(self, job: Job) -> None:
-        self._pool.acquire(job.needs)
+        in_use = self._pool.in_use
+        for name, amount in job.needs.items():
+            in_use[name] += amount
         job.holding = True
-        job.status = JobStatus.RUNNING
-        assert self._loop is not None
-        job.started_at = self._loop.time()
+        job.status = _RUNNING
+        job.started_at = now = _clock()
         self._running[job.id] = job
-        if job.spec.preemptible:
-            self._preemptible[job.id] = job
         spec = job.spec
-        self._counters.add(spec.lane, spec.kind, "started")
-        self._counters.sample(
-            self._counters.wait, spec.lane, spec.kind, job.started_at - job.submitted_at
-        )
-        self._trace.add(time.time(), TraceKind.STARTED, job.id, spec.lane, spec.kind, spec.owner)
+        if spec.preemptible:
+            self._preemptible[job.id] = job
+        stats = job.stats
+        stats.started += 1
+        stats.wait.append(now - job.submitted_at)
+        self._record((time.time(), _STARTED, job.id, spec.lane, spec.kind, spec.owner, ""))
         runner = self._idle.pop()
         runner.job = job
-        if runner.waiter is not None and not runner.waiter.done():
-            runner.waiter.set_result(None)
+        waiter = runner.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _resume(self, job: Job) -> None:
         self._pool.acquire(job.declared)
         job.holding = True
         job.status = JobStatus.RUNNING
         spec = job.spec
-        self._trace.add(time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner)
+        self._record((time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner, ""))
         if job.resume is not None and not job.resume.done():
             job.resume.set_result(None)
 
@@ -345,14 +384,16 @@ class Scheduler(Execution, Introspection):
                 if not victim.yield_requested:
                     victim.yield_requested = True
                     s = victim.spec
-                    self._trace.add(
-                        time.time(),
-                        TraceKind.YIELDED,
-                        victim.id,
-                        s.lane,
-                        s.kind,
-                        s.owner,
-                        "requested",
+                    self._record(
+                        (
+                            time.time(),
+                            TraceKind.YIELDED,
+                            victim.id,
+                            s.lane,
+                            s.kind,
+                            s.owner,
+                            "requested",
+                        )
                     )
 
     async def _yield_job(self, job: Job) -> None:
@@ -366,8 +407,8 @@ class Scheduler(Execution, Introspection):
         job.status = JobStatus.YIELDED
         job.yields += 1
         spec = job.spec
-        self._counters.add(spec.lane, spec.kind, "yielded")
-        self._trace.add(time.time(), TraceKind.YIELDED, job.id, spec.lane, spec.kind, spec.owner)
+        job.stats.yielded += 1
+        self._record((time.time(), TraceKind.YIELDED, job.id, spec.lane, spec.kind, spec.owner, ""))
         self._lanes[spec.lane].push_resumed(job)
         job.resume = self._loop.create_future()
         self._dirty = True

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import math
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Iterable
 
 from core.scheduler.types import Lane, TraceEvent, TraceKind
@@ -37,50 +37,56 @@ def percentiles(
     return out
 
 
+class KindStats:
+    """Counters and wait/run samples of one (lane, kind): looked up once per job at submit,
+    then updated with plain attribute increments on the hot path."""
+
+    __slots__ = ("kind", "lane", "run", "wait", *COUNTED)
+
+    def __init__(self, lane: Lane, kind: str, sample_capacity: int) -> None:
+        self.lane = lane
+        self.kind = kind
+        self.wait: deque[float] = deque(maxlen=sample_capacity)
+        self.run: deque[float] = deque(maxlen=sample_capacity)
+        self.submitted = self.started = self.completed = self.failed = 0
+        self.cancelled = self.expired = self.rejected = self.yielded = 0
+
+    def counts(self) -> dict[str, int]:
+        return {event: getattr(self, event) for event in COUNTED}
+
+
 class Counters:
     """Counts per (lane, kind, event) and wait/run samples per (lane, kind)."""
 
-    __slots__ = ("counts", "run", "sample_capacity", "wait")
+    __slots__ = ("rows", "sample_capacity")
 
     def __init__(self, sample_capacity: int) -> None:
         self.sample_capacity = sample_capacity
-        self.counts: defaultdict[tuple[Lane, str, str], int] = defaultdict(int)
-        self.wait: dict[tuple[Lane, str], deque[float]] = {}
-        self.run: dict[tuple[Lane, str], deque[float]] = {}
+        self.rows: dict[tuple[Lane, str], KindStats] = {}
 
-    def add(self, lane: Lane, kind: str, event: str) -> None:
-        self.counts[(lane, kind, event)] += 1
-
-    def sample(
-        self, table: dict[tuple[Lane, str], deque[float]], lane: Lane, kind: str, v: float
-    ) -> None:
-        d = table.get((lane, kind))
-        if d is None:
-            d = table[(lane, kind)] = deque(maxlen=self.sample_capacity)
-        d.append(v)
+    def row(self, lane: Lane, kind: str) -> KindStats:
+        row = self.rows.get((lane, kind))
+        if row is None:
+            row = self.rows[(lane, kind)] = KindStats(lane, kind, self.sample_capacity)
+        return row
 
     def by_lane_kind(self) -> dict[str, dict[str, dict[str, object]]]:
         """{lane: {kind: {submitted: n, ..., wait_ms: {p50..}, run_ms: {p50..}}}}."""
         out: dict[str, dict[str, dict[str, object]]] = {lane.name.lower(): {} for lane in Lane}
-        keys = {(lane, kind) for lane, kind, _ in self.counts} | set(self.wait) | set(self.run)
-        for lane, kind in sorted(keys):
-            row: dict[str, object] = {ev: self.counts.get((lane, kind, ev), 0) for ev in COUNTED}
-            row["wait_ms"] = percentiles(self.wait.get((lane, kind), ()))
-            row["run_ms"] = percentiles(self.run.get((lane, kind), ()))
+        for (lane, kind), stats in sorted(self.rows.items(), key=lambda item: item[0]):
+            row: dict[str, object] = dict(stats.counts())
+            row["wait_ms"] = percentiles(stats.wait)
+            row["run_ms"] = percentiles(stats.run)
             out[lane.name.lower()][kind] = row
         return out
 
     def lane_totals(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
         for lane in Lane:
-            row: dict[str, object] = {ev: 0 for ev in COUNTED}
-            for (ln, _kind, ev), n in self.counts.items():
-                if ln is lane:
-                    row[ev] = int(row[ev]) + n  # type: ignore[call-overload]
-            waits = [v for (ln, _k), d in self.wait.items() if ln is lane for v in d]
-            runs = [v for (ln, _k), d in self.run.items() if ln is lane for v in d]
-            row["wait_ms"] = percentiles(waits)
-            row["run_ms"] = percentiles(runs)
+            rows = [r for (ln, _kind), r in self.rows.items() if ln is lane]
+            row: dict[str, object] = {ev: sum(getattr(r, ev) for r in rows) for ev in COUNTED}
+            row["wait_ms"] = percentiles(v for r in rows for v in r.wait)
+            row["run_ms"] = percentiles(v for r in rows for v in r.run)
             out[lane.name.lower()] = row
         return out
 
@@ -88,12 +94,14 @@ class Counters:
 class TraceBuffer:
     """A ring buffer of trace events stored as tuples (cheap), materialised on read."""
 
-    __slots__ = ("_events",)
+    __slots__ = ("_events", "record")
 
     def __init__(self, capacity: int) -> None:
         self._events: deque[tuple[float, TraceKind, int, Lane, str, str, str]] = deque(
             maxlen=capacity
         )
+        # the hot path appends a ready tuple (ts, event, job_id, lane, kind, owner, detail)
+        self.record = self._events.append
 
     def add(
         self,

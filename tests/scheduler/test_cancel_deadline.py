@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from core.errors import DeadlineExceeded, JobCancelled
-from core.scheduler import ExecMode, JobContext, JobSpec, JobStatus, Lane
+from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, JobStatus, Lane
 
 from .conftest import MakeScheduler
 from .helpers import Gate, noop
@@ -54,6 +54,24 @@ async def test_cancel_running_async_job(make_scheduler: MakeScheduler) -> None:
     # the runner survived and the resource came back
     await s.submit(noop, spec=JobSpec(kind="n", resources=CPU))
     assert s.stats()["resources"]["cpu"]["used"] == 0
+
+
+async def test_job_cancelling_itself_then_returning_spares_the_next_job(
+    make_scheduler: MakeScheduler,
+) -> None:
+    s = await make_scheduler(runners=1)
+    own: list[JobHandle[None]] = []
+
+    async def self_cancel(ctx: JobContext) -> None:
+        own[0].cancel("changed its mind")  # no await after this: the cancel is still pending
+
+    own.append(s.submit(self_cancel, spec=JobSpec(kind="self")))
+    follower = s.submit(noop, spec=JobSpec(kind="next"))  # queued for the same single runner
+    with pytest.raises(JobCancelled):
+        await own[0]
+    assert await follower is None
+    assert follower.status is JobStatus.COMPLETED
+    assert await s.submit(noop, spec=JobSpec(kind="after")) is None
 
 
 async def test_cancel_streaming_thread_job_stops_at_next_chunk(
