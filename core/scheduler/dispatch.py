@@ -1,0 +1,214 @@
+"""Dispatch: which queued jobs start now (a mixin of :class:`core.scheduler.Scheduler`).
+
+Dispatch is synchronous (:meth:`Dispatch._pump`), run whenever something changes: a submit,
+a finish, a cancel, a preemption. It walks the lanes in priority order; within a lane it
+looks at the head job of each owner in round-robin order. A job starts only when all its
+resources fit after subtracting what blocked higher-priority jobs are waiting for (so lower
+lanes can backfill without delaying them). A lane passed over ``starvation_bound`` times
+while non-empty is looked at first once. A blocked job asks running preemptible jobs of
+lower lanes holding what it lacks to yield at their next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from core.scheduler.job import Job
+from core.scheduler.queues import LaneQueue
+from core.scheduler.resources import ResourcePool
+from core.scheduler.settings import SchedulerSettings
+from core.scheduler.types import JobStatus, Lane, TraceKind
+
+if TYPE_CHECKING:
+    from core.scheduler.scheduler import _Runner
+
+SCAN_LIMIT = 16  # head jobs examined per lane and pass: bounds dispatch cost with huge queues
+BLOCKED_LIMIT = 4  # blocked heads per lane and pass before the pass leaves the lane
+_ORDER = tuple(int(lane) for lane in Lane)
+_NONE: frozenset[int] = frozenset()
+_RUNNING, _STARTED = JobStatus.RUNNING, TraceKind.STARTED
+_clock = time.monotonic
+
+
+class Dispatch:
+    settings: SchedulerSettings
+    _pool: ResourcePool
+    _lanes: list[LaneQueue]
+    _bypassed: list[int]
+    _running: dict[int, Job]
+    _preemptible: dict[int, Job]
+    _idle: list[_Runner]
+    _loop: asyncio.AbstractEventLoop | None
+    _pumping: bool
+    _repump: bool
+    _dirty: bool
+    _record: Callable[[tuple[float, TraceKind, int, Lane, str, str, str]], None]
+
+    if TYPE_CHECKING:  # provided by Execution (a stub here would shadow it in the MRO)
+
+        def _on_deadline(self, job: Job) -> None: ...
+
+    def _can_start_directly(self, index: int, needs: Mapping[str, int]) -> bool:
+        """Nothing queued at this lane or above, no starved lane below, and the job fits."""
+        if self._pumping:
+            return False
+        lanes, bypassed, bound = self._lanes, self._bypassed, self.settings.starvation_bound
+        for k in range(len(lanes)):
+            live = lanes[k].live
+            if live and (k <= index or bypassed[k] >= bound):
+                return False
+        return self._pool.fits(needs)
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        if self._pumping:
+            self._repump = True  # something changed during a pass: look once more afterwards
+            return
+        self._pumping = True
+        try:
+            self._repump = True
+            while self._repump:
+                self._repump = False
+                self._dispatch_pass()
+        finally:
+            self._pumping = False
+
+    def _dispatch_pass(self) -> None:
+        """Start everything that may start now. Resources only shrink during a pass, so once
+        a lane has nothing more that fits, later lanes cannot change that: one pass suffices."""
+        self._dirty = False
+        lanes, bound, bypassed = self._lanes, self.settings.starvation_bound, self._bypassed
+        if not (lanes[0].live or lanes[1].live or lanes[2].live):
+            return
+        if (bypassed[1] >= bound and lanes[1].live) or (bypassed[2] >= bound and lanes[2].live):
+            starved = [i for i in (1, 2) if bypassed[i] >= bound and lanes[i].live]
+            promoted: frozenset[int] = frozenset(starved)
+            order = [*starved, *(i for i in _ORDER if i not in promoted)]
+        else:
+            promoted, order = _NONE, list(_ORDER)
+        reserved: dict[str, int] = {}
+        blocked_ids: set[int] = set()
+        now = _clock()
+        for index in order:
+            queue = lanes[index]
+            dispatched = True
+            blocked_here = 0
+            while dispatched and queue.live and blocked_here < BLOCKED_LIMIT:
+                dispatched = False
+                for job in queue.candidates(SCAN_LIMIT):
+                    if job.id in blocked_ids:
+                        continue
+                    if (
+                        job.status is JobStatus.QUEUED
+                        and job.deadline_at is not None
+                        and now >= job.deadline_at
+                    ):
+                        self._on_deadline(job)
+                        continue
+                    resuming = job.status is JobStatus.YIELDED
+                    needs = job.declared if resuming else job.needs
+                    if self._pool.fits(needs, reserved):
+                        queue.take(job)
+                        self._resume(job) if resuming else self._start(job)
+                        self._account_bypass(index)
+                        dispatched = True
+                        continue
+                    blocked_ids.add(job.id)
+                    blocked_here += 1
+                    if index not in promoted:
+                        if self._preemptible:
+                            self._maybe_preempt(job)
+                        for name, amount in needs.items():
+                            reserved[name] = reserved.get(name, 0) + amount
+                    if blocked_here >= BLOCKED_LIMIT:
+                        break
+
+    def _account_bypass(self, index: int) -> None:
+        bypassed, lanes = self._bypassed, self._lanes
+        bypassed[index] = 0
+        for lower in range(index + 1, len(lanes)):
+            if lanes[lower].live:
+                bypassed[lower] += 1
+
+    def _start(self, job: Job) -> None:
+        in_use = self._pool.in_use
+        for name, amount in job.needs.items():
+            in_use[name] += amount
+        job.holding = True
+        job.status = _RUNNING
+        job.started_at = now = _clock()
+        self._running[job.id] = job
+        spec = job.spec
+        if spec.preemptible:
+            self._preemptible[job.id] = job
+        stats = job.stats
+        stats.started += 1
+        stats.wait.append(now - job.submitted_at)
+        self._record((time.time(), _STARTED, job.id, spec.lane, spec.kind, spec.owner, ""))
+        runner = self._idle.pop()
+        runner.job = job
+        waiter = runner.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _resume(self, job: Job) -> None:
+        self._pool.acquire(job.declared)
+        job.holding = True
+        job.status = JobStatus.RUNNING
+        spec = job.spec
+        self._record((time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner, ""))
+        if job.resume is not None and not job.resume.done():
+            job.resume.set_result(None)
+
+    def _maybe_preempt(self, blocked: Job) -> None:
+        short = self._pool.shortfall(blocked.declared)
+        for name, missing in short.items():
+            victims = [
+                j
+                for j in self._preemptible.values()
+                if j.holding and j.spec.lane > blocked.spec.lane and j.declared.get(name, 0) > 0
+            ]
+            victims.sort(key=lambda j: (-j.spec.lane, -j.id))
+            for victim in victims:
+                if missing <= 0:
+                    break
+                missing -= victim.declared[name]
+                if not victim.yield_requested:
+                    victim.yield_requested = True
+                    s = victim.spec
+                    self._record(
+                        (
+                            time.time(),
+                            TraceKind.YIELDED,
+                            victim.id,
+                            s.lane,
+                            s.kind,
+                            s.owner,
+                            "requested",
+                        )
+                    )
+
+    async def _yield_job(self, job: Job) -> None:
+        """At a checkpoint of a job asked to yield: give its resources back until re-admitted."""
+        if not job.yield_requested or job.status is not JobStatus.RUNNING:
+            return
+        assert self._loop is not None
+        job.yield_requested = False
+        self._pool.release(job.declared)
+        job.holding = False
+        job.status = JobStatus.YIELDED
+        job.yields += 1
+        spec = job.spec
+        job.stats.yielded += 1
+        self._record((time.time(), TraceKind.YIELDED, job.id, spec.lane, spec.kind, spec.owner, ""))
+        self._lanes[spec.lane].push_resumed(job)
+        job.resume = self._loop.create_future()
+        self._dirty = True
+        self._pump()
+        try:
+            await job.resume
+        finally:
+            job.resume = None
