@@ -29,7 +29,7 @@ SCAN_LIMIT = 16  # head jobs examined per lane and pass: bounds dispatch cost wi
 BLOCKED_LIMIT = 4  # blocked heads per lane and pass before the pass leaves the lane
 _ORDER = tuple(int(lane) for lane in Lane)
 _NONE: frozenset[int] = frozenset()
-_RUNNING, _STARTED = JobStatus.RUNNING, TraceKind.STARTED
+_QUEUED, _RUNNING, _STARTED = JobStatus.QUEUED, JobStatus.RUNNING, TraceKind.STARTED
 _clock = time.monotonic
 
 
@@ -75,6 +75,37 @@ class Dispatch:
                 self._dispatch_pass()
         finally:
             self._pumping = False
+
+    def _hand_off(self, freed: Mapping[str, int]) -> bool:
+        """A finished job just gave back ``freed`` and nothing else changed since the last pass
+        (the caller checks ``_dirty``): every head that pass looked at was blocked. If the
+        first head a pass would look at now needs exactly ``freed``, a pass would start it and
+        find everything else still blocked by the same free resources; start it here instead
+        of running the pass. False: run a full pass (also after starting the head when the
+        owner's next job, a head no pass has looked at yet, may fit)."""
+        if self._pumping:
+            return False
+        lanes, bypassed, bound = self._lanes, self._bypassed, self.settings.starvation_bound
+        index = 0 if lanes[0].live else 1 if lanes[1].live else 2
+        for lower in range(index + 1, len(lanes)):
+            if bypassed[lower] >= bound and lanes[lower].live:
+                return False  # a starved lane goes first: the full pass handles that
+        queue = lanes[index]
+        head = queue.first_head()
+        if head is None or head.status is not _QUEUED:
+            return False
+        if head.needs is not freed and head.needs != freed:
+            return False
+        if head.deadline_at is not None and _clock() >= head.deadline_at:
+            return False
+        queue.take(head)
+        self._start(head)
+        self._account_bypass(index)
+        # the owner's next job is a head no pass has seen: if it might fit, let a pass decide
+        following = queue.head_of(head.spec.owner)
+        return following is None or (
+            following.status is _QUEUED and not self._pool.fits(following.needs)
+        )
 
     def _dispatch_pass(self) -> None:
         """Start everything that may start now. Resources only shrink during a pass, so once

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,9 @@ class Execution:
 
     def _pump(self) -> None:
         raise NotImplementedError
+
+    def _hand_off(self, freed: Mapping[str, int]) -> bool:
+        raise NotImplementedError  # Dispatch._hand_off: start the next job without a pass
 
     async def _runner_main(self, runner: _Runner) -> None:
         loop = asyncio.get_running_loop()
@@ -139,6 +142,7 @@ class Execution:
     def _release(self, job: Job) -> None:
         """The job's code has returned: give back everything it held and dispatch."""
         in_use = self._pool.in_use
+        freed = job.needs if job.holding else None
         if job.holding:
             for name, amount in job.needs.items():  # declared resources and the slot
                 in_use[name] -= amount
@@ -149,10 +153,13 @@ class Execution:
         if job.spec.preemptible:
             self._preemptible.pop(job.id, None)
         self._forget(job)
-        self._dirty = True
         lanes = self._lanes
         if lanes[0].live or lanes[1].live or lanes[2].live:
-            self._pump()
+            if self._dirty or freed is None or not self._hand_off(freed):
+                self._dirty = True
+                self._pump()
+        else:
+            self._dirty = True
 
     def _forget(self, job: Job) -> None:
         if job.deadline_timer is not None:

@@ -67,6 +67,19 @@ class LaneQueue:
             if seen >= limit:
                 return
 
+    def first_head(self) -> Job | None:
+        """The head a dispatch pass looks at first, or None when resumed jobs come first (or
+        the first owner's head was cancelled and awaits lazy removal: let a pass clean up)."""
+        if self.resumed:
+            return None
+        for q in self.owners.values():
+            return q[0] if q else None
+        return None
+
+    def head_of(self, owner: str) -> Job | None:
+        q = self.owners.get(owner)
+        return q[0] if q else None
+
     def take(self, job: Job) -> None:
         """Remove ``job`` (a candidate just yielded by :meth:`candidates`) for dispatch."""
         self.live -= 1

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import ResourceUnsatisfiable
-from core.scheduler import JobContext, JobSpec, Lane, Scheduler, SchedulerSettings
+from core.scheduler import JobContext, JobSpec, JobStatus, Lane, Scheduler, SchedulerSettings
 
 from .conftest import MakeScheduler
+from .helpers import Gate, noop
 
 
 class Meter:
@@ -119,3 +120,26 @@ def test_budget_is_never_exceeded(seed: int, vram: int, cpu: int, n_jobs: int) -
     for name, peak in meter.peak.items():
         assert peak <= budget[name]
     assert all(v == 0 for v in meter.now.values())
+
+
+async def test_a_finished_job_hands_its_resources_on_and_the_next_head_still_starts(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """A finish hands {cpu} straight to the next job needing exactly that (no pass); the same
+    owner's following job, needing no cpu, becomes a head then and must start too."""
+    s = await make_scheduler(resources={"cpu": 1})
+    first, second = Gate(), Gate()
+    cpu = {"cpu": 1}
+    running = s.submit(first, spec=JobSpec(kind="x", owner="x", resources=cpu))
+    await first.started.wait()
+    needs_cpu = s.submit(second, spec=JobSpec(kind="a1", owner="a", resources=cpu))
+    light = s.submit(noop, spec=JobSpec(kind="a2", owner="a"))  # FIFO: waits behind a1
+    await asyncio.sleep(0)
+    assert s.position(light) == 1
+    first.opened.set()
+    await running
+    await second.started.wait()
+    assert await asyncio.wait_for(light.result(), 1.0) is None  # started while a1 still runs
+    assert needs_cpu.status is JobStatus.RUNNING
+    second.opened.set()
+    await needs_cpu
