@@ -6,6 +6,12 @@ the session state machine. One turn at a time; each turn has an id and the pipel
 fail its gate, so nothing from a cancelled turn reaches the device even while its jobs are
 still stopping. ``abort`` (or speech while THINKING/SPEAKING in realtime mode) cancels the
 turn wherever it is (ASR, LLM or TTS) and sends ``tts stop``.
+
+Speculation hides the end-of-speech hangover: at a pause (``speculate_after_ms``) a *held* turn
+starts the whole ASR → LLM → TTS pipeline with its device-bound output held back. If the end is
+then confirmed on the same audio it is adopted (THINKING, output released); if speech resumes,
+the utterance differs, or the session aborts, listens again or closes, it is cancelled and the
+device never hears of it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from core.errors import XiaoyouError
 from devices.listener import ListenConfig, Listener, Utterance
 from devices.memory import ConversationMemory
-from devices.ports import Outbox, Transcript, VoiceInference
+from devices.ports import Outbox, VoiceInference
 from devices.protocol import Abort, Error, Listen, Tts
 from devices.session import SessionState, SessionStateMachine
 from devices.tasks import TaskOwner
@@ -36,6 +42,13 @@ class PipelineConfig:
     listen: ListenConfig
     turn: TurnConfig
     max_exchanges: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Speculation:
+    key: tuple[int, int]  # the utterance's window span: adopted only by an end on the same audio
+    turn: Turn
+    task: asyncio.Task[TurnOutcome]
 
 
 class VoicePipeline:
@@ -68,8 +81,13 @@ class VoicePipeline:
             on_pause=self._on_pause,
             on_resume=self._drop_speculation,
         )
-        # ASR started during a pause, before the end of speech is certain (hides the hangover)
-        self._speculation: tuple[tuple[int, int], asyncio.Task[Transcript]] | None = None
+        # a held turn started during a pause, before the end of speech is certain
+        self._speculation: Speculation | None = None
+
+    @property
+    def speculation(self) -> Turn | None:
+        """The held turn started at the last pause, if the end of speech is not confirmed yet."""
+        return self._speculation.turn if self._speculation is not None else None
 
     # -- device events ---------------------------------------------------------------------
     async def on_listen(self, message: Listen) -> None:
@@ -82,13 +100,16 @@ class VoicePipeline:
                 await self.abort("listen start")  # the device stopped playing to listen again
             if self._state.state is not _S.LISTENING:
                 self._move(_S.LISTENING)
+            self._drop_speculation()
             self.listener.reset(use_vad=self.mode != "manual")
             return
         utterance = self.listener.finish() if self._state.state is _S.LISTENING else None
         if utterance is not None and len(utterance.pcm) > 0:
             self._start_turn(utterance)
-        elif self._state.state is _S.LISTENING:
-            self._move(_S.READY)
+        else:
+            self._drop_speculation()
+            if self._state.state is _S.LISTENING:
+                self._move(_S.READY)
 
     async def on_abort(self, message: Abort) -> None:
         await self.abort(message.reason or "device abort")
@@ -103,6 +124,7 @@ class VoicePipeline:
     # -- turns -----------------------------------------------------------------------------
     async def abort(self, reason: str) -> None:
         """Cancel the current turn (if any), then tell the device to stop playing."""
+        self._drop_speculation()  # silently: the device never heard of it
         if self.turn is None:
             return
         log.info("%s: abort turn %d (%s)", self._config.turn.owner, self.turn.turn_id, reason)
@@ -129,32 +151,25 @@ class VoicePipeline:
         if self._state.state is not _S.LISTENING and self.mode != "realtime":
             return
         self._drop_speculation()
-        cfg = self._config.turn
-        transcribe = self._inference.transcribe(
-            utterance.pcm, lane=cfg.lane, owner=cfg.owner, language=cfg.language
-        )
-        self._speculation = (utterance.key, self._tasks.spawn(transcribe, "asr-speculative"))
+        turn = self._new_turn(held=True, started_s=utterance.ended_s)
+        task = self._tasks.spawn(self._run_turn(turn, utterance), f"turn{turn.turn_id}-speculative")
+        self._speculation = Speculation(utterance.key, turn, task)
 
     def _drop_speculation(self) -> None:
-        if self._speculation is not None:
-            self._speculation[1].cancel()
-            self._speculation = None
-
-    def _take_speculation(self, utterance: Utterance) -> asyncio.Task[Transcript] | None:
         speculation, self._speculation = self._speculation, None
-        if speculation is not None and speculation[0] == utterance.key:
-            return speculation[1]
-        if speculation is not None:
-            speculation[1].cancel()
+        if speculation is not None:  # never released: its output is discarded with it
+            speculation.task.cancel()
+
+    def _take_speculation(self, utterance: Utterance) -> Speculation | None:
+        if self._speculation is not None and self._speculation.key == utterance.key:
+            speculation, self._speculation = self._speculation, None
+            return speculation
+        self._drop_speculation()
         return None
 
-    def _start_turn(self, utterance: Utterance) -> None:
-        if self.turn is not None:  # realtime: a new utterance replaces the old reply
-            self._tasks.spawn(self.abort("new utterance"), "supersede")
-        self.generation += 1
+    def _new_turn(self, *, held: bool, started_s: float) -> Turn:
+        self.generation += 1  # closes the gate of every older turn
         turn_id = self.generation
-        if self._state.state is not _S.THINKING:
-            self._move(_S.THINKING)
         turn = Turn(
             turn_id,
             inference=self._inference,
@@ -163,19 +178,29 @@ class VoicePipeline:
             memory=self.memory,
             config=self._config.turn,
             on_speaking=lambda: self._on_speaking(turn_id),
+            held=held,
         )
-        self.turn = turn
-        transcript = self._take_speculation(utterance)
-        self._turn_task = self._tasks.spawn(
-            self._run_turn(turn, utterance, transcript), f"turn{turn_id}"
-        )
+        turn.timings.started_s = started_s  # a speculation's moves to the confirmed end
+        return turn
 
-    async def _run_turn(
-        self, turn: Turn, utterance: Utterance, transcript: asyncio.Task[Transcript] | None
-    ) -> TurnOutcome:
-        turn.timings.started_s = utterance.ended_s
+    def _start_turn(self, utterance: Utterance) -> None:
+        if self.turn is not None:  # realtime: a new utterance replaces the old reply
+            self._tasks.spawn(self.abort("new utterance"), "supersede")
+        speculation = self._take_speculation(utterance)
+        if self._state.state is not _S.THINKING:
+            self._move(_S.THINKING)
+        if speculation is not None:  # the end is where the pause was: adopt the held turn
+            self.turn, self._turn_task = speculation.turn, speculation.task
+            self.turn.timings.started_s = utterance.ended_s
+            self.turn.release()
+            return
+        turn = self._new_turn(held=False, started_s=utterance.ended_s)
+        self.turn = turn
+        self._turn_task = self._tasks.spawn(self._run_turn(turn, utterance), f"turn{turn.turn_id}")
+
+    async def _run_turn(self, turn: Turn, utterance: Utterance) -> TurnOutcome:
         try:
-            outcome = await turn.run(utterance.pcm, transcript=transcript)
+            outcome = await turn.run(utterance.pcm)
         except XiaoyouError as exc:  # a model failed or the scheduler refused: tell, keep serving
             log.warning("%s: turn %d failed: %s", self._config.turn.owner, turn.turn_id, exc)
             outcome = await self._turn_failed(turn, exc.code, exc.message)
@@ -191,6 +216,7 @@ class VoicePipeline:
                 if self._state.state is not after:
                     self._move(after)
                 if after is _S.LISTENING:
+                    self._drop_speculation()
                     self.listener.reset()
         return outcome
 
@@ -210,9 +236,12 @@ class VoicePipeline:
             self._state.move(target)
 
     async def close(self) -> None:
+        tasks = [self._speculation.task] if self._speculation is not None else []
         self._drop_speculation()
         self.generation += 1
-        task, self._turn_task, self.turn = self._turn_task, None, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task], timeout=self._config.turn.cancel_timeout_s)
+        if self._turn_task is not None:
+            tasks.append(self._turn_task)
+            self._turn_task.cancel()
+        self._turn_task, self.turn = None, None
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._config.turn.cancel_timeout_s)

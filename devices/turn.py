@@ -5,6 +5,11 @@ streams the LLM and cuts sentences; a TTS task turns each sentence into Opus fra
 task sends them. Every device-bound message passes the turn's gate (its id still current), so
 after an abort nothing of this turn reaches the device. Cancelling the task running
 :meth:`Turn.run` cancels every scheduler job of the turn (each stops at its next chunk).
+
+A *held* turn is a speculation (started at a pause, before the end of speech is certain): it
+runs every stage, but its output waits in a :class:`HeldOutput` until :meth:`Turn.release`;
+it returns (or raises) only once released, and if cancelled before that it sends nothing and
+leaves no trace in the conversation memory.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import numpy as np
 
 from core.scheduler import JobHandle, Lane
 from devices.codec import OpusEncoder
+from devices.held import HeldOutput
 from devices.memory import ConversationMemory
 from devices.pacer import PacedSender
-from devices.ports import Gate, Outbox, Transcript, VoiceInference
+from devices.ports import Gate, Outbox, VoiceInference
 from devices.protocol import Llm, Stt, Tts
 from devices.segmenter import SentenceSegmenter
 from devices.tasks import TaskOwner
@@ -90,7 +96,7 @@ class TurnTimings:
     first_token_s: float | None = None
     first_audio_s: float | None = None
     finished_s: float | None = None
-    speculative: bool = False  # ASR started during the pause, before the end was certain
+    speculative: bool = False  # the turn started during the pause, before the end was certain
 
     def summary(self) -> str:
         """Seconds from the end of the utterance to each milestone."""
@@ -103,7 +109,7 @@ class TurnTimings:
         spans = " ".join(
             f"{k}={v - self.started_s:.2f}s" for k, v in marks.items() if v is not None
         )
-        return spans + (" (speculative asr)" if self.speculative else "")
+        return spans + (" (speculative)" if self.speculative else "")
 
 
 _Item = tuple[str, Any]  # ("sentence", str) | ("audio", bytes)
@@ -120,43 +126,53 @@ class Turn:
         memory: ConversationMemory,
         config: TurnConfig,
         on_speaking: Callable[[], None],
+        held: bool = False,
     ) -> None:
         self.turn_id = turn_id
         self._inference = inference
-        self._outbox = outbox
-        self._gate = gate
+        self._output = HeldOutput(outbox, gate, held=held)
         self._memory = memory
         self._config = config
         self._on_speaking = on_speaking
         self._handles: list[JobHandle[Any]] = []
         self._tasks = TaskOwner(f"{config.owner}:turn{turn_id}")
-        self.timings = TurnTimings()
+        self.timings = TurnTimings(speculative=held)
         self.user_text = ""
         self.reply_text = ""
         self.spoke = False  # tts start was sent
         self._emotion_sent = False
 
-    async def run(
-        self,
-        pcm: np.ndarray | None = None,
-        *,
-        text: str | None = None,
-        transcript: asyncio.Task[Transcript] | None = None,
-    ) -> TurnOutcome:
-        """Answer ``pcm`` (float32 16 kHz), an ASR already running on it, or a known ``text``."""
+    @property
+    def released(self) -> bool:
+        return self._output.released
+
+    def release(self) -> None:
+        """The end of speech is confirmed: send what is held and let the rest through."""
+        self._output.release()
+
+    async def run(self, pcm: np.ndarray | None = None, *, text: str | None = None) -> TurnOutcome:
+        """Answer ``pcm`` (float32 16 kHz) or a known ``text``; a held turn ends once released."""
         try:
-            if transcript is not None:
-                self.timings.speculative = True
-                text = (await transcript).text
-            return await self._run(pcm, text)
+            try:
+                outcome = await self._run(pcm, text)
+            except Exception:
+                await self._stop()  # no stage may send anything of a failed turn at release
+                await self._output.wait_released()  # its failure is reported once adopted
+                raise
+            await self._output.wait_released()  # e.g. an empty transcript, heard before the end
+            return outcome
         finally:
-            if transcript is not None:
-                transcript.cancel()
-            for handle in self._handles:
-                handle.cancel("turn ended")
-            await self._tasks.cancel_all(self._config.cancel_timeout_s)
-            self._memory.add(self.user_text, self.reply_text)
-            log.info("%s turn %d: %s", self._config.owner, self.turn_id, self.timings.summary())
+            await self._stop()
+            if self._output.released:
+                self._memory.add(self.user_text, self.reply_text)
+                log.info("%s turn %d: %s", self._config.owner, self.turn_id, self.timings.summary())
+            else:  # a dropped speculation never happened
+                log.debug("%s turn %d: speculation dropped", self._config.owner, self.turn_id)
+
+    async def _stop(self) -> None:
+        for handle in self._handles:
+            handle.cancel("turn ended")
+        await self._tasks.cancel_all(self._config.cancel_timeout_s)
 
     async def _run(self, pcm: np.ndarray | None, text: str | None) -> TurnOutcome:
         cfg = self._config
@@ -233,7 +249,8 @@ class Turn:
 
     async def _pace(self, items: asyncio.Queue[_Item | None]) -> None:
         cfg = self._config
-        pacer = PacedSender(self._send_audio, frame_ms=cfg.frame_ms, lead_ms=cfg.lead_ms)
+        pacer = PacedSender(self._output.send_audio, frame_ms=cfg.frame_ms, lead_ms=cfg.lead_ms)
+        await self._output.wait_released()  # a speculation's audio starts (and is clocked) then
         while (item := await items.get()) is not None:
             kind, value = item
             if not self.spoke:
@@ -249,7 +266,4 @@ class Turn:
         await pacer.drain()
 
     async def _send(self, message: Stt | Llm | Tts) -> None:
-        await self._outbox.send_message(message, gate=self._gate)
-
-    async def _send_audio(self, packet: bytes) -> None:
-        await self._outbox.send_audio(packet, gate=self._gate)
+        await self._output.send(message)

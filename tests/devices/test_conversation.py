@@ -32,8 +32,15 @@ async def test_auto_mode_turn_reaches_device_in_order(
         "Canberra is the capital of Australia.",
         "It is about three hundred kilometres from Sydney.",
     ]
-    kinds = [(m["type"], m.get("state")) for m in sim.messages()]
-    assert kinds.index(("stt", None)) < kinds.index(("tts", "start")) < kinds.index(("tts", "stop"))
+    kinds = [(m["type"], m.get("state")) for m in sim.messages() if m["type"] != "hello"]
+    assert kinds == [
+        ("stt", None),
+        ("llm", None),
+        ("tts", "start"),
+        ("tts", "sentence_start"),
+        ("tts", "sentence_start"),
+        ("tts", "stop"),
+    ]
     assert all(
         m.get("session_id") == sim.session_id for m in sim.messages() if m["type"] != "hello"
     )
@@ -51,11 +58,11 @@ async def test_auto_mode_turn_reaches_device_in_order(
     assert server.hub.snapshot()[0]["state"] == "listening"
     conn = server.hub.connection(sim.device_id)
     assert conn is not None and conn.pipeline is not None and conn.pipeline.last_turn is not None
-    assert conn.pipeline.last_turn.timings.speculative  # ASR began during the hangover
-    assert fake.started["asr"] == 1
+    assert conn.pipeline.last_turn.timings.speculative  # the turn began during the hangover
+    assert fake.started["asr"] == 1 and fake.started["llm"] == 1  # the speculation was adopted
 
 
-async def test_pause_then_more_speech_drops_speculative_asr(
+async def test_pause_then_more_speech_drops_speculative_turn(
     start_hub: StartHub, fake: FakeInference
 ) -> None:
     server = await start_hub(fake)
@@ -66,8 +73,12 @@ async def test_pause_then_more_speech_drops_speculative_asr(
     )  # pause < 500 ms hangover
     result = await sim.converse(speech, speed=2.0)
     assert result.stt == fake.transcript and len(sim.messages("stt")) == 1
+    assert len(sim.messages("llm")) == 1 and len(sim.messages("tts")) == 4  # one reply only
     assert len(fake.asr_audio_s) == 2  # the speculation on the first half, then the whole utterance
     assert fake.asr_audio_s[0] < 1.2 < fake.asr_audio_s[1]
+    conn = server.hub.connection(sim.device_id)
+    assert conn is not None and conn.pipeline is not None
+    assert len(conn.pipeline.memory) == 1  # the dropped speculation left nothing behind
 
 
 async def test_manual_mode_listen_stop_ends_utterance(
