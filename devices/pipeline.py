@@ -122,10 +122,11 @@ class VoicePipeline:
             self.listener.feed(pcm)
 
     # -- turns -----------------------------------------------------------------------------
-    async def abort(self, reason: str) -> None:
-        """Cancel the current turn (if any), then tell the device to stop playing."""
+    async def abort(self, reason: str, *, only: Turn | None = None) -> None:
+        """Cancel the current turn (if any; with ``only``, if it still is that turn), then tell
+        the device to stop playing."""
         self._drop_speculation()  # silently: the device never heard of it
-        if self.turn is None:
+        if self.turn is None or (only is not None and self.turn is not only):
             return
         log.info("%s: abort turn %d (%s)", self._config.turn.owner, self.turn.turn_id, reason)
         self.generation += 1  # from here on the old turn's gate is closed
@@ -139,7 +140,8 @@ class VoicePipeline:
 
     def _on_speech_start(self) -> None:
         if self.mode == "realtime" and self.turn is not None:
-            self._tasks.spawn(self.abort("barge-in"), "barge-in")
+            # only this turn: if a newer one has started by the time the task runs, keep it
+            self._tasks.spawn(self.abort("barge-in", only=self.turn), "barge-in")
 
     def _on_utterance(self, utterance: Utterance) -> None:
         if self._state.state is _S.LISTENING or self.mode == "realtime":
@@ -184,8 +186,10 @@ class VoicePipeline:
         return turn
 
     def _start_turn(self, utterance: Utterance) -> None:
-        if self.turn is not None:  # realtime: a new utterance replaces the old reply
-            self._tasks.spawn(self.abort("new utterance"), "supersede")
+        if self.turn is not None:  # realtime: a new utterance replaces the old reply at once
+            old_task, self.turn, self._turn_task = self._turn_task, None, None
+            if old_task is not None:  # its gate closes with the new turn's generation
+                old_task.cancel()
         speculation = self._take_speculation(utterance)
         if self._state.state is not _S.THINKING:
             self._move(_S.THINKING)

@@ -22,7 +22,7 @@ from core.errors import InferenceError
 from core.models.llm import ChatMessage
 from core.scheduler import JobContext, JobHandle, Lane, Scheduler
 from devices.held import HeldOutput
-from devices.listener import ListenConfig
+from devices.listener import ListenConfig, Utterance
 from devices.pipeline import PipelineConfig, VoicePipeline
 from devices.ports import Gate
 from devices.protocol import Abort, Listen, ServerMessage, Stt, Tts
@@ -306,3 +306,26 @@ async def test_held_output_flushes_in_order_then_passes_through() -> None:
         ("stt", "three"),
         ("audio", None),
     ]
+
+
+async def test_realtime_utterance_without_barge_in_supersedes_the_old_turn(
+    harness: Harness,
+) -> None:
+    """Realtime mode: an utterance that ends while a turn still speaks (no speech start in
+    between, e.g. a max-length cut) replaces that turn at once; the new turn is not aborted."""
+    fake, outbox, pipeline = harness.fake, harness.outbox, harness.pipeline
+    await pipeline.on_listen(Listen(type="listen", state="start", mode="realtime"))
+    fake.tts_ms_per_char = 40.0  # a few seconds of reply: still speaking when replaced
+    old = await harness.speak_then_pause()
+    await harness.feed(_silence(0.3))
+    await _until(lambda: harness.state.state is SessionState.SPEAKING)
+    assert pipeline.turn is old
+    fake.tts_ms_per_char = 3.0
+    pipeline.listener.reset()  # the next utterance is delivered straight to the pipeline
+    pipeline._on_utterance(Utterance(pcm=tone_pcm(0.6).astype(np.float32) / 32768.0, ended_s=0))
+    new = pipeline.turn
+    assert new is not None and new is not old
+    await _until(lambda: pipeline.last_turn is new, timeout_s=5.0)
+    assert outbox.kinds().count("stt") == 2 and outbox.kinds()[-1] == "tts:stop"
+    assert new.spoke and new.reply_text.strip() == fake.reply  # answered in full, not aborted
+    assert old.timings.finished_s is None  # the old turn was cut off mid-reply
