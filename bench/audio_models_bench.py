@@ -109,7 +109,7 @@ def bench_vad(rows: dict[str, float], frames: int) -> None:
 
 
 def bench_asr(rows: dict[str, float], cache_dir: Path, threads: int, repeat: int) -> None:
-    from tests.models_audio.wer import word_error_rate  # the same WER as the tests
+    from tests.models_audio.wer import char_error_rate, word_error_rate  # as in the tests
 
     refs = json.loads((AUDIO_DIR / "refs.json").read_text(encoding="utf-8"))
     from core.models.whisper.asr import assemble_whisper_base
@@ -117,18 +117,29 @@ def bench_asr(rows: dict[str, float], cache_dir: Path, threads: int, repeat: int
     start = time.perf_counter()
     assemble_whisper_base(cache_dir)
     rows["asr/whisper-base assemble s (first use)"] = time.perf_counter() - start
-    asr = _load("asr/whisper-base", create_asr(AsrSettings(cpu_threads=threads), cache_dir), rows)
-    rtfs, wers = [], []
-    for wav in sorted(AUDIO_DIR.glob("*.wav")):
-        language, text = refs[wav.stem.split("_")[0]]
-        samples, rate = read_wav(wav)
-        pcm = samples.astype(np.float32) / 32768.0
-        audio_s = len(pcm) / rate
-        rtfs.append(_median_s(partial(asr.transcribe, pcm), repeat) / audio_s)
-        if language == "en":
-            wers.append(word_error_rate(text, asr.transcribe(pcm).text))
-    rows["asr/whisper-base real-time factor (median)"] = statistics.median(rtfs)
-    rows["asr/whisper-base WER en (mean)"] = statistics.mean(wers)
+    for window in ("fitted", "full"):  # the default and whisper's standard 30 s window
+        asr = create_asr(AsrSettings(cpu_threads=threads, encoder_window=window), cache_dir)
+        if window == "fitted":
+            _load("asr/whisper-base", asr, rows)
+        else:
+            asr.load()
+        rtfs, wers, cers = [], [], []
+        for wav in sorted(AUDIO_DIR.glob("*.wav")):
+            language, text = refs[wav.stem.split("_")[0]]
+            samples, rate = read_wav(wav)
+            pcm = samples.astype(np.float32) / 32768.0
+            audio_s = len(pcm) / rate
+            rtfs.append(_median_s(partial(asr.transcribe, pcm), repeat) / audio_s)
+            heard = asr.transcribe(pcm).text
+            if language == "en":
+                wers.append(word_error_rate(text, heard))
+            else:
+                cers.append(char_error_rate(text, heard))
+        name = f"asr/whisper-base {window} window"
+        rows[f"{name} real-time factor (median)"] = statistics.median(rtfs)
+        rows[f"{name} WER en (mean)"] = statistics.mean(wers)
+        rows[f"{name} CER zh (mean)"] = statistics.mean(cers)
+        asr.unload()
 
 
 def _tts_run(tts: Tts, text: str, rate_hz: int) -> tuple[float, float, float]:
