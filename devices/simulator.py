@@ -54,6 +54,20 @@ class Conversation:
         return None if self.first_audio_s is None else self.first_audio_s - self.speech_end_s
 
 
+def trailing_silence_s(pcm: np.ndarray, sample_rate_hz: int = UPLINK_RATE_HZ) -> float:
+    """Seconds after the last voiced 10 ms of ``pcm`` (RMS above 2 % of the loudest 10 ms)."""
+    step = sample_rate_hz // 100
+    usable = len(pcm) // step * step
+    if usable == 0:
+        return len(pcm) / sample_rate_hz
+    frames = pcm[:usable].astype(np.float64).reshape(-1, step)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    voiced = np.flatnonzero(rms > 0.02 * rms.max()) if rms.max() > 0 else np.array([], int)
+    if voiced.size == 0:
+        return len(pcm) / sample_rate_hz
+    return (len(pcm) - (int(voiced[-1]) + 1) * step) / sample_rate_hz
+
+
 def read_wav_16k(path: Path) -> np.ndarray:
     """A mono 16-bit WAV as int16 at 16 kHz."""
     with wave.open(str(path), "rb") as wav:
@@ -291,7 +305,10 @@ class DeviceSimulator:
         start = len(self.received)
         decoded_before = len(self._decoded)
         await self.listen("start", mode)
+        # the end of speech is the last voiced sample, not the end of the file: a clip's trailing
+        # silence already counts toward the server's end-of-speech hangover
         speech_end_s = await self.stream_pcm(pcm, speed=speed)
+        speech_end_s -= trailing_silence_s(pcm) / speed
         if mode == "manual":
             await self.listen("stop", mode)
         else:

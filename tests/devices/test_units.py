@@ -26,6 +26,7 @@ from devices.protocol import (
 )
 from devices.segmenter import SentenceSegmenter
 from devices.session import IllegalTransition, SessionState, SessionStateMachine
+from devices.simulator import trailing_silence_s
 from devices.turn import emotion_of, strip_emoji
 
 
@@ -147,6 +148,14 @@ def test_segmenter_cuts_first_sentence_at_comma_for_latency() -> None:
     assert seg.flush() == ["about 280 km away, ok"]  # later sentences are not cut at commas
 
 
+def test_segmenter_cuts_a_long_first_sentence_at_a_space() -> None:
+    seg = SentenceSegmenter(first_max_chars=20)
+    text = "Canberra is the capital city of Australia and it lies inland. Sydney is bigger"
+    assert seg.push(text) == ["Canberra is the capital", "city of Australia and it lies inland."]
+    assert seg.flush() == ["Sydney is bigger"]  # only the first sentence is cut early
+    assert SentenceSegmenter().push("A short one. Then") == ["A short one."]
+
+
 @given(st.lists(st.text(max_size=12), max_size=20))
 def test_segmenter_loses_no_speakable_text(pieces: list[str]) -> None:
     seg = SentenceSegmenter()
@@ -222,3 +231,12 @@ def test_opus_round_trip_and_invalid_packet() -> None:
         decoder.decode(b"\xff\xff\xff")
     with pytest.raises(InvalidOpus):
         decoder.decode(b"")
+
+
+def test_simulator_finds_the_end_of_speech_before_trailing_silence() -> None:
+    rate = 16_000
+    voiced = (np.sin(np.arange(rate) / 5) * 8000).astype(np.int16)  # 1 s of tone
+    clip = np.concatenate([np.zeros(rate // 10, np.int16), voiced, np.zeros(rate // 4, np.int16)])
+    assert trailing_silence_s(clip) == pytest.approx(0.25, abs=0.011)
+    assert trailing_silence_s(voiced) == pytest.approx(0.0, abs=0.011)
+    assert trailing_silence_s(np.zeros(rate, np.int16)) == 1.0  # nothing voiced at all
