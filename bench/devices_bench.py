@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import statistics
 import sys
@@ -98,6 +99,7 @@ class StandIn:
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        stream_buffer: int | None = None,
     ) -> JobHandle[str]:
         def run(ctx: JobContext) -> None:
             for word in self.reply.split(" "):
@@ -105,7 +107,8 @@ class StandIn:
                 ctx.checkpoint_blocking()
                 ctx.emit_blocking(word + " ")
 
-        return self.scheduler.submit(run, spec=self._spec("llm", owner, lane))
+        spec = dataclasses.replace(self._spec("llm", owner, lane), stream_buffer=stream_buffer)
+        return self.scheduler.submit(run, spec=spec)
 
     def speak(
         self, text: str, *, lane: Lane, owner: str, sample_rate_hz: int

@@ -66,6 +66,18 @@ class DeviceSettings(BaseModel):
         500, ge=0, description="silence this long ends an utterance (auto mode)"
     )
     preroll_ms: int = Field(300, ge=0, description="audio kept before the detected start")
+    speculate_after_ms: int = Field(
+        80,
+        ge=0,
+        description="pause this long starts the reply speculatively, its output held until"
+        " min_silence_ms confirms the end (0: off; lower is faster, wastes more CPU on pauses)",
+    )
+    first_chunk_chars: int = Field(
+        24,
+        ge=8,
+        description="the reply's first sentence goes to TTS at the first space past this many"
+        " characters if no punctuation came yet (first audio sooner; a prosody seam)",
+    )
     max_utterance_s: float = Field(30.0, gt=0)
     max_exchanges: int = Field(6, ge=0, description="conversation memory per device")
     max_reply_tokens: int | None = Field(96, ge=1, description="None: the model's default")

@@ -57,6 +57,7 @@ class DeviceHub:
                 min_speech_ms=s.min_speech_ms,
                 min_silence_ms=s.min_silence_ms,
                 preroll_ms=s.preroll_ms,
+                speculate_after_ms=s.speculate_after_ms,
                 max_utterance_s=s.max_utterance_s,
             ),
             turn=TurnConfig(
@@ -67,6 +68,7 @@ class DeviceHub:
                 lead_ms=s.lead_ms,
                 max_tokens=s.max_reply_tokens,
                 language=s.language,
+                first_chunk_chars=s.first_chunk_chars,
                 cancel_timeout_s=s.close_timeout_s,
             ),
             max_exchanges=s.max_exchanges,

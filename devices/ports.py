@@ -40,6 +40,7 @@ class VoiceInference(Protocol):
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        stream_buffer: int | None = None,
     ) -> JobHandle[Any]: ...
 
     def speak(

@@ -4,8 +4,11 @@ Chinese terminators (。！？；… and the full-width forms) end a sentence at
 end one only when followed by whitespace (so ``3.5`` and ``e.g.x`` stay whole), which means
 the last ASCII terminator waits for the next piece or ``flush``. Closing quotes and brackets
 stay with their sentence. To speak sooner, the *first* sentence may also be cut at a comma
-once it is ``first_soft_chars`` long. Pieces without a letter or digit (emoji, stray
-punctuation) are merged into the next sentence instead of being spoken alone.
+once it is ``first_soft_chars`` long, or at a space once it is ``first_max_chars`` long (the
+first audio waits for the LLM to finish that piece and for TTS to synthesise all of it, so a
+long first sentence would otherwise cost several hundred milliseconds). Pieces without a letter
+or digit (emoji, stray punctuation) are merged into the next sentence instead of being spoken
+alone.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ def _speakable(text: str) -> bool:
 
 
 class SentenceSegmenter:
-    __slots__ = ("_buffer", "_emitted", "first_soft_chars", "max_chars")
+    __slots__ = ("_buffer", "_emitted", "first_max_chars", "first_soft_chars", "max_chars")
 
-    def __init__(self, *, first_soft_chars: int = 12, max_chars: int = 200) -> None:
+    def __init__(
+        self, *, first_soft_chars: int = 12, first_max_chars: int = 40, max_chars: int = 200
+    ) -> None:
         self.first_soft_chars = first_soft_chars
+        self.first_max_chars = first_max_chars
         self.max_chars = max_chars  # a run-on without punctuation is cut at a space past this
         self._buffer = ""
         self._emitted = 0
@@ -67,7 +73,9 @@ class SentenceSegmenter:
                 if ch in ",:" and (i + 1 >= n or not text[i + 1].isspace()):
                     continue  # "1,000" or "12:30": not a pause
                 end = i + 1
-            elif ch == " " and i >= self.max_chars:
+            elif ch == " " and (
+                i >= self.max_chars or (self._emitted == 0 and i >= self.first_max_chars)
+            ):
                 end = i + 1
             if end is not None:
                 while end < n and text[end] in _CLOSERS:

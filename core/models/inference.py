@@ -13,6 +13,7 @@ denoising steps, and it resumes afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -96,8 +97,10 @@ class Inference:
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        stream_buffer: int | None = None,
     ) -> JobHandle[str]:
-        """A streaming job: ``handle.stream()`` yields text pieces."""
+        """A streaming job: ``handle.stream()`` yields text pieces; ``stream_buffer``: pieces
+        generated ahead of the consumer before the model waits (None: the scheduler's default)."""
         llm_settings = self._settings.llm
         tokens = llm_settings.max_tokens if max_tokens is None else max_tokens
         temp = llm_settings.temperature if temperature is None else temperature
@@ -111,9 +114,10 @@ class Inference:
                 _emit_all(ctx, pieces)
 
         last = history[-1].content if history else ""
-        return self._scheduler.submit(
-            run, spec=self._spec("llm", lane=lane, owner=owner, label=f"chat: {last}")
-        )
+        spec = self._spec("llm", lane=lane, owner=owner, label=f"chat: {last}")
+        if stream_buffer is not None:
+            spec = dataclasses.replace(spec, stream_buffer=stream_buffer)
+        return self._scheduler.submit(run, spec=spec)
 
     # -- speech synthesis ----------------------------------------------------------------------
     def speak(

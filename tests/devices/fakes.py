@@ -49,12 +49,22 @@ class FakeInference:
     finished: dict[str, int] = field(default_factory=dict)
     cancelled: dict[str, int] = field(default_factory=dict)
     chat_prompts: list[list[ChatMessage]] = field(default_factory=list)
+    chat_buffers: list[int | None] = field(default_factory=list)  # stream_buffer per chat
+    emitted: list[str] = field(default_factory=list)  # "llm" / "tts" per chunk, in order
     asr_audio_s: list[float] = field(default_factory=list)
 
     def _count(self, table: dict[str, int], kind: str) -> None:
         table[kind] = table.get(kind, 0) + 1
 
-    def _submit(self, kind: str, fn: Any, *args: Any, owner: str, lane: Lane) -> JobHandle[Any]:
+    def _submit(
+        self,
+        kind: str,
+        fn: Any,
+        *args: Any,
+        owner: str,
+        lane: Lane,
+        stream_buffer: int | None = None,
+    ) -> JobHandle[Any]:
         async def job(ctx: JobContext, *a: Any) -> Any:
             self._count(self.started, kind)
             try:
@@ -65,7 +75,8 @@ class FakeInference:
             self._count(self.finished, kind)
             return result
 
-        return self.scheduler.submit(job, *args, spec=JobSpec(kind=kind, lane=lane, owner=owner))
+        spec = JobSpec(kind=kind, lane=lane, owner=owner, stream_buffer=stream_buffer)
+        return self.scheduler.submit(job, *args, spec=spec)
 
     def new_vad(self) -> Vad:
         return EnergyVad()
@@ -108,6 +119,7 @@ class FakeInference:
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        stream_buffer: int | None = None,
     ) -> JobHandle[str]:
         self.chat_prompts.append(list(messages))
 
@@ -115,9 +127,11 @@ class FakeInference:
             for word in self.reply.split(" "):
                 await asyncio.sleep(self.token_s)
                 await ctx.emit(word + " ")
+                self.emitted.append("llm")
             return self.reply
 
-        return self._submit("llm", run, owner=owner, lane=lane)
+        self.chat_buffers.append(stream_buffer)
+        return self._submit("llm", run, owner=owner, lane=lane, stream_buffer=stream_buffer)
 
     def speak(
         self, text: str, *, lane: Lane, owner: str, sample_rate_hz: int
@@ -130,6 +144,7 @@ class FakeInference:
             for i in range(0, total, step):
                 await asyncio.sleep(self.tts_chunk_s)
                 await ctx.emit(PcmChunk(tone[i : i + step], sample_rate_hz))
+                self.emitted.append("tts")
 
         return self._submit("tts", run, owner=owner, lane=lane)
 

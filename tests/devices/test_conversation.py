@@ -28,8 +28,9 @@ async def test_auto_mode_turn_reaches_device_in_order(
     result = await sim.converse(np.concatenate([_silence(0.3), tone_pcm(1.0)]), speed=4.0)
     assert result.stt == fake.transcript
     assert result.emotion == "happy"
-    assert result.sentences == [
-        "Canberra is the capital of Australia.",
+    assert result.sentences == [  # the first sentence is cut early (first_chunk_chars=24)
+        "Canberra is the capital of",
+        "Australia.",
         "It is about three hundred kilometres from Sydney.",
     ]
     kinds = [(m["type"], m.get("state")) for m in sim.messages() if m["type"] != "hello"]
@@ -37,6 +38,7 @@ async def test_auto_mode_turn_reaches_device_in_order(
         ("stt", None),
         ("llm", None),
         ("tts", "start"),
+        ("tts", "sentence_start"),
         ("tts", "sentence_start"),
         ("tts", "sentence_start"),
         ("tts", "stop"),
@@ -73,7 +75,7 @@ async def test_pause_then_more_speech_drops_speculative_turn(
     )  # pause < 500 ms hangover
     result = await sim.converse(speech, speed=2.0)
     assert result.stt == fake.transcript and len(sim.messages("stt")) == 1
-    assert len(sim.messages("llm")) == 1 and len(sim.messages("tts")) == 4  # one reply only
+    assert len(sim.messages("llm")) == 1 and len(sim.messages("tts")) == 5  # one reply only
     assert len(fake.asr_audio_s) == 2  # the speculation on the first half, then the whole utterance
     assert fake.asr_audio_s[0] < 1.2 < fake.asr_audio_s[1]
     conn = server.hub.connection(sim.device_id)
@@ -114,7 +116,7 @@ async def test_two_devices_talking_at_once_are_both_answered(
         await sim.connect()
     results = await asyncio.gather(*(s.converse(tone_pcm(0.8), speed=2.0) for s in sims))
     for result in results:
-        assert result.stt == fake.transcript and len(result.sentences) == 2 and result.packets > 10
+        assert result.stt == fake.transcript and len(result.sentences) == 3 and result.packets > 10
     assert len({s["session_id"] for s in server.hub.snapshot()}) == 2
 
 
@@ -183,6 +185,6 @@ async def test_simulate_device_cli(
     )
     assert await simulator_cli._run(args) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["stt"] == fake.transcript and line["packets"] > 0 and len(line["sentences"]) == 2
+    assert line["stt"] == fake.transcript and line["packets"] > 0 and len(line["sentences"]) == 3
     with wave.open(str(out_path), "rb") as w:
         assert w.getframerate() == 24_000 and w.getnframes() > 0

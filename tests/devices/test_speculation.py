@@ -28,7 +28,7 @@ from devices.ports import Gate
 from devices.protocol import Abort, Listen, ServerMessage, Stt, Tts
 from devices.session import SessionState, SessionStateMachine
 from devices.tasks import TaskOwner
-from devices.turn import Turn, TurnConfig
+from devices.turn import LLM_AHEAD_PIECES, Turn, TurnConfig
 from tests.devices.fakes import FakeInference, tone_pcm
 
 OWNER = "device:test"
@@ -266,6 +266,7 @@ class _BrokenLlm(FakeInference):
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        stream_buffer: int | None = None,
     ) -> JobHandle[Any]:
         async def run(ctx: JobContext) -> None:
             raise InferenceError("llm backend down")
@@ -329,3 +330,19 @@ async def test_realtime_utterance_without_barge_in_supersedes_the_old_turn(
     assert outbox.kinds().count("stt") == 2 and outbox.kinds()[-1] == "tts:stop"
     assert new.spoke and new.reply_text.strip() == fake.reply  # answered in full, not aborted
     assert old.timings.finished_s is None  # the old turn was cut off mid-reply
+
+
+async def test_llm_pauses_while_the_first_sentence_is_synthesised(harness: Harness) -> None:
+    """The first sentence's TTS gets the CPU: the turn stops reading the LLM, which halts
+    LLM_AHEAD_PIECES later, until that sentence has audio; then the reply goes on in full."""
+    fake, pipeline = harness.fake, harness.pipeline
+    fake.token_s, fake.tts_chunk_s = 0.0, 0.2  # an instant LLM, a slow first TTS chunk
+    turn = await harness.speak_then_pause()
+    await harness.feed(_silence(0.3))
+    await _until(lambda: pipeline.last_turn is turn, timeout_s=10.0)
+    first_sentence_words = len(fake.reply.split(".")[0].split(" "))  # "Canberra ... Australia."
+    before_audio = fake.emitted[: fake.emitted.index("tts")]
+    assert before_audio.count("llm") <= first_sentence_words + LLM_AHEAD_PIECES
+    assert fake.emitted.count("llm") == len(fake.reply.split())  # nothing lost
+    assert fake.chat_buffers == [LLM_AHEAD_PIECES]
+    assert turn.reply_text.strip() == fake.reply
