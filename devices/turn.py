@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core.scheduler import JobHandle, Lane
+from core.scheduler import JobHandle, JobStatus, Lane
 from devices.codec import OpusEncoder
 from devices.held import HeldOutput
 from devices.memory import ConversationMemory
@@ -147,7 +147,7 @@ class Turn:
         self.user_text = ""
         self.reply_text = ""
         self.spoke = False  # tts start was sent
-        self._queued = 0  # sentences handed to TTS
+        self._first_tts: JobHandle[Any] | None = None  # until that sentence has audio
         self._first_audio = asyncio.Event()  # the first sentence's TTS has produced audio
         self._emotion_sent = False
 
@@ -219,9 +219,13 @@ class Turn:
             self.reply_text = "".join(pieces)
             for sentence in segmenter.push(piece):
                 await self._sentence(sentence, sentences)
-            if self._queued and not self._first_audio.is_set():
-                # stop reading: the LLM halts LLM_AHEAD_PIECES later and the first
-                # sentence's TTS gets the CPU (on 2 cores it is ~40 % faster alone)
+            first_tts = self._first_tts
+            if first_tts is not None and first_tts.status is JobStatus.RUNNING:
+                # stop reading: the LLM halts LLM_AHEAD_PIECES later and the first sentence's
+                # TTS gets the CPU (on 2 cores ~40 % faster alone). Only once that job runs:
+                # it holds its resources and will finish, while the paused LLM job keeps its
+                # own; pausing for a TTS job still queued behind paused LLM jobs of other
+                # devices would deadlock them all.
                 await self._first_audio.wait()
         for sentence in segmenter.flush():
             await self._sentence(sentence, sentences)
@@ -241,7 +245,6 @@ class Turn:
             self._emotion_sent = True
         if strip_emoji(sentence):
             sentences.put_nowait(sentence)
-            self._queued += 1
 
     async def _synthesise(
         self, sentences: asyncio.Queue[str | None], items: asyncio.Queue[_Item | None]
@@ -258,6 +261,8 @@ class Turn:
                     sample_rate_hz=cfg.downlink_sample_rate_hz,
                 )
                 self._handles.append(handle)
+                if not self._first_audio.is_set():
+                    self._first_tts = handle
                 async for chunk in handle.stream():
                     for packet in encoder.encode(chunk.samples):
                         items.put_nowait(("audio", packet))
@@ -266,6 +271,7 @@ class Turn:
                 self._first_audio.set()  # even if it yielded no audio: let the LLM go on
         finally:
             self._first_audio.set()  # failed or cancelled: never leave the LLM reader waiting
+            self._first_tts = None
         for packet in encoder.flush():
             items.put_nowait(("audio", packet))
         items.put_nowait(None)

@@ -51,6 +51,7 @@ class FakeInference:
     chat_prompts: list[list[ChatMessage]] = field(default_factory=list)
     chat_buffers: list[int | None] = field(default_factory=list)  # stream_buffer per chat
     emitted: list[str] = field(default_factory=list)  # "llm" / "tts" per chunk, in order
+    resources: dict[str, int] = field(default_factory=dict)  # declared by every job
     asr_audio_s: list[float] = field(default_factory=list)
 
     def _count(self, table: dict[str, int], kind: str) -> None:
@@ -75,7 +76,13 @@ class FakeInference:
             self._count(self.finished, kind)
             return result
 
-        spec = JobSpec(kind=kind, lane=lane, owner=owner, stream_buffer=stream_buffer)
+        spec = JobSpec(
+            kind=kind,
+            lane=lane,
+            owner=owner,
+            resources=self.resources,
+            stream_buffer=stream_buffer,
+        )
         return self.scheduler.submit(job, *args, spec=spec)
 
     def new_vad(self) -> Vad:

@@ -107,6 +107,25 @@ async def test_memory_carries_previous_exchange(start_hub: StartHub, fake: FakeI
     assert second[2].content == fake.reply
 
 
+async def test_more_devices_than_cpu_slots_are_all_answered(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Every job takes one of 2 cpu slots. A turn pauses its LLM (which keeps its slot) only
+    while its first TTS job runs: pausing for a TTS job still queued behind the paused LLM
+    jobs of other devices would deadlock all of them."""
+    fake.resources = {"cpu": 1}
+    server = await start_hub(fake)
+    sims = [server.device() for _ in range(4)]
+    for sim in sims:
+        await sim.connect()
+    results = await asyncio.wait_for(
+        asyncio.gather(*(s.converse(tone_pcm(0.8), speed=2.0, timeout_s=20) for s in sims)),
+        30,
+    )
+    assert all(r.stt == fake.transcript and len(r.sentences) == 3 for r in results)
+    assert fake.finished.get("llm") == 4 and fake.finished.get("tts") == 12
+
+
 async def test_two_devices_talking_at_once_are_both_answered(
     start_hub: StartHub, fake: FakeInference
 ) -> None:

@@ -333,8 +333,9 @@ async def test_realtime_utterance_without_barge_in_supersedes_the_old_turn(
 
 
 async def test_llm_pauses_while_the_first_sentence_is_synthesised(harness: Harness) -> None:
-    """The first sentence's TTS gets the CPU: the turn stops reading the LLM, which halts
-    LLM_AHEAD_PIECES later, until that sentence has audio; then the reply goes on in full."""
+    """The first sentence's TTS gets the CPU: once that TTS job runs, the turn stops reading
+    the LLM, which halts LLM_AHEAD_PIECES later, until the sentence has audio; then the reply
+    goes on in full."""
     fake, pipeline = harness.fake, harness.pipeline
     fake.token_s, fake.tts_chunk_s = 0.0, 0.2  # an instant LLM, a slow first TTS chunk
     turn = await harness.speak_then_pause()
@@ -342,7 +343,9 @@ async def test_llm_pauses_while_the_first_sentence_is_synthesised(harness: Harne
     await _until(lambda: pipeline.last_turn is turn, timeout_s=10.0)
     first_sentence_words = len(fake.reply.split(".")[0].split(" "))  # "Canberra ... Australia."
     before_audio = fake.emitted[: fake.emitted.index("tts")]
-    assert before_audio.count("llm") <= first_sentence_words + LLM_AHEAD_PIECES
+    # the reader pauses at the first piece after the TTS job is running (one more piece)
+    assert before_audio.count("llm") <= first_sentence_words + 1 + LLM_AHEAD_PIECES
+    assert len(fake.reply.split()) > first_sentence_words + 1 + LLM_AHEAD_PIECES
     assert fake.emitted.count("llm") == len(fake.reply.split())  # nothing lost
     assert fake.chat_buffers == [LLM_AHEAD_PIECES]
     assert turn.reply_text.strip() == fake.reply
