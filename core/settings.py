@@ -67,7 +67,7 @@ class DeviceSettings(BaseModel):
     )
     preroll_ms: int = Field(300, ge=0, description="audio kept before the detected start")
     speculate_after_ms: int = Field(
-        80,
+        64,
         ge=0,
         description="pause this long starts the reply speculatively, its output held until"
         " min_silence_ms confirms the end (0: off; lower is faster, wastes more CPU on pauses)",
