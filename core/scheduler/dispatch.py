@@ -20,7 +20,7 @@ from core.scheduler.job import Job
 from core.scheduler.queues import LaneQueue
 from core.scheduler.resources import ResourcePool
 from core.scheduler.settings import SchedulerSettings
-from core.scheduler.types import JobStatus, Lane, TraceKind
+from core.scheduler.types import QUEUED, RUNNING, STARTED, JobStatus, Lane, TraceKind
 
 if TYPE_CHECKING:
     from core.scheduler.scheduler import _Runner
@@ -29,8 +29,6 @@ SCAN_LIMIT = 16  # head jobs examined per lane and pass: bounds dispatch cost wi
 BLOCKED_LIMIT = 4  # blocked heads per lane and pass before the pass leaves the lane
 _ORDER = tuple(int(lane) for lane in Lane)
 _NONE: frozenset[int] = frozenset()
-_QUEUED, _RUNNING, _STARTED = JobStatus.QUEUED, JobStatus.RUNNING, TraceKind.STARTED
-_clock = time.monotonic
 
 
 class Dispatch:
@@ -92,11 +90,11 @@ class Dispatch:
                 return False  # a starved lane goes first: the full pass handles that
         queue = lanes[index]
         head = queue.first_head()
-        if head is None or head.status is not _QUEUED:
+        if head is None or head.status is not QUEUED:
             return False
         if head.needs is not freed and head.needs != freed:
             return False
-        if head.deadline_at is not None and _clock() >= head.deadline_at:
+        if head.deadline_at is not None and time.monotonic() >= head.deadline_at:
             return False
         queue.take(head)
         self._start(head)
@@ -104,7 +102,7 @@ class Dispatch:
         # the owner's next job is a head no pass has seen: if it might fit, let a pass decide
         following = queue.head_of(head.spec.owner)
         return following is None or (
-            following.status is _QUEUED and not self._pool.fits(following.needs)
+            following.status is QUEUED and not self._pool.fits(following.needs)
         )
 
     def _dispatch_pass(self) -> None:
@@ -122,7 +120,7 @@ class Dispatch:
             promoted, order = _NONE, list(_ORDER)
         reserved: dict[str, int] = {}
         blocked_ids: set[int] = set()
-        now = _clock()
+        now = time.monotonic()
         for index in order:
             queue = lanes[index]
             dispatched = True
@@ -165,12 +163,10 @@ class Dispatch:
                 bypassed[lower] += 1
 
     def _start(self, job: Job) -> None:
-        in_use = self._pool.in_use
-        for name, amount in job.needs.items():
-            in_use[name] += amount
+        self._pool.acquire(job.needs)
         job.holding = True
-        job.status = _RUNNING
-        job.started_at = now = _clock()
+        job.status = RUNNING
+        job.started_at = now = time.monotonic()
         self._running[job.id] = job
         spec = job.spec
         if spec.preemptible:
@@ -178,7 +174,7 @@ class Dispatch:
         stats = job.stats
         stats.started += 1
         stats.wait.append(now - job.submitted_at)
-        self._record((time.time(), _STARTED, job.id, spec.lane, spec.kind, spec.owner, ""))
+        self._record((time.time(), STARTED, job.id, spec.lane, spec.kind, spec.owner, ""))
         runner = self._idle.pop()
         runner.job = job
         waiter = runner.waiter

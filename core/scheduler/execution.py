@@ -24,15 +24,12 @@ from core.scheduler.job import Job
 from core.scheduler.queues import LaneQueue
 from core.scheduler.resources import ResourcePool
 from core.scheduler.stats import Counters, TraceBuffer
-from core.scheduler.types import _FINISHED, ExecMode, JobStatus, Lane, TraceKind
+from core.scheduler.types import ASYNC, COMPLETED, DONE, ExecMode, JobStatus, Lane, TraceKind
 
 if TYPE_CHECKING:
     from core.scheduler.scheduler import _Runner
 
 log = logging.getLogger(__name__)
-_ASYNC, _COMPLETED, _DONE = ExecMode.ASYNC, JobStatus.COMPLETED, TraceKind.COMPLETED
-_clock = time.monotonic
-_Future = asyncio.Future
 
 
 class Execution:
@@ -65,7 +62,7 @@ class Execution:
         while True:
             job = runner.job
             if job is None:
-                waiter: asyncio.Future[None] = _Future(loop=loop)
+                waiter: asyncio.Future[None] = loop.create_future()
                 runner.waiter = waiter
                 try:
                     await waiter
@@ -76,7 +73,7 @@ class Execution:
             runner.current = job
             job.runner = runner
             try:
-                if job.spec.mode is _ASYNC:
+                if job.spec.mode is ASYNC:
                     result = await job.fn(job.ctx, *job.args)
                 else:
                     result = await self._run_blocking(job, loop)
@@ -111,21 +108,19 @@ class Execution:
 
     def _settle(self, job: Job, result: Any, error: BaseException | None) -> None:
         """Record how the job's code ended; its submitter may already have been answered."""
-        job.finished_at = now = _clock()
-        if job.status in _FINISHED:  # cancelled or expired while running: already answered
+        job.finished_at = now = time.monotonic()
+        if job.status.finished:  # cancelled or expired while running: already answered
             return
         spec, stats = job.spec, job.stats
         if error is None:
-            job.status = _COMPLETED
-            future = job.future
-            if not future.done():
-                future.set_result(result)
-            if job.channel is not None:
-                job.channel.close(None)
+            job.status = COMPLETED
+            if not job.future.done():
+                job.future.set_result(result)
+            job.close_channel()
             stats.completed += 1
             if job.started_at is not None:
                 stats.run.append(now - job.started_at)
-            self._record((time.time(), _DONE, job.id, spec.lane, spec.kind, spec.owner, ""))
+            self._record((time.time(), DONE, job.id, spec.lane, spec.kind, spec.owner, ""))
             return
         if isinstance(error, JobCancelled):
             job.status, trace = JobStatus.CANCELLED, TraceKind.CANCELLED
@@ -141,25 +136,23 @@ class Execution:
 
     def _release(self, job: Job) -> None:
         """The job's code has returned: give back everything it held and dispatch."""
-        in_use = self._pool.in_use
         freed = job.needs if job.holding else None
         if job.holding:
-            for name, amount in job.needs.items():  # declared resources and the slot
-                in_use[name] -= amount
+            self._pool.release(job.needs)  # declared resources and the slot
             job.holding = False
         else:  # preempted and then stopped: only the slot is still held
-            in_use[job.slot] -= 1
+            self._pool.in_use[job.slot] -= 1
         del self._running[job.id]
         if job.spec.preemptible:
             self._preemptible.pop(job.id, None)
         self._forget(job)
         lanes = self._lanes
-        if lanes[0].live or lanes[1].live or lanes[2].live:
-            if self._dirty or freed is None or not self._hand_off(freed):
-                self._dirty = True
-                self._pump()
-        else:
+        if not (lanes[0].live or lanes[1].live or lanes[2].live):
+            self._dirty = True  # nothing queued: the next job that queues runs a pass
+            return
+        if self._dirty or freed is None or not self._hand_off(freed):
             self._dirty = True
+            self._pump()
 
     def _forget(self, job: Job) -> None:
         if job.deadline_timer is not None:
@@ -206,7 +199,7 @@ class Execution:
             trace = TraceKind.EXPIRED
         self._record((time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error))
         if previous is JobStatus.QUEUED:
-            job.finished_at = _clock()
+            job.finished_at = time.monotonic()
             self._forget(job)
             return True
         if previous is JobStatus.YIELDED and job.resume is not None and not job.resume.done():

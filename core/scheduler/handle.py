@@ -39,15 +39,10 @@ class JobHandle(Generic[T]):
         """The job's return value; raises its exception, JobCancelled or DeadlineExceeded.
 
         Cancelling the awaiting task cancels the job: nobody is left to take its result."""
-        try:
-            return await self._job.future
-        except asyncio.CancelledError:
-            if self._job.future.cancelled():
-                self._scheduler._cancel(self._job, "the submitter stopped waiting")
-            raise
+        return await self
 
     def __await__(self) -> Generator[Any, None, Any]:
-        """``await handle``: as :meth:`result`, one coroutine frame fewer on the hot path."""
+        """``await handle`` is :meth:`result` without a coroutine frame (the hot path)."""
         future = self._job.future
         try:
             return (yield from future.__await__())

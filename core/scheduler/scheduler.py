@@ -32,14 +32,11 @@ from core.scheduler.queues import LaneQueue
 from core.scheduler.resources import ResourcePool
 from core.scheduler.settings import SchedulerSettings
 from core.scheduler.stats import Counters, LoopLagMonitor, TraceBuffer
-from core.scheduler.types import ExecMode, JobSpec, JobStatus, Lane, TraceKind
+from core.scheduler.types import SCHEDULED, ExecMode, JobSpec, JobStatus, Lane, TraceKind
 
 log = logging.getLogger(__name__)
 
 _SLOT = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
-_SCHEDULED = TraceKind.SCHEDULED
-_clock = time.monotonic  # job timestamps; the default asyncio loop's clock too
-_Future = asyncio.Future
 
 
 class _Runner:
@@ -63,7 +60,6 @@ class Scheduler(Dispatch, Execution, Introspection):
             process=settings.process_workers,
         )
         self._pool = ResourcePool(budgets)
-        self._stream_size = settings.stream_buffer
         self._slot_needs: dict[ExecMode, Mapping[str, int]] = {
             mode: {slot: 1} for mode, slot in _SLOT.items() if budgets[slot] >= 1
         }
@@ -158,36 +154,37 @@ class Scheduler(Dispatch, Execution, Introspection):
         loop = self._loop
         assert loop is not None
         index = spec.lane
-        lanes = self._lanes
-        lane = lanes[index]
+        lane = self._lanes[index]
         if lane.live:
             self._check_room(lane, spec)
         needs = self._needs(spec)
         stats = self._counters.row(index, spec.kind)
-        now = _clock()
-        job = Job(
-            next(self._ids),
+        now = time.monotonic()  # job timestamps; the default asyncio loop's clock too
+        job = Job(  # positional: 12 keywords cost ~0.5 µs more per job; order as in Job
+            next(self._ids),  # id
             spec,
             fn,
             args,
             needs,
-            _SLOT[spec.mode],
-            spec.resources,
-            _Future(loop=loop),
-            now,
-            time.time(),
-            None if spec.deadline_s is None else now + spec.deadline_s,
+            _SLOT[spec.mode],  # slot
+            spec.resources,  # declared
+            asyncio.Future(loop=loop),  # future (loop.create_future() adds a Python frame)
+            now,  # submitted_at
+            time.time(),  # submitted_ts
+            None if spec.deadline_s is None else now + spec.deadline_s,  # deadline_at
             stats,
         )
-        job.stream_size = spec.stream_buffer or self._stream_size
+        job.stream_size = spec.stream_buffer or self.settings.stream_buffer
         job.ctx = JobContext(job, self, loop)
         if spec.deadline_s is not None:
             job.deadline_timer = loop.call_later(spec.deadline_s, self._on_deadline, job)
         self._jobs[job.id] = job
         stats.submitted += 1
-        self._record((job.submitted_ts, _SCHEDULED, job.id, index, spec.kind, spec.owner, ""))
+        self._record((job.submitted_ts, SCHEDULED, job.id, index, spec.kind, spec.owner, ""))
+        lanes = self._lanes
         if not self._pumping and not (lanes[0].live or lanes[1].live or lanes[2].live):
-            # nothing queued anywhere (the common case): start now if it fits
+            # nothing queued anywhere (the common case): _can_start_directly and
+            # _account_bypass reduce to this, ~1.5 µs per job cheaper than calling them
             if self._pool.fits(needs):
                 self._start(job)
                 self._bypassed[index] = 0

@@ -41,11 +41,9 @@ class KindStats:
     """Counters and wait/run samples of one (lane, kind): looked up once per job at submit,
     then updated with plain attribute increments on the hot path."""
 
-    __slots__ = ("kind", "lane", "run", "wait", *COUNTED)
+    __slots__ = ("run", "wait", *COUNTED)
 
-    def __init__(self, lane: Lane, kind: str, sample_capacity: int) -> None:
-        self.lane = lane
-        self.kind = kind
+    def __init__(self, sample_capacity: int) -> None:
         self.wait: deque[float] = deque(maxlen=sample_capacity)
         self.run: deque[float] = deque(maxlen=sample_capacity)
         self.submitted = self.started = self.completed = self.failed = 0
@@ -67,7 +65,7 @@ class Counters:
     def row(self, lane: Lane, kind: str) -> KindStats:
         row = self.rows.get((lane, kind))
         if row is None:
-            row = self.rows[(lane, kind)] = KindStats(lane, kind, self.sample_capacity)
+            row = self.rows[(lane, kind)] = KindStats(self.sample_capacity)
         return row
 
     def by_lane_kind(self) -> dict[str, dict[str, dict[str, object]]]:

@@ -69,6 +69,13 @@ class TraceKind(StrEnum):
     REJECTED = "rejected"
 
 
+# Hot-path aliases: reading an enum member (``JobStatus.RUNNING``) costs ~0.2 µs on Python
+# 3.11, a module global ~0.02 µs; the scheduler's per-job path reads these instead.
+ASYNC = ExecMode.ASYNC
+QUEUED, RUNNING, COMPLETED = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED
+SCHEDULED, STARTED, DONE = TraceKind.SCHEDULED, TraceKind.STARTED, TraceKind.COMPLETED
+
+
 @dataclass(frozen=True, slots=True)
 class TraceEvent:
     ts: float  # wall clock (time.time())
