@@ -13,7 +13,6 @@ denoising steps, and it resumes afterwards.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -42,7 +41,14 @@ class Inference:
         self._settings = settings
 
     def _spec(
-        self, model: str, *, lane: Lane, owner: str, label: str, preemptible: bool = False
+        self,
+        model: str,
+        *,
+        lane: Lane,
+        owner: str,
+        label: str,
+        preemptible: bool = False,
+        stream_buffer: int | None = None,
     ) -> JobSpec:
         return JobSpec(
             kind=model,
@@ -51,6 +57,7 @@ class Inference:
             mode=ExecMode.THREAD,
             resources=self._manager.job_resources(model),
             preemptible=preemptible,
+            stream_buffer=stream_buffer,
             label=label[:_LABEL_CHARS],
         )
 
@@ -114,9 +121,9 @@ class Inference:
                 _emit_all(ctx, pieces)
 
         last = history[-1].content if history else ""
-        spec = self._spec("llm", lane=lane, owner=owner, label=f"chat: {last}")
-        if stream_buffer is not None:
-            spec = dataclasses.replace(spec, stream_buffer=stream_buffer)
+        spec = self._spec(
+            "llm", lane=lane, owner=owner, label=f"chat: {last}", stream_buffer=stream_buffer
+        )
         return self._scheduler.submit(run, spec=spec)
 
     # -- speech synthesis ----------------------------------------------------------------------

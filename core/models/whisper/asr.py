@@ -155,7 +155,7 @@ class WhisperAsr(Asr):
             segments, info = self._model.transcribe(
                 audio,
                 language=lang,
-                beam_size=self._settings.beam_size,
+                beam_size=s.beam_size,
                 vad_filter=False,
                 condition_on_previous_text=False,
                 initial_prompt=s.prompts.get(lang) if lang else None,
