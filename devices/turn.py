@@ -3,10 +3,11 @@
 Three stages run at once so sentence 1 is heard while sentence 2 is synthesised: this coroutine
 streams the LLM and cuts sentences; a TTS task turns each sentence into Opus frames; a pacer
 task sends them. Every device-bound message passes the turn's gate (its id still current), so
-after an abort nothing of this turn reaches the device. While the first sentence is being
-synthesised the LLM is not read (it halts a couple of pieces ahead): on a small CPU the first
-audio comes sooner when TTS does not share the cores with generation. Cancelling the task running
-:meth:`Turn.run` cancels every scheduler job of the turn (each stops at its next chunk).
+after an abort nothing of this turn reaches the device. Once the first sentence's TTS job
+runs, the LLM is not read until it has audio (the LLM halts a couple of pieces ahead): on a
+small CPU the first audio comes sooner when TTS does not share the cores with generation.
+Cancelling the task running :meth:`Turn.run` cancels every scheduler job of the turn (each
+stops at its next chunk).
 
 A *held* turn is a speculation (started at a pause, before the end of speech is certain): it
 runs every stage, but its output waits in a :class:`HeldOutput` until :meth:`Turn.release`;
