@@ -52,6 +52,7 @@ class FakeInference:
     chat_buffers: list[int | None] = field(default_factory=list)  # stream_buffer per chat
     emitted: list[str] = field(default_factory=list)  # "llm" / "tts" per chunk, in order
     resources: dict[str, int] = field(default_factory=dict)  # declared by every job
+    chat_error: Exception | None = None  # raised by the LLM job before its first piece
     asr_audio_s: list[float] = field(default_factory=list)
 
     def _count(self, table: dict[str, int], kind: str) -> None:
@@ -131,6 +132,8 @@ class FakeInference:
         self.chat_prompts.append(list(messages))
 
         async def run(ctx: JobContext) -> str:
+            if self.chat_error is not None:
+                raise self.chat_error
             for word in self.reply.split(" "):
                 await asyncio.sleep(self.token_s)
                 await ctx.emit(word + " ")

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pytest
 
 from core.errors import InferenceError
-from core.models.llm import ChatMessage
-from core.scheduler import JobContext, JobHandle, Lane, Scheduler
+from core.scheduler import Scheduler
 from devices.held import HeldOutput
 from devices.listener import ListenConfig, Utterance
 from devices.pipeline import PipelineConfig, VoicePipeline
@@ -257,25 +255,8 @@ async def test_empty_speculation_waits_for_the_end_before_changing_state(
     assert harness.state.state is SessionState.LISTENING and pipeline.turn is None
 
 
-class _BrokenLlm(FakeInference):
-    def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        lane: Lane,
-        owner: str,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        stream_buffer: int | None = None,
-    ) -> JobHandle[Any]:
-        async def run(ctx: JobContext) -> None:
-            raise InferenceError("llm backend down")
-
-        return self._submit("llm", run, owner=owner, lane=lane)
-
-
 async def test_failed_speculation_reports_only_after_the_end(scheduler: Scheduler) -> None:
-    broken = _BrokenLlm(scheduler)
+    broken = FakeInference(scheduler, chat_error=InferenceError("llm backend down"))
     async with _harness(broken) as harness:
         held = await harness.speak_then_pause()
         await _until(lambda: "llm" in broken.cancelled)  # the job raised (counted as cancelled)
