@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +31,10 @@ async def test_metrics_parse_and_match_stats(
     client: httpx.AsyncClient, scheduler: Scheduler
 ) -> None:
     await run_some(scheduler)
+    for _ in range(200):  # the lag monitor samples every 20 ms: wait for its first sample
+        if scheduler.loop_lag.samples:
+            break
+        await asyncio.sleep(0.01)
     m = await scrape(client)
     jobs = "xiaoyou_scheduler_jobs_total"
     assert m[key(jobs, lane="interactive", kind="demo", event="completed")] == 3
