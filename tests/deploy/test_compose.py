@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(
 def compose_config(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``docker-compose config`` on a copy of the file with ``env`` as the project's .env."""
     assert DOCKER_COMPOSE is not None
-    shutil.copy(REPO / "docker-compose.yml", project / "docker-compose.yml")
+    for name in ("docker-compose.yml", "docker-compose.gpu.yml"):
+        shutil.copy(REPO / name, project / name)
     (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
     clean = {"PATH": "/usr/bin:/bin", "HOME": str(project)}
     return subprocess.run(
@@ -58,6 +59,27 @@ def test_compose_validates_and_is_wired(tmp_path: Path) -> None:
     for name in ("gocqhttp", "napcat"):
         assert services[name]["environment"]["XIAOYOU_BOT__ONEBOT_ACCESS_TOKEN"] == TOKEN
         assert "xiaoyou" in services[name]["depends_on"]
+
+
+def test_cpu_only_box_drops_the_gpu_reservation_and_names_its_image(tmp_path: Path) -> None:
+    env = example_env(
+        XIAOYOU_BOT__ONEBOT_ACCESS_TOKEN=TOKEN,
+        COMPOSE_FILE="docker-compose.yml",
+        XIAOYOU_IMAGE="xiaoyou:cpu",
+    )
+    done = compose_config(tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    app = yaml.safe_load(done.stdout)["services"]["xiaoyou"]
+    assert "deploy" not in app
+    assert app["image"] == "xiaoyou:cpu"
+
+
+def test_napcat_image_is_pinned_to_a_version() -> None:
+    raw: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text("utf-8"))
+    image = raw["services"]["napcat"]["image"]
+    name, _, tag = image.partition(":")
+    assert name == "mlikiowa/napcat-docker"
+    assert tag.startswith("v") and tag != "latest", image
 
 
 def test_publish_address_is_configurable(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from tests.deploy.conftest import REPO, active_env, read_env_file
 from tests.deploy.gen_env_example import SECRETS, render, walk
 
 EXAMPLE = REPO / ".env.example"
-COMPOSE_ONLY = {"XIAOYOU_PUBLISH_ADDR", "XIAOYOU_PUBLISH_PORT"}
+COMPOSE_ONLY = {"XIAOYOU_PUBLISH_ADDR", "XIAOYOU_PUBLISH_PORT", "XIAOYOU_IMAGE"}
 
 
 @pytest.fixture(autouse=True)
