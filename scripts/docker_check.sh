@@ -127,5 +127,48 @@ say "PID 1 runs as uid $uid (xiaoyou); /data holds: $(ls "$work/data" | tr '\n' 
 
 docker stop -t 30 "$name" >/dev/null
 say "stopped: $(docker inspect -f 'exit {{.State.ExitCode}}' "$name")"
+
+# --- docker-compose: config validates, `up xiaoyou` on the CPU image turns healthy -------------
+if command -v docker-compose >/dev/null; then
+    project="$work/compose"
+    mkdir -p "$project/models" "$project/config"
+    cp docker-compose.yml docker-compose.gpu.yml "$project/"
+    cp -r bots "$project/"
+    compose_port=$((port + 1))
+    cat >"$project/.env" <<ENV
+COMPOSE_FILE=docker-compose.yml
+COMPOSE_PROFILES=
+XIAOYOU_IMAGE=$image
+XIAOYOU_PUBLISH_ADDR=127.0.0.1
+XIAOYOU_PUBLISH_PORT=$compose_port
+XIAOYOU_BOT__ONEBOT_ACCESS_TOKEN=$onebot_token
+XIAOYOU_ADMIN__TOKEN=$admin_token
+ENV
+    chmod 644 "$project/.env"
+    compose=(docker-compose --project-directory "$project" -p "xiaoyoucheck$$")
+    compose_down() { "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true; }
+    (cd "$project" && docker-compose config -q) || { say "docker-compose config failed"; exit 1; }
+    (cd "$project" && "${compose[@]}" up -d --no-build xiaoyou) >"$work/compose.log" 2>&1 \
+        || { cat "$work/compose.log"; compose_down; exit 1; }
+    cid=$(cd "$project" && "${compose[@]}" ps -q xiaoyou)
+    compose_start=$(date +%s)
+    for _ in $(seq 300); do
+        status=$(docker inspect -f '{{.State.Health.Status}}' "$cid" 2>/dev/null || echo gone)
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$compose_port/readyz" || true)
+        [[ "$code" == 200 && "$status" == healthy ]] && break
+        [[ "$status" == unhealthy || "$status" == gone ]] && break
+        sleep 1
+    done
+    compose_s=$(($(date +%s) - compose_start))
+    if [[ "$code" != 200 || "$status" != healthy ]]; then
+        say "docker-compose up xiaoyou: /readyz $code, container $status"
+        docker logs "$cid" 2>&1 | tail -30; (cd "$project" && compose_down); exit 1
+    fi
+    say "docker-compose up xiaoyou: healthy and /readyz 200 on 127.0.0.1:$compose_port" \
+        "after ${compose_s} s (the image's HEALTHCHECK runs every 30 s)"
+    (cd "$project" && compose_down)
+else
+    say "docker-compose not installed: compose phase skipped"
+fi
 say "summary: image ${size_mb} MB, build ${build_s} s, healthy ${healthy_s} s, ready ${ready_s} s," \
     "turn $(grep -o '"first_audio_after_speech_s": [0-9.]*' "$work/turn.txt" | head -1)"
