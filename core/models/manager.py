@@ -12,6 +12,11 @@ models are unaffected and the next use retries.
 
 Backends are built by factories ``(kind settings, cache_dir) -> ModelBackend``; the defaults
 are the ``create_*`` registries, and tests inject doubles through ``factories=``.
+
+Remote models (a provider whose settings say ``remote``: OpenAI-compatible, Ollama, Edge) are
+held on the loop instead: :meth:`ModelManager.use_async` loads them with ``await aload()``
+inside an ASYNC job that declares ``remote:<name>`` (no thread, no ``cpu`` slot, no VRAM), and
+unload/close ``await aclose()``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,6 +103,10 @@ class ModelManager:
         """The resources a job using ``name`` declares. Starts the idle sweeper (loop side)."""
         self._ensure_idle_task()
         return dict(self.entry(name).resources)
+
+    def is_remote(self, name: str) -> bool:
+        """Whether ``name`` is a network service (use :meth:`use_async` in an ASYNC job)."""
+        return self.entry(name).remote
 
     def snapshot(self) -> list[dict[str, object]]:
         with self._lock:
@@ -217,12 +226,100 @@ class ModelManager:
         log.info("model %s unloaded", entry.name)
         return True
 
+    # -- remote models, on the loop inside an ASYNC job --------------------------------------
+    @asynccontextmanager
+    async def use_async(self, name: str, cls: type[B]) -> AsyncIterator[B]:
+        """Hold remote ``name`` loaded (``await aload()`` first if needed) for the block."""
+        entry = self.entry(name)
+        if not entry.remote:
+            raise ModelError(f"model {name!r} is not remote: use it in a THREAD job (use())")
+        backend = await self._acquire_async(entry)
+        try:
+            yield _checked(name, backend, cls)
+        finally:
+            with self._lock:
+                entry.release(time.time(), time.monotonic())
+
+    async def _acquire_async(self, entry: ModelEntry) -> ModelBackend:
+        while True:
+            with self._lock:
+                if entry.loaded and entry.backend is not None:
+                    entry.acquire(time.monotonic())
+                    return entry.backend
+                leader = entry.loading is None
+                if leader:
+                    entry.loading = concurrent.futures.Future()
+                pending = entry.loading
+            assert pending is not None
+            if leader:
+                await self._load_remote(entry, pending)
+            else:  # shield: a cancelled waiter must not cancel the leader's load
+                await asyncio.shield(asyncio.wrap_future(pending))
+
+    async def _load_remote(
+        self, entry: ModelEntry, pending: concurrent.futures.Future[None]
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            with self._lock:
+                if entry.backend is None:
+                    entry.backend = entry.factory(entry.settings, self._cache_dir)
+                backend = entry.backend
+            aload = getattr(backend, "aload", None)
+            if aload is None:
+                raise ModelLoadError(f"{entry.name}: {type(backend).__name__} has no aload()")
+            await aload()
+        except BaseException as exc:
+            if isinstance(exc, ModelError):
+                error: ModelError = exc
+            else:
+                error = ModelLoadError(f"{entry.name}: load failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+            with self._lock:
+                entry.load_failed(error)
+            log.warning("model %s failed to load: %s", entry.name, error)
+            pending.set_exception(error)
+            if error is exc or not isinstance(exc, Exception):
+                raise
+            raise error from exc
+        with self._lock:
+            entry.load_succeeded(time.perf_counter() - started, None)
+        log.info("remote model %s ready in %.2f s", entry.name, time.perf_counter() - started)
+        pending.set_result(None)
+
+    async def _close_remote(self, entry: ModelEntry, *, only_idle: bool) -> bool:
+        with self._lock:
+            if not entry.loaded or (only_idle and entry.in_use > 0):
+                return False
+            backend = entry.backend
+            entry.unloaded()
+        aclose = getattr(backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        log.info("remote model %s closed", entry.name)
+        return True
+
     # -- asyncio side ------------------------------------------------------------------------
     async def load(
         self, name: str, *, lane: Lane = Lane.INTERACTIVE, owner: str = "system"
     ) -> None:
         """Load ``name`` now in a ``load:<name>`` scheduler job; raises ModelLoadError."""
         entry = self.entry(name)
+        if entry.remote:
+
+            async def run_remote(ctx: JobContext) -> None:
+                async with self.use_async(name, object):
+                    pass
+
+            remote_spec = JobSpec(
+                kind=f"load:{name}",
+                lane=lane,
+                owner=owner,
+                resources=self.job_resources(name),
+                label=f"load {entry.name}",
+            )
+            await self._scheduler.submit(run_remote, spec=remote_spec).result()
+            return
 
         def run(ctx: JobContext) -> None:
             with self.use(name, object, ctx.checkpoint_blocking):
@@ -243,6 +340,8 @@ class ModelManager:
         entry = self.entry(name)
         if not entry.loaded:
             return False
+        if entry.remote:
+            return await self._close_remote(entry, only_idle=True)
         if not self._scheduler.accepting:
             return self._unload_if_idle(entry)
 
@@ -266,6 +365,9 @@ class ModelManager:
             task.cancel()
             await asyncio.wait({task}, timeout=self._settings.close_timeout_s)
         for entry in self._entries.values():
+            if entry.remote:
+                await self._close_remote(entry, only_idle=False)
+                continue
             with self._lock:
                 if entry.loaded:
                     self._unload_locked(entry)

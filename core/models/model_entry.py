@@ -20,6 +20,11 @@ from core.models.settings import ModelsSettings
 Factory = Callable[[Any, Path], ModelBackend]
 
 
+def remote_resource(name: str) -> str:
+    """The scheduler resource bounding concurrent requests to a remote ``name`` model."""
+    return f"remote:{name}"
+
+
 @dataclass(slots=True, eq=False)
 class ModelEntry:
     """One configured model and its bookkeeping (guarded by the manager's lock)."""
@@ -31,6 +36,7 @@ class ModelEntry:
     footprint_mb: int
     idle_unload_s: float  # 0: never
     cpu_slot: bool = True  # CPU jobs take one 'cpu' slot (False: microsecond work, e.g. VAD)
+    remote: bool = False  # a network service: ASYNC jobs holding one 'remote:<name>' unit
     backend: ModelBackend | None = None
     loaded: bool = False
     loading: concurrent.futures.Future[None] | None = None
@@ -50,6 +56,9 @@ class ModelEntry:
         device = str(settings.device)
         device = "cuda:0" if device == "cuda" else device
         idle = settings.idle_unload_s
+        remote = bool(getattr(settings, "remote", False))
+        if remote and idle is None:
+            idle = 0.0  # nothing to reclaim: keep the client (and its connections) warm
         return cls(
             name=name,
             settings=settings,
@@ -58,6 +67,7 @@ class ModelEntry:
             footprint_mb=int(settings.footprint_mb),
             idle_unload_s=models.default_idle_unload_s if idle is None else float(idle),
             cpu_slot=name not in models.no_cpu_slot,
+            remote=remote,
         )
 
     @property
@@ -66,6 +76,8 @@ class ModelEntry:
 
     @property
     def resources(self) -> dict[str, int]:
+        if self.remote:
+            return {remote_resource(self.name): 1}
         gpu = self.gpu_resource
         if gpu is not None:
             return {gpu: self.footprint_mb}
@@ -106,7 +118,7 @@ class ModelEntry:
             "name": self.name,
             "kind": self.name,
             "provider": str(getattr(self.settings, "provider", "")),
-            "device": self.device,
+            "device": "remote" if self.remote else self.device,
             "loaded": self.loaded,
             "loading": self.loading is not None,
             "in_use": self.in_use,

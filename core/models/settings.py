@@ -15,6 +15,24 @@ from core.models.sd import SdSettings
 from core.models.tts import TtsSettings
 from core.models.vad import VadSettings
 from core.models.vl import VlSettings
+from core.scheduler.settings import SchedulerSettings
+
+
+class RemoteSettings(BaseModel):
+    """Budgets of the ``remote:<kind>`` scheduler resources: requests in flight at once to a
+    remote model service (OpenAI-compatible, Ollama, Edge). These jobs run on the event loop
+    and hold no thread and no ``cpu`` slot; the budget keeps a slow API from piling up."""
+
+    llm_concurrency: int = Field(8, ge=1, description="remote:llm — chats in flight at once")
+    asr_concurrency: int = Field(4, ge=1, description="remote:asr — transcriptions in flight")
+    tts_concurrency: int = Field(8, ge=1, description="remote:tts — syntheses in flight")
+
+    def resources(self) -> dict[str, int]:
+        return {
+            "remote:llm": self.llm_concurrency,
+            "remote:asr": self.asr_concurrency,
+            "remote:tts": self.tts_concurrency,
+        }
 
 
 class ModelsSettings(BaseModel):
@@ -37,3 +55,12 @@ class ModelsSettings(BaseModel):
         "never queue behind a long ASR/LLM job",
     )
     close_timeout_s: float = Field(5.0, ge=0, description="close(): wait for the idle task")
+    remote: RemoteSettings = Field(default_factory=RemoteSettings)
+
+
+def with_remote_resources(
+    scheduler: SchedulerSettings, models: ModelsSettings
+) -> SchedulerSettings:
+    """The scheduler settings plus the ``remote:*`` budgets (entries already set there win)."""
+    resources = {**models.remote.resources(), **scheduler.resources}
+    return scheduler.model_copy(update={"resources": resources})

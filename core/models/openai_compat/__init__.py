@@ -1,1 +1,1 @@
-"""OpenAI-compatible HTTP provider: /v1/chat/completions of Ollama, vLLM and friends."""
+"""OpenAI-compatible HTTP providers: chat completions, audio transcriptions, audio speech."""

@@ -1,0 +1,1 @@
+"""Microsoft Edge read-aloud voices through the edge-tts package."""

@@ -1,0 +1,1 @@
+"""Ollama's native HTTP API (/api/chat, NDJSON streaming)."""
