@@ -2,16 +2,14 @@
 
 One aiohttp app (real HTTP, real SSE/NDJSON streaming, a real WebSocket) on 127.0.0.1 serves:
 
-| path | as |
-|---|---|
-| ``POST /v1/chat/completions`` | OpenAI / vLLM / Ollama's /v1 SSE (``data: {json}``, ``data: [DONE]``) |
-| ``POST /chat/completions`` | DeepSeek: ``: keep-alive`` comments, ``reasoning_content`` deltas first |
-| ``POST /compatible-mode/v1/chat/completions`` | DashScope: ``data:{json}`` without a space, a final usage-only chunk |
-| ``POST /api/paas/v4/chat/completions`` | GLM: tool calls sent whole in one delta |
-| ``POST /api/chat``, ``GET /api/tags`` | Ollama's native NDJSON |
-| ``POST /v1/audio/transcriptions`` | OpenAI audio API (multipart WAV in, JSON out) |
-| ``POST /v1/audio/speech`` | OpenAI audio API (pcm / wav / mp3 bytes, streamed in chunks) |
-| ``GET /consumer/speech/synthesize/readaloud/edge/v1`` | Edge read-aloud WebSocket (as edge-tts expects) |
+- ``POST /v1/chat/completions``: OpenAI / vLLM SSE (``data: {json}``, ``data: [DONE]``)
+- ``POST /chat/completions``: DeepSeek (``: keep-alive`` comments, ``reasoning_content``)
+- ``POST /compatible-mode/v1/chat/completions``: DashScope (``data:{json}``, usage chunk)
+- ``POST /api/paas/v4/chat/completions``: GLM (tool calls whole in one delta)
+- ``POST /api/chat``, ``GET /api/tags``: Ollama's native NDJSON
+- ``POST /v1/audio/transcriptions`` (multipart WAV in), ``POST /v1/audio/speech`` (pcm, wav,
+  mp3 streamed in chunks): the OpenAI audio API
+- ``GET /consumer/speech/synthesize/readaloud/edge/v1``: Edge's WebSocket, as edge-tts expects
 
 Knobs on :class:`FakeState` (set from the test thread): per-token delay, statuses to fail the
 next requests with, the reply words. Everything the clients sent is recorded.
@@ -93,9 +91,11 @@ def wav_header_and_pcm(samples: np.ndarray, rate_hz: int = TTS_RATE_HZ) -> bytes
     return buf.getvalue()
 
 
+STATE = web.AppKey("state", FakeState)
+
+
 def _state(request: web.Request) -> FakeState:
-    state: FakeState = request.app["state"]
-    return state
+    return request.app[STATE]
 
 
 async def _failure(request: web.Request) -> web.Response | None:
@@ -373,7 +373,7 @@ async def edge(request: web.Request) -> web.WebSocketResponse:
 
 def make_app(state: FakeState) -> web.Application:
     app = web.Application(client_max_size=64 * 2**20)
-    app["state"] = state
+    app[STATE] = state
     for path in FLAVOURS:
         app.router.add_post(path, chat_completions)
     app.router.add_get("/v1/models", models)
