@@ -94,6 +94,10 @@ def create_app(
     """
     if services is None:
         services, device_hub = build_services(settings)
+    from core.models.settings import unselected_provider_settings
+
+    for note in unselected_provider_settings(settings.models):
+        logger.warning(note)
     nonebot.init(**(plugin_config or {}), **nonebot_options(settings))
     driver = nonebot.get_driver()
     if settings.bot.enabled:

@@ -87,7 +87,11 @@ def _check_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from core.models.settings import unselected_provider_settings
+
     settings = _settings(args)
+    for note in unselected_provider_settings(settings.models):
+        print(f"warning: {note}", file=sys.stderr)
     # mode="json" renders every SecretStr as "**********"
     print(json.dumps(settings.model_dump(mode="json"), ensure_ascii=False, indent=2))
     return 0

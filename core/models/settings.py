@@ -64,3 +64,25 @@ def with_remote_resources(
     """The scheduler settings plus the ``remote:*`` budgets (entries already set there win)."""
     resources = {**models.remote.resources(), **scheduler.resources}
     return scheduler.model_copy(update={"resources": resources})
+
+
+PROVIDER_KINDS = ("asr", "tts", "llm")  # kinds whose settings declare PROVIDER_FIELDS
+
+
+def unselected_provider_settings(models: ModelsSettings) -> list[str]:
+    """Settings changed from their default that only an unselected provider reads, e.g.
+    ``models.llm.base_url`` while ``models.llm.provider`` is ``llamacpp`` (check-config warns)."""
+    notes = []
+    for kind in PROVIDER_KINDS:
+        settings = getattr(models, kind)
+        owners: dict[str, tuple[str, ...]] = getattr(type(settings), "PROVIDER_FIELDS", {})
+        for name, providers in owners.items():
+            field = type(settings).model_fields.get(name)
+            if field is None or settings.provider in providers:
+                continue
+            if getattr(settings, name) != field.get_default(call_default_factory=True):
+                notes.append(
+                    f"models.{kind}.{name} is set but only provider {' / '.join(providers)}"
+                    f" reads it (models.{kind}.provider is {settings.provider!r})"
+                )
+    return notes

@@ -26,6 +26,8 @@ HINTS = {
     "XIAOYOU_MODELS__LLM__MODEL_PATH": "/models/llm/qwen2.5-7b-instruct-q4_k_m.gguf (Chinese)",
     "XIAOYOU_MODELS__LLM__DEVICE": "cuda:0 (offloads n_gpu_layers to GPU 0)",
     "XIAOYOU_MODELS__ASR__MODEL_DIR": "/models/asr/SenseVoiceSmall with PROVIDER=funasr",
+    "XIAOYOU_MODELS__LLM__PROVIDER": "openai (then BASE_URL, CHAT_PATH, MODEL, API_KEY below)",
+    "XIAOYOU_MODELS__LLM__API_KEY": "sk-... (DeepSeek, DashScope, GLM keys)",
     "XIAOYOU_MODELS__VL__MODEL_DIR": "/models/vl/Qwen2-VL-2B-Instruct",
     "XIAOYOU_MODELS__SD__MODEL_DIR": "/models/sd/stable-diffusion-v1-5 (diffusers layout)",
     "XIAOYOU_DEVICES__PUBLIC_WS_URL": "ws://192.168.1.10:8080/xiaozhi/v1/ (what devices dial)",
@@ -85,6 +87,21 @@ def walk(model: type[BaseModel], prefix: str = "XIAOYOU_") -> Iterator[tuple[str
             yield f"{prefix}{name.upper()}", field
 
 
+def walk_providers(
+    model: type[BaseModel], prefix: str = "XIAOYOU_", providers: tuple[str, ...] = ()
+) -> Iterator[tuple[str, FieldInfo, tuple[str, ...]]]:
+    """Like :func:`walk`, with the providers that read each setting (from the settings
+    classes' ``PROVIDER_FIELDS``; empty: every provider of the kind)."""
+    owners: dict[str, tuple[str, ...]] = getattr(model, "PROVIDER_FIELDS", {})
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        readers = owners.get(name, providers)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from walk_providers(annotation, f"{prefix}{name.upper()}__", readers)
+        else:
+            yield f"{prefix}{name.upper()}", field, readers
+
+
 def render(value: object) -> str:
     if value is None:
         return ""
@@ -104,26 +121,47 @@ def section_of(key: str) -> str:
     return ".".join(parts[:2] if parts[0] == "MODELS" and len(parts) > 2 else parts[:1]).lower()
 
 
+def provider_section(key: str, providers: tuple[str, ...]) -> tuple[str, str | None]:
+    """(section title, explanation line) of a setting; provider-owned settings get their own
+    section saying which ``PROVIDER`` turns them on."""
+    section = section_of(key)
+    if not providers:
+        return section, None
+    kind_key = "XIAOYOU_" + "__".join(section.upper().split(".")) + "__PROVIDER"
+    title = f"{section} (provider {' / '.join(providers)})"
+    return title, f"# read only when {kind_key}={' or '.join(providers)}"
+
+
 def generate(plugin_settings: list[tuple[str, str, str]]) -> str:
     lines = [HEADER.rstrip("\n")]
-    section = None
-    for key, field in walk(Settings):
+    groups: dict[str, list[tuple[str, FieldInfo]]] = {}
+    notes: dict[str, str | None] = {}
+    for key, field, providers in walk_providers(Settings):
         if key in SECRETS:
             continue
-        if section_of(key) != section:
-            section = section_of(key)
-            lines += ["", f"# ---- {section} " + "-" * max(4, 86 - len(section))]
-        if field.description:
-            lines.append(f"# {field.description}")
-        if key in HINTS:
-            lines.append(f"# e.g. {HINTS[key]}")
-        lines.append(f"# {key}={render(field.get_default(call_default_factory=True))}")
+        title, note = provider_section(key, providers)
+        groups.setdefault(title, []).append((key, field))
+        notes[title] = note
+    for title, entries in groups.items():
+        lines += ["", f"# ---- {title} " + "-" * max(4, 86 - len(title))]
+        if notes[title]:
+            lines.append(str(notes[title]))
+        for key, field in entries:
+            lines += describe(key, field)
     lines.append(PLUGIN_HEADER.rstrip("\n"))
     for key, default, description in plugin_settings:
         if description:
             lines.append(f"# {description}")
         lines.append(f"# {key}={default}")
     return "\n".join(lines) + "\n"
+
+
+def describe(key: str, field: FieldInfo) -> list[str]:
+    lines = [f"# {field.description}"] if field.description else []
+    if key in HINTS:
+        lines.append(f"# e.g. {HINTS[key]}")
+    lines.append(f"# {key}={render(field.get_default(call_default_factory=True))}")
+    return lines
 
 
 def main() -> None:

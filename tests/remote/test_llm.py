@@ -159,7 +159,7 @@ async def test_scheduled_chat_runs_on_the_loop_and_cancel_closes_stream(
 ) -> None:
     server.state.token_delay_s = 0.2
     models = {"llm": {"provider": "openai", "base_url": server.url, "model": "m"}}
-    async with make_stack(models) as (sched, manager, inference):
+    async with make_stack(models) as (sched, _manager, inference):
         handle = inference.chat(HI, lane=Lane.INTERACTIVE, owner="qq:group:1")
         stream = handle.stream()
         first = await stream.__anext__()

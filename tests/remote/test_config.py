@@ -1,0 +1,60 @@
+"""Provider settings: .env.example says which provider reads what; check-config warns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from core.models.settings import unselected_provider_settings
+from core.settings import build_settings
+from tests.deploy.conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("XIAOYOU_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_env_example_sections_name_the_provider() -> None:
+    text = (REPO / ".env.example").read_text(encoding="utf-8")
+    llm = text.split("# ---- models.llm (provider openai / ollama) ", 1)[1]
+    assert llm.splitlines()[1] == "# read only when XIAOYOU_MODELS__LLM__PROVIDER=openai or ollama"
+    assert "# XIAOYOU_MODELS__LLM__BASE_URL=" in llm.split("# ----", 1)[0]
+    glm = text.split("# ---- models.llm (provider openai) ", 1)[1].split("# ----", 1)[0]
+    assert "# XIAOYOU_MODELS__LLM__CHAT_PATH=/v1/chat/completions" in glm
+    edge = text.split("# ---- models.tts (provider edge) ", 1)[1].split("# ----", 1)[0]
+    assert "XIAOYOU_MODELS__TTS__EDGE__VOICES=" in edge and "zh-CN-XiaoxiaoNeural" in edge
+    assert "# ---- models.asr (provider openai) " in text
+    assert "# XIAOYOU_MODELS__REMOTE__LLM_CONCURRENCY=8" in text
+
+
+def test_unselected_provider_settings_are_named() -> None:
+    settings = build_settings(
+        models={"llm": {"base_url": "https://api.deepseek.com"}, "tts": {"edge": {"rate": "+5%"}}}
+    )
+    notes = unselected_provider_settings(settings.models)
+    assert notes == [
+        "models.tts.edge is set but only provider edge reads it (models.tts.provider is 'piper')",
+        "models.llm.base_url is set but only provider openai / ollama reads it"
+        " (models.llm.provider is 'llamacpp')",
+    ]
+    chosen = build_settings(models={"llm": {"provider": "openai", "base_url": "https://x"}})
+    assert unselected_provider_settings(chosen.models) == []
+
+
+def test_check_config_warns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XIAOYOU_MODELS__LLM__API_KEY", "sk-secret")
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr()
+    assert (
+        "warning: models.llm.api_key is set but only provider openai / ollama reads it" in out.err
+    )
+    assert "sk-secret" not in out.out + out.err
