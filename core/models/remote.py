@@ -224,6 +224,10 @@ class _LoopThread:
             asyncio.set_event_loop(self._loop)
             self._loop.call_soon(ready.set)
             self._loop.run_forever()
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import ClientConnectionResetError, WSMsgType, web
 
 EDGE_PATH = "/consumer/speech/synthesize/readaloud/edge/v1"
 TRUSTED_TOKEN = "6A5AA1D4EAFF4E9FB37E23D68491D6F4"  # edge-tts's public client token
@@ -175,7 +175,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             usage = {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 6}}
             await response.write(f"{sep}{json.dumps(usage)}\n\n".encode())
         await response.write(f"{sep}[DONE]\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionError, ClientConnectionResetError):
+        state.aborted_streams += 1  # the client closed the stream (cancel)
+    except asyncio.CancelledError:
         state.aborted_streams += 1
         raise
     finally:
@@ -234,7 +236,9 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
                 eval_count=len(state.words),
             )
         )
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionError, ClientConnectionResetError):
+        state.aborted_streams += 1  # the client closed the stream (cancel)
+    except asyncio.CancelledError:
         state.aborted_streams += 1
         raise
     finally:
@@ -296,7 +300,9 @@ async def speech(request: web.Request) -> web.StreamResponse:
             if state.tts_chunk_delay_s:
                 await asyncio.sleep(state.tts_chunk_delay_s)
             await response.write(payload[start : start + 4800])
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionError, ClientConnectionResetError):
+        state.aborted_streams += 1  # the client closed the stream (cancel)
+    except asyncio.CancelledError:
         state.aborted_streams += 1
         raise
     finally:

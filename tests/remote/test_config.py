@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
 from core.models.settings import unselected_provider_settings
-from core.settings import build_settings
+from core.settings import Settings, build_settings
 from tests.deploy.conftest import REPO
 
 
@@ -58,3 +59,34 @@ def test_check_config_warns(
         "warning: models.llm.api_key is set but only provider openai / ollama reads it" in out.err
     )
     assert "sk-secret" not in out.out + out.err
+
+
+DOC = (REPO / "docs" / "providers.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_named_in_providers_doc_exists() -> None:
+    from core.settings import Settings
+    from tests.deploy.gen_env_example import walk
+
+    named = set(re.findall(r"\b(XIAOYOU_[A-Z0-9_]+[A-Z0-9])", DOC))
+    known = {key for key, _field in walk(Settings)}
+    assert len(named) > 30
+    assert not sorted(named - known)
+
+
+@pytest.mark.parametrize("recipe", range(4))
+def test_each_recipe_is_valid_and_selects_its_providers(recipe: int, tmp_path: Path) -> None:
+    blocks = re.findall(r"```sh\n(.*?)```", DOC, re.DOTALL)
+    assert len(blocks) == 4
+    env_file = tmp_path / "recipe.env"
+    env_file.write_text(blocks[recipe], encoding="utf-8")
+    settings = Settings(_env_file=env_file)
+    models = settings.models
+    expected = [
+        ("openai", "edge"),
+        ("llamacpp", "gptsovits"),
+        ("ollama", "piper"),
+        ("llamacpp", "openai"),
+    ][recipe]
+    assert (models.llm.provider, models.tts.provider) == expected
+    assert unselected_provider_settings(models) == []
