@@ -448,9 +448,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--token-delay-s", type=float, default=0.05)
+    parser.add_argument("--words", type=int, default=0, help="reply of N words (0: a greeting)")
     args = parser.parse_args()
     state = FakeState(token_delay_s=args.token_delay_s)
     state.words = ["你好", "！", "我", "是", "小优", "，", "很", "高兴", "见到", "你", "。"]
+    if args.words:
+        state.words = [f"字{i}" for i in range(args.words)]
     with serve_in_thread(state, args.port) as server:
         print(f"stand-in model services on {server.url} (Edge: {server.edge_url})", flush=True)
         try:
