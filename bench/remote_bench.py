@@ -141,7 +141,7 @@ def server_process(port: int) -> Iterator[str]:
         proc.wait(10)
 
 
-async def isolation(slow: int, url: str, cache: Path, turns: int) -> None:
+async def isolation(slow: int, url: str, cache: Path, turns: int, *, old_path: bool) -> None:
     settings = ModelsSettings.model_validate(
         {
             "llm": {"provider": "openai", "base_url": url, "model": "m"},
@@ -196,6 +196,31 @@ async def isolation(slow: int, url: str, cache: Path, turns: int) -> None:
         handle.cancel()
     await asyncio.gather(*consumers, return_exceptions=True)
 
+    busy_old = [float("nan")]
+    if old_path:
+        busy_old = await old_style_series(slow, scheduler, manager, series)
+    await scheduler.stop()
+    await manager.close()
+
+    med = statistics.median
+    print(f"\npart 2: REALTIME Piper TTS first audio, median of {turns} turns (shared box)")
+    print(f"idle                                     {med(idle):8.1f} ms   1.00x")
+    print(
+        f"{slow} slow remote chats (>= {in_flight} running)   {med(busy_new):8.1f} ms"
+        f"   {med(busy_new) / med(idle):.2f}x"
+    )
+    print(
+        f"{slow} slow chats as THREAD+cpu jobs (old)   {med(busy_old):8.1f} ms"
+        f"   {med(busy_old) / med(idle):.2f}x"
+    )
+
+
+async def old_style_series(
+    slow: int,
+    scheduler: Scheduler,
+    manager: ModelManager,
+    series: Callable[[], Awaitable[list[float]]],
+) -> list[float]:
     llm: Llm = manager.backend("llm", Llm)
     llm.load()  # the blocking bridge: what a THREAD job of the old provider did
 
@@ -223,20 +248,7 @@ async def isolation(slow: int, url: str, cache: Path, turns: int) -> None:
     await asyncio.gather(*(h.result() for h in old), return_exceptions=True)
     await asyncio.sleep(0.2)  # cancelled THREAD jobs return at their next check
     llm.unload()
-    await scheduler.stop()
-    await manager.close()
-
-    med = statistics.median
-    print(f"\npart 2: REALTIME Piper TTS first audio, median of {turns} turns (shared box)")
-    print(f"idle                                     {med(idle):8.1f} ms   1.00x")
-    print(
-        f"{slow} slow remote chats (>= {in_flight} running)   {med(busy_new):8.1f} ms"
-        f"   {med(busy_new) / med(idle):.2f}x"
-    )
-    print(
-        f"{slow} slow chats as THREAD+cpu jobs (old)   {med(busy_old):8.1f} ms"
-        f"   {med(busy_old) / med(idle):.2f}x"
-    )
+    return busy_old
 
 
 async def _drain(handle: Any) -> None:
@@ -250,7 +262,7 @@ async def run(args: argparse.Namespace) -> None:
         if not args.skip_overhead:
             await overhead(args.calls, server.url, server.edge_url, cache)
     with tempfile.TemporaryDirectory() as tmp, server_process(args.port) as url:
-        await isolation(args.slow, url, Path(tmp), args.turns)
+        await isolation(args.slow, url, Path(tmp), args.turns, old_path=not args.skip_old)
 
 
 def main() -> None:
@@ -259,6 +271,7 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=50)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-old", action="store_true", help="part 2 without the old path")
     parser.add_argument("--port", type=int, default=18097, help="part 2's stand-in process")
     asyncio.run(run(parser.parse_args()))
 
