@@ -107,4 +107,5 @@ class StreamDecoder:
 def _frames(frames: list[Any]) -> np.ndarray:
     if not frames:
         return _EMPTY
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
+    out: np.ndarray = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    return out.astype(np.int16)
