@@ -84,6 +84,13 @@ class DeviceSettings(BaseModel):
     language: str | None = Field(None, description="ASR language; None: detect")
     firmware_version: str = Field("0.0.0", description="OTA: the newest firmware offered")
     firmware_url: str = Field("", description="OTA: where to download it (empty: no update)")
+    timezone_offset_min: int | None = Field(
+        None,
+        ge=-12 * 60,
+        le=14 * 60,
+        description="OTA server_time.timezone_offset, minutes east of UTC (UTC+8: 480); None: the"
+        " host's zone, read once at start-up",
+    )
 
 
 class BotSettings(BaseModel):

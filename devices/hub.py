@@ -124,9 +124,9 @@ class DeviceHub:
             ws_url = f"{scheme}://{request.url.netloc}{s.ws_path}"
         token = s.tokens[0].get_secret_value() if s.tokens else ""
         now_s = time.time()
-        offset_min = (
-            -time.timezone // 60 if not time.localtime(now_s).tm_isdst else -time.altzone // 60
-        )
+        # minutes east of UTC; the firmware adds it to the timestamp before settimeofday().
+        # None is resolved to the host's zone by bot/ at start-up; a bare hub says UTC.
+        offset_min = s.timezone_offset_min or 0
         log.info("ota from device %s", request.headers.get("Device-Id", "?"))
         return {
             "websocket": {"url": ws_url, "token": token},

@@ -31,6 +31,16 @@ async def test_ota_answers_websocket_url_token_time_firmware(
     )
 
 
+async def test_ota_timezone_offset_comes_from_the_setting(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Minutes east of UTC: the firmware adds offset * 60 * 1000 to the timestamp (ota.cc)."""
+    server = await start_hub(fake, timezone_offset_min=480)
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{server.http}/xiaozhi/ota/", json={})
+    assert r.json()["server_time"]["timezone_offset"] == 480
+
+
 async def test_snapshot_lists_devices_with_fields(start_hub: StartHub, fake: FakeInference) -> None:
     server = await start_hub(fake)
     sim = server.device(device_id="11:22:33:44:55:66", protocol_version=3)
