@@ -27,6 +27,7 @@ from bot.directory import BotDirectory
 from bot.plugins import PLUGINS
 from bot.runtime import BotRuntime, install_runtime
 from bot.state import QuotaBook
+from bot.summary import startup_summary, with_host_defaults
 from core.scheduler import Scheduler
 from core.services import Services
 from core.settings import Settings
@@ -92,6 +93,7 @@ def create_app(
     pass their own (a test-double Inference on the real scheduler). ``plugin_config`` holds
     plugin slices such as ``{"chat": {"persona": "..."}}`` (NoneBot also reads ``.env``).
     """
+    settings = with_host_defaults(settings)  # e.g. the devices' time zone: the host's
     if services is None:
         services, device_hub = build_services(settings)
     from core.models.settings import unselected_provider_settings
@@ -128,6 +130,7 @@ def create_app(
         services.started_at = time.time()
         await services.scheduler.start()
         logger.info(f"xiaoyou started on {settings.server.host}:{settings.server.port}")
+        logger.opt(colors=False).info("\n" + startup_summary(settings))
 
     @driver.on_shutdown
     async def _stop() -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.settings import Settings, load_settings
 
+CHECK_CONFIG_SETTINGS_HEADING = "生效的设置（密钥已隐藏）："
+
 
 @dataclass(frozen=True, slots=True)
 class Command:
@@ -50,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # imported here: the other subcommands do not need the server stack
 
     from bot.app import create_app
+    from bot.log_redact import uvicorn_log_config
 
     settings = _settings(args)
     app = create_app(settings)
@@ -60,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level.lower(),
+        log_config=uvicorn_log_config(),  # ?token= / ?authorization= values never logged
         timeout_graceful_shutdown=int(
             settings.scheduler.drain_timeout_s + settings.scheduler.cancel_timeout_s
         )
@@ -84,16 +88,26 @@ def _simulate(args: argparse.Namespace) -> int:
 # -- check-config -------------------------------------------------------------------------------
 def _check_arguments(parser: argparse.ArgumentParser) -> None:
     _serve_arguments(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="print only the settings as JSON (for scripts)"
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from bot.summary import startup_summary, with_host_defaults
     from core.models.settings import unselected_provider_settings
 
-    settings = _settings(args)
+    settings = with_host_defaults(_settings(args))
     for note in unselected_provider_settings(settings.models):
         print(f"warning: {note}", file=sys.stderr)
     # mode="json" renders every SecretStr as "**********"
-    print(json.dumps(settings.model_dump(mode="json"), ensure_ascii=False, indent=2))
+    shown = json.dumps(settings.model_dump(mode="json"), ensure_ascii=False, indent=2)
+    if args.json:
+        print(shown)
+        return 0
+    print(startup_summary(settings))
+    print(f"\n{CHECK_CONFIG_SETTINGS_HEADING}")
+    print(shown)
     return 0
 
 
@@ -103,7 +117,9 @@ COMMANDS: dict[str, Command] = {
         "talk to a server as a xiaozhi device", _simulate_arguments, _simulate
     ),
     "check-config": Command(
-        "print the effective settings, secrets masked", _check_arguments, _check_config
+        "print where to connect, tokens, models, then the settings (secrets masked)",
+        _check_arguments,
+        _check_config,
     ),
 }
 

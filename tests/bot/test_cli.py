@@ -15,10 +15,13 @@ import httpx
 import pytest
 
 from bot.app import nonebot_options
-from bot.cli import COMMANDS, build_parser, command_parser, main
-from core.settings import build_settings
+from bot.cli import CHECK_CONFIG_SETTINGS_HEADING, COMMANDS, build_parser, command_parser, main
+from bot.summary import startup_summary
+from core.settings import build_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+ADMIN_SECRET = "adm1n-s3cret-in-url"
+DEVICE_SECRET = "dev1ce-s3cret-in-url"
 
 
 def test_registry_and_parsers() -> None:
@@ -41,11 +44,15 @@ def test_simulate_device_delegates_to_the_simulator_cli() -> None:
 
 
 def test_serve_runs_the_real_app_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """``xiaoyou serve`` with the real services (no model is loaded until first use)."""
+    """``xiaoyou serve`` with the real services (no model is loaded until first use): it logs
+    the first-run summary, tells devices the host's time zone, keeps tokens out of the log."""
     port = _free_port()
     config = tmp_path / "xiaoyou.toml"
-    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n[admin]\ntoken = "{ADMIN_SECRET}"\n',
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TZ": "Asia/Shanghai"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "serve", "--config", str(config), "--port", str(port)],
         cwd=tmp_path,
@@ -57,6 +64,12 @@ def test_serve_runs_the_real_app_and_stops_on_sigterm(tmp_path: Path) -> None:
     try:
         ready = _wait_ready(port, proc)
         assert ready == {"status": "ready", "scheduler_accepting": True}
+        base = f"http://127.0.0.1:{port}"
+        # old documentation put the admin token in the dashboard URL; devices may send theirs
+        assert httpx.get(f"{base}/admin/ui?token={ADMIN_SECRET}", timeout=5).status_code == 200
+        stats = httpx.get(f"{base}/admin/stats?authorization=Bearer%20{DEVICE_SECRET}", timeout=5)
+        assert stats.status_code == 401
+        ota = httpx.post(f"{base}/xiaozhi/ota/", json={}, timeout=5).json()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -65,6 +78,13 @@ def test_serve_runs_the_real_app_and_stops_on_sigterm(tmp_path: Path) -> None:
         proc.communicate(timeout=10)
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "xiaoyou started" in out and "xiaoyou stopped" in out
+    assert f"ws://127.0.0.1:{port}/onebot/v11/ws" in out
+    assert f"http://127.0.0.1:{port}/xiaozhi/ota/" in out
+    assert f"http://127.0.0.1:{port}/admin/ui" in out
+    assert "管理令牌：已设置" in out and "设备时区：UTC+08:00" in out
+    assert ota["server_time"]["timezone_offset"] == 480
+    assert ADMIN_SECRET not in out and DEVICE_SECRET not in out
+    assert '"GET /admin/ui?token=*** HTTP/1.1" 200' in out  # the request is logged, redacted
 
 
 def _free_port() -> int:
@@ -98,9 +118,16 @@ def test_check_config_masks_secrets(
     assert main(["check-config", "--config", str(config), "--port", "9123"]) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out and "adm1n" not in out
-    shown = json.loads(out)
+    summary, settings_json = out.split(f"\n{CHECK_CONFIG_SETTINGS_HEADING}\n")
+    # it begins with the same summary the server logs at start-up
+    assert summary.strip() == startup_summary(load_settings(config, server={"port": 9123}))
+    assert "ws://127.0.0.1:9123/onebot/v11/ws" in summary and "管理令牌：已设置" in summary
+    shown = json.loads(settings_json)
     assert shown["bot"]["onebot_access_token"] == "**********"
     assert shown["server"]["port"] == 9123
+    assert isinstance(shown["devices"]["timezone_offset_min"], int)  # the host zone, resolved
+    assert main(["check-config", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["admin"]["token"] == "**********"
 
 
 def test_missing_config_file_is_a_config_error(
