@@ -27,11 +27,11 @@ $(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Debian packages: espeak-ng (Mandarin TTS fallback), chromium (dashboard test),
-# docker-compose (validates the compose file; no engine needed).
+# Debian packages: espeak-ng (Mandarin TTS fallback), chromium and a CJK font (dashboard test
+# and its screenshot), docker-compose (validates the compose file; no engine needed).
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium docker-compose >/dev/null; \
+	@if ! command -v espeak-ng >/dev/null || ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null || ! test -d /usr/share/fonts/truetype/wqy; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium fonts-wqy-microhei docker-compose >/dev/null; \
 	fi
 
 # torch==2.13.0 first: it is the CPU build on local disk; a bare `torch` pulls CUDA (GBs).

@@ -64,9 +64,12 @@ def create_admin_router(services: Services) -> APIRouter:
     """Every route under /admin requires ``Authorization: Bearer <settings.admin.token>``.
 
     The dashboard page itself (/admin/ui) is static HTML with no data in it, so a browser can
-    open it; its script sends the token (from ``?token=`` or a prompt) with every call.
+    open it; its script asks for the token in a form and sends it as a bearer header with
+    every call (never in the URL). Without a configured token it explains how to set one.
     """
-    guard = Depends(require_token(services.settings.admin.token))
+    admin_token = services.settings.admin.token
+    admin_enabled = admin_token is not None and admin_token.get_secret_value() != ""
+    guard = Depends(require_token(admin_token))
     api = APIRouter(prefix="/admin", tags=["admin"], dependencies=[guard])
     sched = services.scheduler
 
@@ -166,7 +169,9 @@ def create_admin_router(services: Services) -> APIRouter:
 
     @router.get("/admin/ui", response_class=HTMLResponse, tags=["admin"], summary="Live dashboard")
     async def ui() -> HTMLResponse:
-        return HTMLResponse(dashboard_html())
+        # no-store: the page differs by whether a token is configured
+        page = dashboard_html(admin_enabled=admin_enabled)
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     # OpenAPI of the whole app under /admin, whatever the host app's own docs settings are
     # (NoneBot's FastAPI driver turns /docs off by default). Schemas only, no data: no token.
