@@ -32,6 +32,7 @@ HINTS = {
     "XIAOYOU_MODELS__SD__MODEL_DIR": "/models/sd/stable-diffusion-v1-5 (diffusers layout)",
     "XIAOYOU_DEVICES__PUBLIC_WS_URL": "ws://192.168.1.10:8080/xiaozhi/v1/ (what devices dial)",
     "XIAOYOU_DEVICES__TOKENS": '["a-device-token"]',
+    "XIAOYOU_DEVICES__TIMEZONE_OFFSET_MIN": "480 (UTC+8, China; minutes east of UTC)",
     "XIAOYOU_BOT__SUPERUSERS": '["12345678"] (QQ numbers)',
 }
 # written as active, empty lines in the secrets section instead of with their defaults
@@ -66,7 +67,7 @@ NAPCAT_QQ=
 # shared by the service and go-cqhttp/NapCat (reverse WebSocket /onebot/v11/ws);
 # docker-compose refuses to start while it is empty
 XIAOYOU_BOT__ONEBOT_ACCESS_TOKEN=
-# bearer token for /admin and the dashboard (/admin/ui?token=...); empty: admin API off
+# bearer token for /admin; the dashboard (/admin/ui) asks for it in a form; empty: admin API off
 XIAOYOU_ADMIN__TOKEN=
 """
 
