@@ -78,13 +78,13 @@ def test_serve_runs_the_real_app_and_stops_on_sigterm(tmp_path: Path) -> None:
         proc.communicate(timeout=10)
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "xiaoyou started" in out and "xiaoyou stopped" in out
+    assert ADMIN_SECRET not in out and DEVICE_SECRET not in out
+    assert '"GET /admin/ui?token=*** HTTP/1.1" 200' in out  # the request is logged, redacted
     assert f"ws://127.0.0.1:{port}/onebot/v11/ws" in out
     assert f"http://127.0.0.1:{port}/xiaozhi/ota/" in out
     assert f"http://127.0.0.1:{port}/admin/ui" in out
     assert "管理令牌：已设置" in out and "设备时区：UTC+08:00" in out
     assert ota["server_time"]["timezone_offset"] == 480
-    assert ADMIN_SECRET not in out and DEVICE_SECRET not in out
-    assert '"GET /admin/ui?token=*** HTTP/1.1" 200' in out  # the request is logged, redacted
 
 
 def _free_port() -> int:
