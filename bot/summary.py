@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from core.settings import Settings
 
 ONEBOT_WS_PATH = "/onebot/v11/ws"  # nonebot-adapter-onebot's reverse WebSocket route
@@ -95,27 +97,68 @@ def _voice_language(voice: Path | None) -> str:
     return name.split("-", 1)[0]
 
 
+def _remote(kind: BaseModel) -> str:
+    """``<provider> <base_url>，模型 <model>，API key 已设置/未设置`` for HTTP providers; a
+    provider's own sub-settings (``tts.openai``, ``tts.edge`` ...) are looked at first."""
+    provider = str(getattr(kind, "provider", "?"))
+    source = getattr(kind, provider, None)
+    source = source if isinstance(source, BaseModel) else kind
+    parts = [provider]
+    if (url := getattr(source, "base_url", None)) is not None:
+        parts[0] += f" {url}"
+    if (model := getattr(source, "model", None)) is not None:
+        parts.append(f"模型 {model}")
+    key = getattr(source, "api_key", _NO_FIELD)
+    if key is not _NO_FIELD:
+        parts.append(f"API key {'已设置' if key is not None else '未设置'}")
+    return "，".join(parts)
+
+
+_NO_FIELD = object()
+
+
+def _describe_asr(asr: BaseModel) -> str:
+    provider = getattr(asr, "provider", "?")
+    model_dir = getattr(asr, "model_dir", None)
+    if provider == "whisper":
+        return f"whisper，{model_dir or '内置 ' + EMBEDDED_ASR}"
+    if provider == "funasr":
+        return f"funasr，{model_dir or '未配置模型目录（models.asr.model_dir）'}"
+    return _remote(asr)
+
+
+def _describe_llm(llm: BaseModel) -> str:
+    if getattr(llm, "provider", "?") == "llamacpp":
+        path = getattr(llm, "model_path", None)
+        embedded = getattr(llm, "embedded", EMBEDDED_LLM)  # newer settings name the embedded
+        return f"llama.cpp，{path or '内置 ' + str(embedded)}，上下文 {getattr(llm, 'n_ctx', '?')}"
+    return _remote(llm)
+
+
+def _describe_voice(tts: BaseModel, provider: str) -> str:
+    if provider == "piper":
+        return f"piper，{getattr(tts, 'voice', None) or '内置 ' + EMBEDDED_PIPER_VOICE}"
+    if provider == "espeak":
+        return f"espeak-ng，{getattr(tts, 'espeak_voice', '')}"
+    own = getattr(tts, provider, None)
+    if isinstance(own, BaseModel) and hasattr(own, "base_url"):
+        return f"{provider} {own.base_url}"
+    return provider
+
+
+def _describe_tts(tts: BaseModel) -> str:
+    provider = str(getattr(tts, "provider", "?"))
+    languages = getattr(tts, "languages", None)
+    if provider == "auto" and isinstance(languages, dict):  # one voice per language
+        routes = "；".join(
+            f"{lang} → {_describe_voice(tts, str(v))}" for lang, v in languages.items()
+        )
+        return f"按语言选择：{routes}"
+    return _describe_voice(tts, provider)
+
+
 def model_lines(settings: Settings) -> list[str]:
     m = settings.models
-    asr = m.asr
-    if asr.provider == "whisper":
-        asr_what = f"whisper，{asr.model_dir or '内置 ' + EMBEDDED_ASR}"
-    else:
-        asr_what = f"{asr.provider}，{asr.model_dir or '未配置模型目录（models.asr.model_dir）'}"
-    llm = m.llm
-    if llm.provider == "llamacpp":
-        llm_what = f"llama.cpp，{llm.model_path or '内置 ' + EMBEDDED_LLM}，上下文 {llm.n_ctx}"
-    else:
-        key = "已设置" if llm.api_key is not None else "未设置"
-        llm_what = f"OpenAI 兼容接口 {llm.base_url}，模型 {llm.model}，API key {key}"
-    tts = m.tts
-    if tts.provider == "piper":
-        voice = tts.voice or "内置 " + EMBEDDED_PIPER_VOICE
-        tts_what = f"piper，{voice}"
-    elif tts.provider == "espeak":
-        tts_what = f"espeak-ng，{tts.espeak_voice}"
-    else:
-        tts_what = f"GPT-SoVITS {tts.gptsovits.base_url}（{tts.gptsovits.text_lang}）"
     vl_what = (
         str(m.vl.model_dir) if m.vl.model_dir else "未配置：/see 不可用（models.vl.model_dir）"
     )
@@ -124,32 +167,40 @@ def model_lines(settings: Settings) -> list[str]:
     )
     return [
         f"  语音检测 VAD：{m.vad.provider}",
-        f"  语音识别 ASR：{asr_what}，{asr.device}",
-        f"  对话模型 LLM：{llm_what}，{llm.device}",
-        f"  语音合成 TTS：{tts_what}，{tts.device}",
+        f"  语音识别 ASR：{_describe_asr(m.asr)}，{m.asr.device}",
+        f"  对话模型 LLM：{_describe_llm(m.llm)}，{m.llm.device}",
+        f"  语音合成 TTS：{_describe_tts(m.tts)}，{m.tts.device}",
         f"  看图 VL：{vl_what}",
         f"  画图 SD：{sd_what}",
     ]
 
 
 def language_lines(settings: Settings) -> list[str]:
-    asr_language = settings.models.asr.language or "自动检测"
+    asr = settings.models.asr
+    asr_language = asr.language or "自动检测"
     device_language = settings.devices.language or asr_language
-    prompts = "、".join(sorted(settings.models.asr.prompts)) or "无"
+    prompts = "、".join(sorted(getattr(asr, "prompts", {}))) or "无"
     return [
         f"  语音识别语言：{asr_language}（带提示词的语言：{prompts}）",
         f"  设备语音识别语言：{device_language}",
-        f"  语音合成：{_tts_languages(settings)}",
+        f"  语音合成：{_tts_languages(settings.models.tts)}",
     ]
 
 
-def _tts_languages(settings: Settings) -> str:
-    tts = settings.models.tts
-    if tts.provider == "piper":
-        return _voice_language(tts.voice)
-    if tts.provider == "espeak":
-        return tts.espeak_voice
-    return tts.gptsovits.text_lang
+def _tts_languages(tts: BaseModel) -> str:
+    provider = str(getattr(tts, "provider", "?"))
+    languages = getattr(tts, "languages", None)
+    if provider == "auto" and isinstance(languages, dict):
+        return "、".join(languages)
+    if provider == "piper":
+        return _voice_language(getattr(tts, "voice", None))
+    if provider == "espeak":
+        return str(getattr(tts, "espeak_voice", "?"))
+    own = getattr(tts, provider, None)
+    for field in ("text_lang", "language", "voice"):
+        if isinstance(own, BaseModel) and hasattr(own, field):
+            return str(getattr(own, field))
+    return "由 " + provider + " 决定"
 
 
 def token_lines(settings: Settings) -> list[str]:
