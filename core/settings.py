@@ -84,6 +84,30 @@ class DeviceSettings(BaseModel):
     language: str | None = Field(None, description="ASR language; None: detect")
     firmware_version: str = Field("0.0.0", description="OTA: the newest firmware offered")
     firmware_url: str = Field("", description="OTA: where to download it (empty: no update)")
+    ota_protocol_version: int = Field(
+        1,
+        ge=1,
+        le=3,
+        description="OTA websocket.version: the binary framing the firmware uses from its next"
+        " connection (1 raw Opus, 2 and 3 with headers)",
+    )
+    ota_allowed_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="browser origins allowed to call the OTA endpoint (CORS); '*': any;"
+        " empty: no browser client",
+    )
+    wake_words: list[str] = Field(
+        default_factory=lambda: ["你好小智", "小智小智", "你好小优", "小优小优", "小优", "小智"],
+        description="text of 'listen detect' that is a wake word (compared without punctuation,"
+        " spaces or case); any other text is a typed question",
+    )
+    mcp_timeout_s: float = Field(
+        5.0, gt=0, description="one MCP request to a device (initialize, tools/list, tools/call)"
+    )
+    wake_greeting: str = Field(
+        "我在，你说。",
+        description="spoken when a wake word is detected (empty: no greeting)",
+    )
 
 
 class BotSettings(BaseModel):

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from core.errors import ProtocolError
 from core.settings import DeviceSettings
 from devices.codec import OpusDecoder
+from devices.mcp import McpClient
 from devices.pipeline import PipelineConfig, VoicePipeline
 from devices.ports import Gate, VoiceInference
 from devices.protocol import (
@@ -96,7 +97,9 @@ class DeviceConnection:
         self._send_lock = asyncio.Lock()
         self._last_activity_s = time.monotonic()
         self._decoder = OpusDecoder(16_000)
+        self._mcp_started = False
         self.pipeline: VoicePipeline | None = None
+        self.mcp: McpClient | None = None  # the device's tool server, if its hello has mcp
         self.invalid_opus_frames = 0
 
     def snapshot(self) -> dict[str, object]:
@@ -108,6 +111,7 @@ class DeviceConnection:
             "protocol_version": self.protocol_version,
             "connected_since": self.connected_since,
             "remote": self.remote,
+            "mcp_tools": self.mcp.snapshot() if self.mcp is not None else [],
         }
 
     # -- sending (one writer at a time, in order) ------------------------------------------
@@ -199,18 +203,31 @@ class DeviceConnection:
                 CLOSE_BAD_REQUEST, f"unsupported protocol version {hello.version}; use 1, 2 or 3"
             )
         if self.pipeline is None:
+            if hello.features.get("mcp") is True:
+                self.mcp = McpClient(
+                    self._send_mcp,
+                    owner=f"device:{self.device_id}",
+                    timeout_s=self.settings.mcp_timeout_s,
+                )
             self.pipeline = VoicePipeline(
                 inference=self._inference,
                 outbox=self,
                 state=self.state,
                 config=self._pipeline_config(self.device_id),
                 tasks=self.tasks,
+                tools=self.mcp,
             )
             self.state.move(SessionState.READY)
         downlink = AudioParams(
             sample_rate=self.settings.downlink_sample_rate_hz, frame_duration=self.settings.frame_ms
         )
         await self.send_message(HelloOut(audio_params=downlink))
+        if self.mcp is not None and not self.mcp.ready.is_set() and not self._mcp_started:
+            self._mcp_started = True  # after our hello: the firmware is ready for requests
+            self.tasks.spawn(self.mcp.start(), "mcp-discovery")
+
+    async def _send_mcp(self, payload: dict[str, Any]) -> bool:
+        return await self.send_message(Mcp(type="mcp", payload=payload))
 
     async def _loop(self) -> None:
         idle_s = self.settings.idle_timeout_s
@@ -267,6 +284,8 @@ class DeviceConnection:
         self.pipeline.on_audio(pcm)
 
     async def _mcp(self, message: Mcp) -> None:
+        if self.mcp is not None and self.mcp.on_message(message.payload):
+            return  # an answer to one of our requests (or a notification)
         if self._on_mcp is None:
             log.debug("%s: mcp message without a handler: %s", self.device_id, message.payload)
             return
@@ -293,6 +312,8 @@ class DeviceConnection:
 
     async def shutdown(self) -> None:
         """Cancel the turn and every task of this session (bounded by close_timeout_s)."""
+        if self.mcp is not None:
+            self.mcp.close()
         if self.pipeline is not None:
             await self.pipeline.close()
         if not self.state.closed:

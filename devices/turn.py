@@ -21,7 +21,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ import numpy as np
 from core.scheduler import JobHandle, JobStatus, Lane
 from devices.codec import OpusEncoder
 from devices.held import HeldOutput
+from devices.intents import GET_STATUS, argument_name, current_value, match_intent
+from devices.mcp import McpClient, McpError
 from devices.memory import ConversationMemory
 from devices.pacer import PacedSender
 from devices.ports import Gate, Outbox, VoiceInference
@@ -89,6 +91,7 @@ class TurnConfig:
     language: str | None = None
     first_chunk_chars: int = 40  # see SentenceSegmenter.first_max_chars
     cancel_timeout_s: float = 2.0
+    tool_timeout_s: float = 5.0  # one MCP tools/call on the device
 
 
 @dataclass(slots=True)
@@ -135,8 +138,10 @@ class Turn:
         config: TurnConfig,
         on_speaking: Callable[[], None],
         held: bool = False,
+        tools: McpClient | None = None,
     ) -> None:
         self.turn_id = turn_id
+        self._tools = tools  # the device's MCP tools: common intents are run without the LLM
         self._inference = inference
         self._output = HeldOutput(outbox, gate, held=held)
         self._memory = memory
@@ -151,6 +156,9 @@ class Turn:
         self._first_tts: JobHandle[Any] | None = None  # until that sentence has audio
         self._first_audio = asyncio.Event()  # the first sentence's TTS has produced audio
         self._emotion_sent = False
+        self.tool_calls: list[tuple[str, dict[str, Any], str]] = []  # (tool, arguments, result)
+        self.typed = False  # started from text ('listen detect'), not from an utterance
+        self.remember = True  # False: the exchange stays out of the conversation memory
 
     @property
     def released(self) -> bool:
@@ -160,11 +168,14 @@ class Turn:
         """The end of speech is confirmed: send what is held and let the rest through."""
         self._output.release()
 
-    async def run(self, pcm: np.ndarray | None = None, *, text: str | None = None) -> TurnOutcome:
-        """Answer ``pcm`` (float32 16 kHz) or a known ``text``; a held turn ends once released."""
+    async def run(
+        self, pcm: np.ndarray | None = None, *, text: str | None = None, reply: str | None = None
+    ) -> TurnOutcome:
+        """Answer ``pcm`` (float32 16 kHz) or a known ``text``; with ``reply`` speak that instead
+        of asking the LLM (a wake-word greeting). A held turn ends once released."""
         try:
             try:
-                outcome = await self._run(pcm, text)
+                outcome = await self._run(pcm, text, reply)
             except Exception:
                 await self._stop()  # no stage may send anything of a failed turn at release
                 await self._output.wait_released()  # its failure is reported once adopted
@@ -174,7 +185,8 @@ class Turn:
         finally:
             await self._stop()
             if self._output.released:
-                self._memory.add(self.user_text, self.reply_text)
+                if self.remember:
+                    self._memory.add(self.user_text, self.reply_text)
                 log.info("%s turn %d: %s", self._config.owner, self.turn_id, self.timings.summary())
             else:  # a dropped speculation never happened
                 log.debug("%s turn %d: speculation dropped", self._config.owner, self.turn_id)
@@ -184,7 +196,9 @@ class Turn:
             handle.cancel("turn ended")
         await self._tasks.cancel_all(self._config.cancel_timeout_s)
 
-    async def _run(self, pcm: np.ndarray | None, text: str | None) -> TurnOutcome:
+    async def _run(
+        self, pcm: np.ndarray | None, text: str | None, reply: str | None
+    ) -> TurnOutcome:
         cfg = self._config
         if text is None:
             if pcm is None:
@@ -198,22 +212,15 @@ class Turn:
         if not self.user_text:
             return TurnOutcome.EMPTY
         await self._send(Stt(text=self.user_text))
+        if reply is None and self._tools is not None and self._tools.tools:
+            reply = await self._device_tool(self._tools, self.user_text)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         items: asyncio.Queue[_Item | None] = asyncio.Queue()
         tts_task = self._tasks.spawn(self._synthesise(sentences, items), "tts")
         pace_task = self._tasks.spawn(self._pace(items), "pace")
-        messages = self._memory.messages_for(self.user_text)
-        handle = self._inference.chat(
-            messages,
-            lane=cfg.lane,
-            owner=cfg.owner,
-            max_tokens=cfg.max_tokens,
-            stream_buffer=LLM_AHEAD_PIECES,
-        )
-        self._handles.append(handle)
         segmenter = SentenceSegmenter(first_max_chars=cfg.first_chunk_chars)
         pieces: list[str] = []
-        async for piece in handle.stream():
+        async for piece in self._reply_pieces(reply):
             if not pieces:
                 self.timings.first_token_s = time.monotonic()
             pieces.append(piece)
@@ -238,6 +245,47 @@ class Turn:
             return TurnOutcome.EMPTY
         await self._send(Tts(state="stop"))
         return TurnOutcome.SPOKEN
+
+    async def _device_tool(self, tools: McpClient, text: str) -> str | None:
+        """Run the device tool a common intent asks for; the spoken confirmation, or None when
+        ``text`` is no such intent (the LLM answers it)."""
+        intent = match_intent(text, {t.name for t in tools.tools})
+        if intent is None:
+            return None
+        await self._output.wait_released()  # a speculation must not touch the device
+        timeout_s = self._config.tool_timeout_s
+        arguments = dict(intent.arguments)
+        try:
+            if intent.relative:
+                status = await tools.call(GET_STATUS, {}, timeout_s=timeout_s)
+                current = current_value(status, intent.tool)
+                if current is None:
+                    return "抱歉，我没读到设备现在的设置。"
+                arguments[argument_name(intent.tool)] = max(0, min(100, current + intent.relative))
+            result = await tools.call(intent.tool, arguments, timeout_s=timeout_s)
+        except McpError as exc:
+            log.warning("%s: tool %s failed: %s", self._config.owner, intent.tool, exc.message)
+            return "抱歉，设备没有响应。"
+        self.tool_calls.append((intent.tool, arguments, result))
+        value = next(iter(arguments.values()), "")
+        return intent.reply.format(value=value)
+
+    async def _reply_pieces(self, reply: str | None) -> AsyncIterator[str]:
+        """The reply as it is generated: the LLM's stream, or the fixed ``reply`` at once."""
+        if reply is not None:
+            yield reply
+            return
+        cfg = self._config
+        handle = self._inference.chat(
+            self._memory.messages_for(self.user_text),
+            lane=cfg.lane,
+            owner=cfg.owner,
+            max_tokens=cfg.max_tokens,
+            stream_buffer=LLM_AHEAD_PIECES,
+        )
+        self._handles.append(handle)
+        async for piece in handle.stream():
+            yield piece
 
     async def _sentence(self, sentence: str, sentences: asyncio.Queue[str | None]) -> None:
         if not self._emotion_sent:  # the face to show while speaking, from the reply's first emoji
@@ -281,18 +329,24 @@ class Turn:
         cfg = self._config
         pacer = PacedSender(self._output.send_audio, frame_ms=cfg.frame_ms, lead_ms=cfg.lead_ms)
         await self._output.wait_released()  # a speculation's audio starts (and is clocked) then
+        announce: str | None = None  # the sentence whose first frame is not ready yet
         while (item := await items.get()) is not None:
             kind, value = item
+            if kind == "sentence":
+                announce = value  # announced with its first frame: a sentence may yield none
+                continue
+            # the firmware mutes its microphone on 'tts start' and shows the text on
+            # 'sentence_start': both go out only once there is audio to play right after them
             if not self.spoke:
                 self.spoke = True
                 self._on_speaking()
                 await self._send(Tts(state="start"))
-            if kind == "sentence":
-                await self._send(Tts(state="sentence_start", text=value))
-            else:
-                await pacer.send(value)
-                if self.timings.first_audio_s is None:
-                    self.timings.first_audio_s = time.monotonic()
+            if announce is not None:
+                await self._send(Tts(state="sentence_start", text=announce))
+                announce = None
+            await pacer.send(value)
+            if self.timings.first_audio_s is None:
+                self.timings.first_audio_s = time.monotonic()
         await pacer.drain()
 
     async def _send(self, message: Stt | Llm | Tts) -> None:
