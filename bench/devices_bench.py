@@ -362,17 +362,27 @@ def longest_stall_s(arrivals: list[float], frame_s: float = 0.06) -> float:
     return stall_s
 
 
-def _baseline_tree(ref: str) -> Path:
-    """The sources of ``ref`` in a temporary directory, with this bench script in it (so both
-    servers take the same arguments)."""
+def _baseline_tree(ref: str | None) -> Path:
+    """The sources of commit ``ref`` (None: the work tree as it is now) in a temporary
+    directory, with this bench script in it (so both servers take the same arguments)."""
     import shutil
     import subprocess
 
     repo = Path(__file__).resolve().parents[1]
-    tree = Path(tempfile.mkdtemp(prefix="devbench-base-"))
-    archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", ref], check=True, capture_output=True
-    ).stdout
+    tree = Path(tempfile.mkdtemp(prefix="devbench-tree-"))
+    if ref is not None:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", ref], check=True, capture_output=True
+        ).stdout
+    else:
+        files = subprocess.run(
+            ["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        archive = subprocess.run(
+            ["tar", "-c", "-C", str(repo), "-T", "-"], input=files, check=True, capture_output=True
+        ).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     shutil.copy(Path(__file__), tree / "bench" / "devices_bench.py")
     return tree
@@ -397,7 +407,8 @@ async def bench_gaps(turns: int, baseline_ref: str, pcm: np.ndarray, max_tokens:
         f"\n== one device, real models, {max_tokens}-token replies: first audio and the longest"
         f" in-reply stall, {turns} turns each, baseline {baseline_ref} vs this tree =="
     )
-    trees = {"baseline": _baseline_tree(baseline_ref), "this tree": None}
+    # both snapshotted now: editing the work tree while the bench runs changes neither
+    trees = {"baseline": _baseline_tree(baseline_ref), "this tree": _baseline_tree(None)}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     rounds = 3  # alternate so both see the same box load
     for _ in range(rounds):
@@ -429,7 +440,7 @@ async def main(args: argparse.Namespace) -> None:
         f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} "
         "(other work on the box skews figures)"
     )
-    pcm = read_wav_16k(WAV)
+    pcm = read_wav_16k(Path(args.wav))
     if args.gaps:
         await bench_gaps(args.gaps, args.baseline_ref, pcm, args.gap_tokens)
         return
@@ -448,6 +459,7 @@ if __name__ == "__main__":
     parser.add_argument("--real-talk", default="1,10,40")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-real", dest="real", action="store_false")
+    parser.add_argument("--wav", default=str(WAV), help="the question every device asks")
     parser.add_argument("--gaps", type=int, default=0, help="turns of the gap bench (0: off)")
     parser.add_argument("--gap-tokens", type=int, default=96, help="reply length of --gaps")
     parser.add_argument("--baseline-ref", default="main", help="the baseline of --gaps")

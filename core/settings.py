@@ -45,7 +45,16 @@ class DeviceSettings(BaseModel):
     tokens: list[SecretStr] = Field(
         default_factory=list, description="accepted device tokens; empty: no check"
     )
-    idle_timeout_s: float = Field(120.0, gt=0)
+    idle_timeout_s: float = Field(
+        90.0,
+        gt=0,
+        description="close a session without speech or messages this long (below the"
+        " firmware's own 120 s channel timeout, so the server ends it normally)",
+    )
+    idle_goodbye: str = Field(
+        "我先休息啦，有事再叫我。",
+        description="spoken before an idle close of a listening device (empty: close at once)",
+    )
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
     hello_timeout_s: float = Field(10.0, gt=0, description="the device must say hello within this")
     close_timeout_s: float = Field(

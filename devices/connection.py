@@ -231,18 +231,27 @@ class DeviceConnection:
 
     async def _loop(self) -> None:
         idle_s = self.settings.idle_timeout_s
+        goodbye: asyncio.Task[object] | None = None
         while True:
+            if goodbye is not None and goodbye.done():
+                raise Closing(CLOSE_NORMAL, "idle: said goodbye")
             remaining_s = self._last_activity_s + idle_s - time.monotonic()
-            if remaining_s <= 0:
-                raise Closing(CLOSE_NORMAL, f"idle for {idle_s:g} s")
+            if remaining_s <= 0 and goodbye is None:
+                goodbye = self._say_goodbye()
+                if goodbye is None:
+                    raise Closing(CLOSE_NORMAL, f"idle for {idle_s:g} s")
             try:
-                event = await asyncio.wait_for(self.websocket.receive(), timeout=remaining_s)
+                event = await asyncio.wait_for(
+                    self.websocket.receive(), timeout=max(remaining_s, 0.05)
+                )
             except TimeoutError:
                 continue
             if event["type"] == "websocket.disconnect":
                 return
-            self._last_activity_s = time.monotonic()
             data: bytes | None = event.get("bytes")
+            if data is None or self._hears_speech():
+                # a listening device streams its microphone all the time: silence is idle
+                self._last_activity_s = time.monotonic()
             text: str | None = event.get("text")
             size = len(data) if data is not None else len((text or "").encode())
             if size > self.settings.max_frame_bytes:
@@ -257,6 +266,22 @@ class DeviceConnection:
             except ProtocolError as exc:
                 log.info("%s: bad input: %s", self.device_id, exc)
                 await self.send_message(Error(code=exc.code, message=exc.message))
+
+    def _hears_speech(self) -> bool:
+        return self.pipeline is not None and (
+            self.pipeline.listener.in_speech or self.pipeline.turn is not None
+        )
+
+    def _say_goodbye(self) -> asyncio.Task[object] | None:
+        """Idle: end as the peer server does, with a spoken goodbye, then a normal close (the
+        firmware drops a channel silent for 120 s on its own, which clients log as an error)."""
+        text = self.settings.idle_goodbye
+        if not text or self.pipeline is None:
+            return None
+        task = self.pipeline.say(text)
+        if task is not None:
+            log.info("%s: idle, saying goodbye", self.device_id)
+        return task
 
     async def _on_text(self, text: str | bytes) -> None:
         message = parse_device_message(text)

@@ -157,6 +157,20 @@ class VoicePipeline:
             self._run_turn(turn, text=text, reply=reply), f"turn{turn.turn_id}-typed"
         )
 
+    def say(self, text: str) -> asyncio.Task[TurnOutcome] | None:
+        """Speak ``text`` (no LLM, no memory) if the device is listening and nothing else runs;
+        the task ends once it has been played (or aborted)."""
+        if self.turn is not None or self._state.state is not _S.LISTENING:
+            return None
+        self._drop_speculation()
+        self._move(_S.THINKING)
+        turn = self._new_turn(held=False, started_s=time.monotonic())
+        turn.typed, turn.remember = True, False
+        self.turn = turn
+        task = self._tasks.spawn(self._run_turn(turn, text="", reply=text), "say")
+        self._turn_task = task
+        return task
+
     async def on_abort(self, message: Abort) -> None:
         await self.abort(message.reason or "device abort")
 

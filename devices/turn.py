@@ -122,6 +122,9 @@ class TurnTimings:
 # LLM pieces generated ahead of the reader: small, so the LLM pauses while the first
 # sentence is synthesised instead of competing with TTS for the CPU
 LLM_AHEAD_PIECES = 2
+# with less audio than this ready, a running TTS job has the CPU to itself (the LLM waits):
+# about what Piper needs for a sentence on 2 shared cores, so playback does not run dry
+TTS_FIRST_BELOW_S = 1.5
 
 _Item = tuple[str, Any]  # ("sentence", str) | ("audio", bytes)
 
@@ -153,8 +156,11 @@ class Turn:
         self.user_text = ""
         self.reply_text = ""
         self.spoke = False  # tts start was sent
-        self._first_tts: JobHandle[Any] | None = None  # until that sentence has audio
-        self._first_audio = asyncio.Event()  # the first sentence's TTS has produced audio
+        self._tts: JobHandle[Any] | None = None  # the sentence being synthesised, until audio
+        self._tts_audio = asyncio.Event()  # that sentence has audio (or failed, or none left)
+        self._tts_audio.set()
+        self._pacer: PacedSender | None = None
+        self._queued_frames = 0  # encoded, not yet handed to the pacer
         self._emotion_sent = False
         self.tool_calls: list[tuple[str, dict[str, Any], str]] = []  # (tool, arguments, result)
         self.typed = False  # started from text ('listen detect'), not from an utterance
@@ -209,9 +215,10 @@ class Turn:
             text = transcript.text
         self.timings.transcribed_s = time.monotonic()
         self.user_text = text.strip()
-        if not self.user_text:
+        if not self.user_text and reply is None:
             return TurnOutcome.EMPTY
-        await self._send(Stt(text=self.user_text))
+        if self.user_text:  # (a fixed reply without user text: the server speaks first)
+            await self._send(Stt(text=self.user_text))
         if reply is None and self._tools is not None and self._tools.tools:
             reply = await self._device_tool(self._tools, self.user_text)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -227,14 +234,20 @@ class Turn:
             self.reply_text = "".join(pieces)
             for sentence in segmenter.push(piece):
                 await self._sentence(sentence, sentences)
-            first_tts = self._first_tts
-            if first_tts is not None and first_tts.status is JobStatus.RUNNING:
-                # stop reading: the LLM halts LLM_AHEAD_PIECES later and the first sentence's
-                # TTS gets the CPU (on 2 cores ~40 % faster alone). Only once that job runs:
-                # it holds its resources and will finish, while the paused LLM job keeps its
-                # own; pausing for a TTS job still queued behind paused LLM jobs of other
-                # devices would deadlock them all.
-                await self._first_audio.wait()
+            tts = self._tts
+            if (
+                tts is not None
+                and tts.status is JobStatus.RUNNING
+                and self.audio_ahead_s() < TTS_FIRST_BELOW_S
+            ):
+                # the device is about to run dry: stop reading, the LLM halts LLM_AHEAD_PIECES
+                # later and the TTS job of the next sentence gets the CPU (on 2 cores ~40 %
+                # faster alone); with enough audio queued both run at once. Always so for the
+                # first sentence (nothing queued yet). Only once that job runs: it holds its
+                # resources and will finish, while the paused LLM job keeps its own; pausing for
+                # a TTS job still queued behind paused LLM jobs of other devices would
+                # deadlock them all.
+                await self._tts_audio.wait()
         for sentence in segmenter.flush():
             await self._sentence(sentence, sentences)
         sentences.put_nowait(None)
@@ -310,17 +323,19 @@ class Turn:
                     sample_rate_hz=cfg.downlink_sample_rate_hz,
                 )
                 self._handles.append(handle)
-                if not self._first_audio.is_set():
-                    self._first_tts = handle
+                self._tts = handle
+                self._tts_audio.clear()
                 async for chunk in handle.stream():
                     for packet in encoder.encode(chunk.samples):
                         items.put_nowait(("audio", packet))
-                    self._first_audio.set()
+                        self._queued_frames += 1
+                    self._tts_audio.set()
                 self._handles.remove(handle)
-                self._first_audio.set()  # even if it yielded no audio: let the LLM go on
+                self._tts_audio.set()  # even if it yielded no audio: let the LLM go on
+                self._tts = None
         finally:
-            self._first_audio.set()  # failed or cancelled: never leave the LLM reader waiting
-            self._first_tts = None
+            self._tts_audio.set()  # failed or cancelled: never leave the LLM reader waiting
+            self._tts = None
         for packet in encoder.flush():
             items.put_nowait(("audio", packet))
         items.put_nowait(None)
@@ -328,10 +343,13 @@ class Turn:
     async def _pace(self, items: asyncio.Queue[_Item | None]) -> None:
         cfg = self._config
         pacer = PacedSender(self._output.send_audio, frame_ms=cfg.frame_ms, lead_ms=cfg.lead_ms)
+        self._pacer = pacer
         await self._output.wait_released()  # a speculation's audio starts (and is clocked) then
         announce: str | None = None  # the sentence whose first frame is not ready yet
         while (item := await items.get()) is not None:
             kind, value = item
+            if kind == "audio":
+                self._queued_frames -= 1
             if kind == "sentence":
                 announce = value  # announced with its first frame: a sentence may yield none
                 continue
@@ -348,6 +366,14 @@ class Turn:
             if self.timings.first_audio_s is None:
                 self.timings.first_audio_s = time.monotonic()
         await pacer.drain()
+
+    def audio_ahead_s(self) -> float:
+        """Audio ready but not yet played: queued on the device plus encoded, not yet sent."""
+        pacer = self._pacer
+        queued_s = self._queued_frames * self._config.frame_ms / 1000
+        if pacer is None or pacer.play_end_s is None:
+            return queued_s
+        return max(0.0, pacer.play_end_s - time.monotonic()) + queued_s
 
     async def _send(self, message: Stt | Llm | Tts) -> None:
         await self._output.send(message)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from core.models.vad import Vad
 from core.scheduler import Lane
@@ -247,6 +248,26 @@ async def test_idle_close_is_a_clean_close_for_websockets_clients(
                 messages.append(await asyncio.wait_for(ws.recv(), timeout=5))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
     assert '"hello"' in messages[0]
+
+
+async def test_idle_listening_device_hears_goodbye_then_a_normal_close(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    server = await start_hub(fake, idle_timeout_s=0.6, idle_goodbye="再见啦。")
+    emu = emulator(server)
+    await emu.boot()
+    await emu.start_listening("auto")
+
+    async def microphone() -> None:  # a listening firmware streams silence all the time
+        with contextlib.suppress(ConnectionClosed):
+            await emu.say(_silence(6.0))
+
+    mic = asyncio.get_running_loop().create_task(microphone())
+    code, _ = await emu.wait_closed(timeout_s=6)
+    mic.cancel()
+    spoken = [m.get("text") for m in emu.messages("tts") if m["state"] == "sentence_start"]
+    assert spoken == ["再见啦。"] and emu.messages("tts")[-1]["state"] == "stop"
+    assert code == 1000 and emu.decoded_audio().size > 0
 
 
 # -- 4: MCP: discovery, tool calls, the keyword path ------------------------------------------
