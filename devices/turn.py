@@ -157,8 +157,7 @@ class Turn:
         self.reply_text = ""
         self.spoke = False  # tts start was sent
         self._tts: JobHandle[Any] | None = None  # the sentence being synthesised, until audio
-        self._tts_audio = asyncio.Event()  # that sentence has audio (or failed, or none left)
-        self._tts_audio.set()
+        self._tts_progress = asyncio.Event()  # set at each chunk of audio and when a job ends
         self._pacer: PacedSender | None = None
         self._queued_frames = 0  # encoded, not yet handed to the pacer
         self._emotion_sent = False
@@ -234,9 +233,8 @@ class Turn:
             self.reply_text = "".join(pieces)
             for sentence in segmenter.push(piece):
                 await self._sentence(sentence, sentences)
-            tts = self._tts
-            if (
-                tts is not None
+            while (
+                (tts := self._tts) is not None
                 and tts.status is JobStatus.RUNNING
                 and self.audio_ahead_s() < TTS_FIRST_BELOW_S
             ):
@@ -246,8 +244,9 @@ class Turn:
                 # first sentence (nothing queued yet). Only once that job runs: it holds its
                 # resources and will finish, while the paused LLM job keeps its own; pausing for
                 # a TTS job still queued behind paused LLM jobs of other devices would
-                # deadlock them all.
-                await self._tts_audio.wait()
+                # deadlock them all. Checked again at each chunk of audio.
+                self._tts_progress.clear()
+                await self._tts_progress.wait()
         for sentence in segmenter.flush():
             await self._sentence(sentence, sentences)
         sentences.put_nowait(None)
@@ -324,18 +323,17 @@ class Turn:
                 )
                 self._handles.append(handle)
                 self._tts = handle
-                self._tts_audio.clear()
                 async for chunk in handle.stream():
                     for packet in encoder.encode(chunk.samples):
                         items.put_nowait(("audio", packet))
                         self._queued_frames += 1
-                    self._tts_audio.set()
+                    self._tts_progress.set()
                 self._handles.remove(handle)
-                self._tts_audio.set()  # even if it yielded no audio: let the LLM go on
                 self._tts = None
+                self._tts_progress.set()  # even if it yielded no audio: let the LLM go on
         finally:
-            self._tts_audio.set()  # failed or cancelled: never leave the LLM reader waiting
             self._tts = None
+            self._tts_progress.set()  # failed or cancelled: never leave the LLM reader waiting
         for packet in encoder.flush():
             items.put_nowait(("audio", packet))
         items.put_nowait(None)
