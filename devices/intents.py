@@ -26,6 +26,7 @@ _CN_DIGITS.update({"六": 6, "七": 7, "八": 8, "九": 9})
 def chinese_number(text: str) -> int | None:
     """``60``, ``六十``, ``六十五``, ``一百``, ``百分之三十`` → an int (None if none)."""
     text = re.sub(r"[一]?(点儿?|些|下)", "", text)  # "大一点", "调一下": no number
+    text = text.replace("百分之", "")  # "百分之八十" is 80
     if m := re.search(r"\d+", text):
         return int(m.group())
     if m := re.search(r"[零一二两三四五六七八九十百]+", text):
@@ -48,7 +49,7 @@ class IntentCall:
     reply: str = ""  # {value} is filled in
 
 
-_VOLUME = re.compile(r"音量|声音|volume", re.IGNORECASE)
+_VOLUME = re.compile(r"音量|声音|volume|^(说话)?[大小]声一?点", re.IGNORECASE)
 _BRIGHT = re.compile(r"亮度|屏幕.*(亮|暗)|brightness", re.IGNORECASE)
 _UP = re.compile(r"大一?点|大声|调大|调高|提高|增大|加大|高一?点|louder|up", re.IGNORECASE)
 _DOWN = re.compile(r"小一?点|小声|调小|调低|降低|减小|低一?点|quieter|down", re.IGNORECASE)

@@ -92,6 +92,7 @@ class TurnConfig:
     first_chunk_chars: int = 40  # see SentenceSegmenter.first_max_chars
     cancel_timeout_s: float = 2.0
     tool_timeout_s: float = 5.0  # one MCP tools/call on the device
+    later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
 
 
 @dataclass(slots=True)
@@ -224,7 +225,9 @@ class Turn:
         items: asyncio.Queue[_Item | None] = asyncio.Queue()
         tts_task = self._tasks.spawn(self._synthesise(sentences, items), "tts")
         pace_task = self._tasks.spawn(self._pace(items), "pace")
-        segmenter = SentenceSegmenter(first_max_chars=cfg.first_chunk_chars)
+        segmenter = SentenceSegmenter(
+            first_max_chars=cfg.first_chunk_chars, soft_chars=cfg.later_soft_chars
+        )
         pieces: list[str] = []
         async for piece in self._reply_pieces(reply):
             if not pieces:
@@ -237,11 +240,13 @@ class Turn:
                 (tts := self._tts) is not None
                 and tts.status is JobStatus.RUNNING
                 and self.audio_ahead_s() < TTS_FIRST_BELOW_S
+                and (not self.spoke or not sentences.empty())
             ):
-                # the device is about to run dry: stop reading, the LLM halts LLM_AHEAD_PIECES
-                # later and the TTS job of the next sentence gets the CPU (on 2 cores ~40 %
-                # faster alone); with enough audio queued both run at once. Always so for the
-                # first sentence (nothing queued yet). Only once that job runs: it holds its
+                # the device is about to run dry and the text is ahead of the voice (the first
+                # sentence, or a next sentence already waiting for TTS): stop reading, the LLM
+                # halts LLM_AHEAD_PIECES later and the running TTS job gets the CPU (on 2 cores
+                # ~40 % faster alone). With audio queued, or when the LLM is what the next
+                # sentence waits for, both run at once. Only once that job runs: it holds its
                 # resources and will finish, while the paused LLM job keeps its own; pausing for
                 # a TTS job still queued behind paused LLM jobs of other devices would
                 # deadlock them all. Checked again at each chunk of audio.
