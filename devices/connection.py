@@ -236,6 +236,9 @@ class DeviceConnection:
             if goodbye is not None and goodbye.done():
                 raise Closing(CLOSE_NORMAL, "idle: said goodbye")
             remaining_s = self._last_activity_s + idle_s - time.monotonic()
+            if remaining_s <= 0 and goodbye is None and self._hears_speech():
+                self._last_activity_s = time.monotonic()  # a turn is running (a slow model)
+                continue
             if remaining_s <= 0 and goodbye is None:
                 goodbye = self._say_goodbye()
                 if goodbye is None:

@@ -366,3 +366,14 @@ async def test_audio_stays_continuous_when_tts_shares_the_cpu_with_the_llm(
     # a regression guard (0.15-0.27 s here with and without this change: it does not tell them
     # apart on a loaded box); the real-model figure is in docs/benchmarks.md
     assert longest_stall_s(arrivals) < 0.6
+
+
+async def test_a_slow_turn_is_not_an_idle_session(start_hub: StartHub, fake: FakeInference) -> None:
+    fake.asr_s = 1.5  # a model loading for the first time; the device waits silently
+    server = await start_hub(fake, idle_timeout_s=0.5)
+    emu = emulator(server)
+    await emu.boot()
+    await emu.start_listening("auto")
+    await emu.say(np.concatenate([tone_pcm(0.8), _silence(0.8)]), speed=2.0)
+    await emu.wait_message("tts", state="stop", timeout_s=10)
+    assert emu.messages("stt")[0]["text"] == fake.transcript
