@@ -111,7 +111,8 @@ class DeviceConnection:
             "protocol_version": self.protocol_version,
             "connected_since": self.connected_since,
             "remote": self.remote,
-            "mcp_tools": self.mcp.snapshot() if self.mcp is not None else [],
+            # names only: the dashboard shows every field of a device in one table row
+            "mcp_tools": [t.name for t in self.mcp.tools] if self.mcp is not None else [],
         }
 
     # -- sending (one writer at a time, in order) ------------------------------------------

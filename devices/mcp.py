@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -151,12 +150,6 @@ class McpClient:
         self._pending.clear()
         self.ready.set()
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        return [
-            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
-            for t in self.tools
-        ]
-
 
 def _parse_tools(raw: object) -> list[McpTool]:
     tools: list[McpTool] = []
@@ -172,12 +165,3 @@ def _parse_tools(raw: object) -> list[McpTool]:
             )
         )
     return tools
-
-
-def tool_result_text(text: str) -> str:
-    """A tool's answer shortened for a prompt or a log line (firmware answers can be JSON)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text[:500]
-    return json.dumps(value, ensure_ascii=False)[:500]

@@ -276,7 +276,8 @@ async def _tools_ready(server: HubServer, emu: FirmwareEmulator) -> list[str]:
     conn = server.hub.connection(emu.device_id)
     assert conn is not None and conn.mcp is not None
     await asyncio.wait_for(conn.mcp.ready.wait(), timeout=5)
-    return [t["name"] for t in server.hub.snapshot()[0]["mcp_tools"]]
+    names: list[str] = server.hub.snapshot()[0]["mcp_tools"]
+    return names
 
 
 async def test_mcp_discovery_after_hello_follows_next_cursor(
