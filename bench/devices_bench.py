@@ -3,6 +3,12 @@
     .venv/bin/python -m bench.devices_bench                 # stand-in backends + real models
     .venv/bin/python -m bench.devices_bench --no-real       # stand-in backends only
     .venv/bin/python -m bench.devices_bench --idle 0,100,1000,5000 --talk 1,10,40 --real-talk 1,10
+    .venv/bin/python -m bench.devices_bench --gaps 12 --baseline-ref f2cda30   # issue 13
+
+``--gaps N``: one device, real models, N turns with a longer reply, against this tree and the
+``--baseline-ref`` commit side by side (alternating turns, each on its own server): first audio
+after the end of speech and, per reply, the longest stall of playback (a frame arriving after
+the device has played everything before it), p50/p95 over turns.
 
 The hub runs in a child process (as in production: one process, one loop, uvicorn serving the
 hub's router); simulators run in this process, so RSS, thread count and event-loop lag are the
@@ -124,7 +130,7 @@ class StandIn:
 
 
 # -- the server (child process) ----------------------------------------------------------------
-async def _serve(backend: str) -> None:
+async def _serve(backend: str, max_tokens: int = 32) -> None:
     logging.basicConfig(level=logging.WARNING, format="  server: %(message)s")
     logging.getLogger("devices.turn").setLevel(logging.INFO)  # per-turn stage timings
     import psutil
@@ -151,7 +157,9 @@ async def _serve(backend: str) -> None:
             await manager.load(name)
     else:
         inference = StandIn(scheduler)
-    hub = DeviceHub(DeviceSettings(max_reply_tokens=32, language="en"), inference, scheduler)
+    hub = DeviceHub(
+        DeviceSettings(max_reply_tokens=max_tokens, language="en"), inference, scheduler
+    )
     app = FastAPI()
     app.include_router(hub.router())
     lags: list[float] = []
@@ -211,19 +219,30 @@ def _pct(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, *, tree: Path | None = None, max_tokens: int = 32) -> None:
         self.backend = backend
+        self.tree = tree  # run the server from this source tree (a baseline); None: this one
+        self.max_tokens = max_tokens
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
     async def __aenter__(self) -> Server:
+        import os
+
+        env = dict(os.environ)
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bench.devices_bench",
             "--serve",
             self.backend,
+            "--serve-max-tokens",
+            str(self.max_tokens),
             stdout=asyncio.subprocess.PIPE,
+            cwd=self.tree,
+            env=env,
         )
         assert self.proc.stdout is not None
         while True:
@@ -330,6 +349,86 @@ async def bench_single_real(repeat: int, pcm: np.ndarray) -> None:
     )
 
 
+def longest_stall_s(arrivals: list[float], frame_s: float = 0.06) -> float:
+    """The longest silence inside a reply beyond real time: the device plays each frame at
+    ``max(arrival, end of the previous frame)``; a frame arriving later than that end is a
+    stall of the difference."""
+    stall_s = 0.0
+    play_end_s: float | None = None
+    for at_s in arrivals:
+        if play_end_s is not None and at_s > play_end_s:
+            stall_s = max(stall_s, at_s - play_end_s)
+        play_end_s = max(at_s, play_end_s or at_s) + frame_s
+    return stall_s
+
+
+def _baseline_tree(ref: str | None) -> Path:
+    """The sources of commit ``ref`` (None: the work tree as it is now) in a temporary
+    directory, with this bench script in it (so both servers take the same arguments)."""
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    tree = Path(tempfile.mkdtemp(prefix="devbench-tree-"))
+    if ref is not None:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", ref], check=True, capture_output=True
+        ).stdout
+    else:
+        files = subprocess.run(
+            ["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        archive = subprocess.run(
+            ["tar", "-c", "-C", str(repo), "-T", "-"], input=files, check=True, capture_output=True
+        ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    shutil.copy(Path(__file__), tree / "bench" / "devices_bench.py")
+    return tree
+
+
+async def _gap_turns(server: Server, pcm: np.ndarray, turns: int) -> list[tuple[float, float]]:
+    sim = DeviceSimulator(server.url)
+    await sim.connect()
+    out: list[tuple[float, float]] = []
+    for _ in range(turns):
+        start = len(sim.received)
+        result = await sim.converse(pcm, silence_s=8.0, timeout_s=300)
+        arrivals = [r.at_s for r in sim.received[start:] if r.packet is not None]
+        if result.first_audio_latency_s is not None:
+            out.append((result.first_audio_latency_s, longest_stall_s(arrivals)))
+    await sim.close()
+    return out
+
+
+async def bench_gaps(turns: int, baseline_ref: str, pcm: np.ndarray, max_tokens: int) -> None:
+    print(
+        f"\n== one device, real models, {max_tokens}-token replies: first audio and the longest"
+        f" in-reply stall, {turns} turns each, baseline {baseline_ref} vs this tree =="
+    )
+    # both snapshotted now: editing the work tree while the bench runs changes neither
+    trees = {"baseline": _baseline_tree(baseline_ref), "this tree": _baseline_tree(None)}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    rounds = 3  # alternate so both see the same box load
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            async with Server("real", tree=tree, max_tokens=max_tokens) as server:
+                results[name] += await _gap_turns(server, pcm, max(1, turns // rounds))
+    print(
+        f"{'':>10} {'turns':>6} {'first_p50_s':>12} {'first_p95_s':>12} "
+        f"{'stall_p50_s':>12} {'stall_p95_s':>12} {'stall_max_s':>12}"
+    )
+    for name, rows in results.items():
+        firsts = [f for f, _ in rows]
+        stalls = [g for _, g in rows]
+        print(
+            f"{name:>10} {len(rows):>6} {_pct(firsts, 0.5):>12.2f} {_pct(firsts, 0.95):>12.2f} "
+            f"{_pct(stalls, 0.5):>12.2f} {_pct(stalls, 0.95):>12.2f} "
+            f"{max(stalls, default=0):>12.2f}"
+        )
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -341,7 +440,10 @@ async def main(args: argparse.Namespace) -> None:
         f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} "
         "(other work on the box skews figures)"
     )
-    pcm = read_wav_16k(WAV)
+    pcm = read_wav_16k(Path(args.wav))
+    if args.gaps:
+        await bench_gaps(args.gaps, args.baseline_ref, pcm, args.gap_tokens)
+        return
     await bench_idle(_ints(args.idle))
     await bench_talk("standin", _ints(args.talk), pcm)
     if args.real:
@@ -357,5 +459,10 @@ if __name__ == "__main__":
     parser.add_argument("--real-talk", default="1,10,40")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-real", dest="real", action="store_false")
+    parser.add_argument("--wav", default=str(WAV), help="the question every device asks")
+    parser.add_argument("--gaps", type=int, default=0, help="turns of the gap bench (0: off)")
+    parser.add_argument("--gap-tokens", type=int, default=96, help="reply length of --gaps")
+    parser.add_argument("--baseline-ref", default="main", help="the baseline of --gaps")
+    parser.add_argument("--serve-max-tokens", type=int, default=32, help=argparse.SUPPRESS)
     ns = parser.parse_args()
-    asyncio.run(_serve(ns.serve) if ns.serve else main(ns))
+    asyncio.run(_serve(ns.serve, ns.serve_max_tokens) if ns.serve else main(ns))

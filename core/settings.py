@@ -45,7 +45,16 @@ class DeviceSettings(BaseModel):
     tokens: list[SecretStr] = Field(
         default_factory=list, description="accepted device tokens; empty: no check"
     )
-    idle_timeout_s: float = Field(120.0, gt=0)
+    idle_timeout_s: float = Field(
+        90.0,
+        gt=0,
+        description="close a session without speech or messages this long (below the"
+        " firmware's own 120 s channel timeout, so the server ends it normally)",
+    )
+    idle_goodbye: str = Field(
+        "我先休息啦，有事再叫我。",
+        description="spoken before an idle close of a listening device (empty: close at once)",
+    )
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
     hello_timeout_s: float = Field(10.0, gt=0, description="the device must say hello within this")
     close_timeout_s: float = Field(
@@ -90,6 +99,30 @@ class DeviceSettings(BaseModel):
         le=14 * 60,
         description="OTA server_time.timezone_offset, minutes east of UTC (UTC+8: 480); None: the"
         " host's zone, read once at start-up",
+    )
+    ota_protocol_version: int = Field(
+        1,
+        ge=1,
+        le=3,
+        description="OTA websocket.version: the binary framing the firmware uses from its next"
+        " connection (1 raw Opus, 2 and 3 with headers)",
+    )
+    ota_allowed_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="browser origins allowed to call the OTA endpoint (CORS); '*': any;"
+        " empty: no browser client",
+    )
+    wake_words: list[str] = Field(
+        default_factory=lambda: ["你好小智", "小智小智", "你好小优", "小优小优", "小优", "小智"],
+        description="text of 'listen detect' that is a wake word (compared without punctuation,"
+        " spaces or case); any other text is a typed question",
+    )
+    mcp_timeout_s: float = Field(
+        5.0, gt=0, description="one MCP request to a device (initialize, tools/list, tools/call)"
+    )
+    wake_greeting: str = Field(
+        "我在，你说。",
+        description="spoken when a wake word is detected (empty: no greeting)",
     )
 
 

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from core.errors import ProtocolError
 from core.settings import DeviceSettings
 from devices.codec import OpusDecoder
+from devices.mcp import McpClient
 from devices.pipeline import PipelineConfig, VoicePipeline
 from devices.ports import Gate, VoiceInference
 from devices.protocol import (
@@ -96,7 +97,9 @@ class DeviceConnection:
         self._send_lock = asyncio.Lock()
         self._last_activity_s = time.monotonic()
         self._decoder = OpusDecoder(16_000)
+        self._mcp_started = False
         self.pipeline: VoicePipeline | None = None
+        self.mcp: McpClient | None = None  # the device's tool server, if its hello has mcp
         self.invalid_opus_frames = 0
 
     def snapshot(self) -> dict[str, object]:
@@ -108,6 +111,8 @@ class DeviceConnection:
             "protocol_version": self.protocol_version,
             "connected_since": self.connected_since,
             "remote": self.remote,
+            # names only: the dashboard shows every field of a device in one table row
+            "mcp_tools": [t.name for t in self.mcp.tools] if self.mcp is not None else [],
         }
 
     # -- sending (one writer at a time, in order) ------------------------------------------
@@ -199,33 +204,58 @@ class DeviceConnection:
                 CLOSE_BAD_REQUEST, f"unsupported protocol version {hello.version}; use 1, 2 or 3"
             )
         if self.pipeline is None:
+            if hello.features.get("mcp") is True:
+                self.mcp = McpClient(
+                    self._send_mcp,
+                    owner=f"device:{self.device_id}",
+                    timeout_s=self.settings.mcp_timeout_s,
+                )
             self.pipeline = VoicePipeline(
                 inference=self._inference,
                 outbox=self,
                 state=self.state,
                 config=self._pipeline_config(self.device_id),
                 tasks=self.tasks,
+                tools=self.mcp,
             )
             self.state.move(SessionState.READY)
         downlink = AudioParams(
             sample_rate=self.settings.downlink_sample_rate_hz, frame_duration=self.settings.frame_ms
         )
         await self.send_message(HelloOut(audio_params=downlink))
+        if self.mcp is not None and not self.mcp.ready.is_set() and not self._mcp_started:
+            self._mcp_started = True  # after our hello: the firmware is ready for requests
+            self.tasks.spawn(self.mcp.start(), "mcp-discovery")
+
+    async def _send_mcp(self, payload: dict[str, Any]) -> bool:
+        return await self.send_message(Mcp(type="mcp", payload=payload))
 
     async def _loop(self) -> None:
         idle_s = self.settings.idle_timeout_s
+        goodbye: asyncio.Task[object] | None = None
         while True:
+            if goodbye is not None and goodbye.done():
+                raise Closing(CLOSE_NORMAL, "idle: said goodbye")
             remaining_s = self._last_activity_s + idle_s - time.monotonic()
-            if remaining_s <= 0:
-                raise Closing(CLOSE_NORMAL, f"idle for {idle_s:g} s")
+            if remaining_s <= 0 and goodbye is None and self._hears_speech():
+                self._last_activity_s = time.monotonic()  # a turn is running (a slow model)
+                continue
+            if remaining_s <= 0 and goodbye is None:
+                goodbye = self._say_goodbye()
+                if goodbye is None:
+                    raise Closing(CLOSE_NORMAL, f"idle for {idle_s:g} s")
             try:
-                event = await asyncio.wait_for(self.websocket.receive(), timeout=remaining_s)
+                event = await asyncio.wait_for(
+                    self.websocket.receive(), timeout=max(remaining_s, 0.05)
+                )
             except TimeoutError:
                 continue
             if event["type"] == "websocket.disconnect":
                 return
-            self._last_activity_s = time.monotonic()
             data: bytes | None = event.get("bytes")
+            if data is None or self._hears_speech():
+                # a listening device streams its microphone all the time: silence is idle
+                self._last_activity_s = time.monotonic()
             text: str | None = event.get("text")
             size = len(data) if data is not None else len((text or "").encode())
             if size > self.settings.max_frame_bytes:
@@ -240,6 +270,22 @@ class DeviceConnection:
             except ProtocolError as exc:
                 log.info("%s: bad input: %s", self.device_id, exc)
                 await self.send_message(Error(code=exc.code, message=exc.message))
+
+    def _hears_speech(self) -> bool:
+        return self.pipeline is not None and (
+            self.pipeline.listener.in_speech or self.pipeline.turn is not None
+        )
+
+    def _say_goodbye(self) -> asyncio.Task[object] | None:
+        """Idle: end as the peer server does, with a spoken goodbye, then a normal close (the
+        firmware drops a channel silent for 120 s on its own, which clients log as an error)."""
+        text = self.settings.idle_goodbye
+        if not text or self.pipeline is None:
+            return None
+        task = self.pipeline.say(text)
+        if task is not None:
+            log.info("%s: idle, saying goodbye", self.device_id)
+        return task
 
     async def _on_text(self, text: str | bytes) -> None:
         message = parse_device_message(text)
@@ -267,6 +313,8 @@ class DeviceConnection:
         self.pipeline.on_audio(pcm)
 
     async def _mcp(self, message: Mcp) -> None:
+        if self.mcp is not None and self.mcp.on_message(message.payload):
+            return  # an answer to one of our requests (or a notification)
         if self._on_mcp is None:
             log.debug("%s: mcp message without a handler: %s", self.device_id, message.payload)
             return
@@ -293,6 +341,8 @@ class DeviceConnection:
 
     async def shutdown(self) -> None:
         """Cancel the turn and every task of this session (bounded by close_timeout_s)."""
+        if self.mcp is not None:
+            self.mcp.close()
         if self.pipeline is not None:
             await self.pipeline.close()
         if not self.state.closed:

@@ -15,18 +15,23 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Request, Response, WebSocket
 
 from core.scheduler import Lane, Scheduler
 from core.settings import DeviceSettings
 from devices.connection import DeviceConnection, McpHandler
 from devices.listener import ListenConfig
-from devices.pipeline import PipelineConfig
+from devices.pipeline import PipelineConfig, wake_key
 from devices.ports import VoiceInference
 from devices.turn import TurnConfig
 
 log = logging.getLogger(__name__)
 OTA_PATH = "/xiaozhi/ota/"
+# what clients send to the OTA endpoint (firmware ota.cc; browsers add Authorization)
+OTA_ALLOWED_HEADERS = (
+    "Content-Type, Device-Id, Client-Id, Activation-Version, Serial-Number, Accept-Language,"
+    " Authorization"
+)
 
 
 class DeviceHub:
@@ -70,15 +75,45 @@ class DeviceHub:
                 language=s.language,
                 first_chunk_chars=s.first_chunk_chars,
                 cancel_timeout_s=s.close_timeout_s,
+                tool_timeout_s=s.mcp_timeout_s,
             ),
             max_exchanges=s.max_exchanges,
+            wake_words=frozenset(wake_key(w) for w in s.wake_words),
+            wake_greeting=s.wake_greeting,
         )
 
     def router(self) -> APIRouter:
         router = APIRouter()
         router.add_api_websocket_route(self.settings.ws_path, self._serve_socket)
         router.add_api_route(OTA_PATH, self._ota, methods=["POST"])
+        router.add_api_route(OTA_PATH, self._ota_preflight, methods=["OPTIONS"])
         return router
+
+    def _cors(self, request: Request, response: Response) -> bool:
+        """Add the CORS headers for the request's Origin; False if that origin is not allowed
+        (a request without Origin is not a browser's cross-origin call: always allowed)."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True
+        allowed = self.settings.ota_allowed_origins
+        if "*" not in allowed and origin not in allowed:
+            return False
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+        if "*" not in allowed:
+            response.headers["Vary"] = "Origin"
+        return True
+
+    async def _ota_preflight(self, request: Request) -> Response:
+        """A browser's CORS preflight of the OTA POST (the web client sends Device-Id and
+        Client-Id headers, which always need one)."""
+        response = Response(status_code=204)
+        if not self._cors(request, response):
+            return Response(status_code=403)
+        asked = request.headers.get("Access-Control-Request-Headers")
+        response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = asked or OTA_ALLOWED_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+        return response
 
     def snapshot(self) -> list[dict[str, object]]:
         return [conn.snapshot() for conn in self._connections.values()]
@@ -114,7 +149,7 @@ class DeviceHub:
             self._serving.pop(conn.session_id, None)
             log.info("device %s gone (session %s)", conn.device_id, conn.session_id)
 
-    async def _ota(self, request: Request) -> dict[str, Any]:
+    async def _ota(self, request: Request, response: Response) -> dict[str, Any]:
         """Firmware asks where to connect: websocket url and token, server time, firmware."""
         s = self.settings
         if s.public_ws_url:
@@ -128,8 +163,10 @@ class DeviceHub:
         # None is resolved to the host's zone by bot/ at start-up; a bare hub says UTC.
         offset_min = s.timezone_offset_min or 0
         log.info("ota from device %s", request.headers.get("Device-Id", "?"))
+        self._cors(request, response)  # a refused origin gets no CORS header: the browser blocks
         return {
-            "websocket": {"url": ws_url, "token": token},
+            # version: the firmware stores it and frames audio with it from the next connection
+            "websocket": {"url": ws_url, "token": token, "version": s.ota_protocol_version},
             "server_time": {"timestamp": int(now_s * 1000), "timezone_offset": offset_min},
             "firmware": {"version": s.firmware_version, "url": s.firmware_url},
         }

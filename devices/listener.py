@@ -84,7 +84,8 @@ class Listener:
         self._first_index = 0  # stream index of self._windows[0]
         self._start_index: int | None = None  # stream index where the utterance begins
         self._ep_base_index = 0  # stream index where the endpointer's clock starts
-        self._busy = False
+        self._busy = False  # a detect_speech batch is in flight (of whatever epoch)
+        self._vad_epoch = 0  # the epoch the VAD's recurrent state belongs to
 
     @property
     def in_speech(self) -> bool:
@@ -100,7 +101,11 @@ class Listener:
         self._ep_base_index = 0  # stream index where the endpointer's clock starts
         self._silent_run, self._speculated = 0, False
         self._endpointer.reset()
-        self._vad.reset()
+        if not self._busy:  # else the VAD is mid-batch: the next batch resets it (_score)
+            self._vad.reset()
+            self._vad_epoch = self._epoch
+        # a batch still in flight belongs to the old epoch: its result is discarded and, once it
+        # returns, scoring restarts on this epoch's audio (at most one batch per device at once)
 
     def feed(self, pcm: np.ndarray) -> None:
         """Decoded 16 kHz int16 audio from the device."""
@@ -110,7 +115,11 @@ class Listener:
                 self._windows.append(pcm)
             return
         self._pending = np.concatenate([self._pending, pcm])
-        if not self._busy and len(self._pending) >= self._window:
+        self._kick()
+
+    def _kick(self) -> None:
+        """Start scoring if a whole window is pending and no batch is in flight."""
+        if not self._busy and self.use_vad and len(self._pending) >= self._window:
             self._busy = True
             self._tasks.spawn(self._score(self._epoch), "vad")
 
@@ -127,6 +136,9 @@ class Listener:
         return utterance
 
     async def _score(self, epoch: int) -> None:
+        if self._vad_epoch != epoch:  # reset() came while an older batch was being scored
+            self._vad.reset()
+            self._vad_epoch = epoch
         try:
             while epoch == self._epoch and len(self._pending) >= self._window:
                 whole = len(self._pending) // self._window * self._window
@@ -136,12 +148,16 @@ class Listener:
                     self._vad, windows, owner=self._config.owner, lane=self._config.lane
                 )
                 if epoch != self._epoch:
-                    return
+                    break  # scored for an older epoch: discarded
                 for window, probability in zip(windows, probabilities, strict=True):
+                    if epoch != self._epoch:  # a callback reset the listener mid-batch
+                        break
                     self._step(window, probability)
         finally:
-            if epoch == self._epoch:
-                self._busy = False
+            # always: a reset() during the batch must not leave the session deaf for good
+            self._busy = False
+        if epoch != self._epoch:
+            self._kick()  # audio of the new epoch may be waiting for this batch to end
 
     def _step(self, window: np.ndarray, probability: float) -> None:
         cfg = self._config

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from core.errors import XiaoyouError
 from devices.listener import ListenConfig, Listener, Utterance
+from devices.mcp import McpClient
 from devices.memory import ConversationMemory
 from devices.ports import Outbox, VoiceInference
 from devices.protocol import Abort, Error, Listen, Tts
@@ -42,6 +44,16 @@ class PipelineConfig:
     listen: ListenConfig
     turn: TurnConfig
     max_exchanges: int = 6
+    wake_words: frozenset[str] = frozenset()  # normalised with wake_key()
+    wake_greeting: str = ""  # spoken on a wake word; empty: none
+
+
+_NOT_IN_KEY = set(" \t\r\n,.!?;:'\"，。！？；：、…～~·“”‘’（）()")
+
+
+def wake_key(text: str) -> str:
+    """``text`` without punctuation, spaces and case: how 'listen detect' text is compared."""
+    return "".join(ch for ch in text.casefold() if ch not in _NOT_IN_KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +72,10 @@ class VoicePipeline:
         state: SessionStateMachine,
         config: PipelineConfig,
         tasks: TaskOwner,
+        tools: McpClient | None = None,
     ) -> None:
         self._inference = inference
+        self.tools = tools  # the device's MCP tools (None: the device has no MCP)
         self._outbox = outbox
         self._state = state
         self._config = config
@@ -92,15 +106,20 @@ class VoicePipeline:
     # -- device events ---------------------------------------------------------------------
     async def on_listen(self, message: Listen) -> None:
         if message.state == "detect":
-            log.info("%s: wake word %r", self._config.turn.owner, message.text)
+            await self._on_detect(message.text or "")
             return
         if message.state == "start":
             self.mode = message.mode or self.mode
+            self._drop_speculation()
+            if self.turn is not None and self.turn.typed:
+                # the firmware follows 'detect' with 'listen start' at once (and sends 'abort'
+                # first when it really wants to interrupt): the typed turn goes on
+                self.listener.reset(use_vad=self.mode != "manual")
+                return
             if self.turn is not None and self.mode != "realtime":
                 await self.abort("listen start")  # the device stopped playing to listen again
             if self._state.state is not _S.LISTENING:
                 self._move(_S.LISTENING)
-            self._drop_speculation()
             self.listener.reset(use_vad=self.mode != "manual")
             return
         utterance = self.listener.finish() if self._state.state is _S.LISTENING else None
@@ -110,6 +129,47 @@ class VoicePipeline:
             self._drop_speculation()
             if self._state.state is _S.LISTENING:
                 self._move(_S.READY)
+
+    async def _on_detect(self, text: str) -> None:
+        """Typed text or a wake word: a wake word gets the greeting (if configured), any other
+        text is answered as if it had been spoken."""
+        text = text.strip()
+        owner = self._config.turn.owner
+        if not wake_key(text):
+            log.info("%s: listen detect without text", owner)
+            return
+        wake = wake_key(text) in self._config.wake_words
+        if wake and not self._config.wake_greeting:
+            log.info("%s: wake word %r (no greeting configured)", owner, text)
+            return
+        log.info("%s: %s %r", owner, "wake word" if wake else "typed text", text)
+        if self.turn is not None:
+            await self.abort("typed text")
+        self._drop_speculation()
+        if self._state.state is not _S.THINKING:
+            self._move(_S.THINKING)
+        turn = self._new_turn(held=False, started_s=time.monotonic())
+        turn.typed = True
+        turn.remember = not wake  # a greeting is no exchange worth a place in the memory
+        self.turn = turn
+        reply = self._config.wake_greeting if wake else None
+        self._turn_task = self._tasks.spawn(
+            self._run_turn(turn, text=text, reply=reply), f"turn{turn.turn_id}-typed"
+        )
+
+    def say(self, text: str) -> asyncio.Task[TurnOutcome] | None:
+        """Speak ``text`` (no LLM, no memory) if the device is listening and nothing else runs;
+        the task ends once it has been played (or aborted)."""
+        if self.turn is not None or self._state.state is not _S.LISTENING:
+            return None
+        self._drop_speculation()
+        self._move(_S.THINKING)
+        turn = self._new_turn(held=False, started_s=time.monotonic())
+        turn.typed, turn.remember = True, False
+        self.turn = turn
+        task = self._tasks.spawn(self._run_turn(turn, text="", reply=text), "say")
+        self._turn_task = task
+        return task
 
     async def on_abort(self, message: Abort) -> None:
         await self.abort(message.reason or "device abort")
@@ -181,6 +241,7 @@ class VoicePipeline:
             config=self._config.turn,
             on_speaking=lambda: self._on_speaking(turn_id),
             held=held,
+            tools=self.tools,
         )
         turn.timings.started_s = started_s  # a speculation's moves to the confirmed end
         return turn
@@ -202,9 +263,17 @@ class VoicePipeline:
         self.turn = turn
         self._turn_task = self._tasks.spawn(self._run_turn(turn, utterance), f"turn{turn.turn_id}")
 
-    async def _run_turn(self, turn: Turn, utterance: Utterance) -> TurnOutcome:
+    async def _run_turn(
+        self,
+        turn: Turn,
+        utterance: Utterance | None = None,
+        *,
+        text: str | None = None,
+        reply: str | None = None,
+    ) -> TurnOutcome:
         try:
-            outcome = await turn.run(utterance.pcm)
+            pcm = utterance.pcm if utterance is not None else None
+            outcome = await turn.run(pcm, text=text, reply=reply)
         except XiaoyouError as exc:  # a model failed or the scheduler refused: tell, keep serving
             log.warning("%s: turn %d failed: %s", self._config.turn.owner, turn.turn_id, exc)
             outcome = await self._turn_failed(turn, exc.code, exc.message)

@@ -4,7 +4,8 @@ Chinese terminators (。！？；… and the full-width forms) end a sentence at
 end one only when followed by whitespace (so ``3.5`` and ``e.g.x`` stay whole), which means
 the last ASCII terminator waits for the next piece or ``flush``. Closing quotes and brackets
 stay with their sentence. To speak sooner, the *first* sentence may also be cut at a comma
-once it is ``first_soft_chars`` long, or at a space once it is ``first_max_chars`` long (the
+once it is ``first_soft_chars`` long (later ones once ``soft_chars`` long, if set), or at a
+space once it is ``first_max_chars`` long (the
 first audio waits for the LLM to finish that piece and for TTS to synthesise all of it, so a
 long first sentence would otherwise cost several hundred milliseconds). Pieces without a letter
 or digit (emoji, stray punctuation) are merged into the next sentence instead of being spoken
@@ -25,13 +26,28 @@ def _speakable(text: str) -> bool:
 
 
 class SentenceSegmenter:
-    __slots__ = ("_buffer", "_emitted", "first_max_chars", "first_soft_chars", "max_chars")
+    __slots__ = (
+        "_buffer",
+        "_emitted",
+        "first_max_chars",
+        "first_soft_chars",
+        "max_chars",
+        "soft_chars",
+    )
 
     def __init__(
-        self, *, first_soft_chars: int = 12, first_max_chars: int = 40, max_chars: int = 200
+        self,
+        *,
+        first_soft_chars: int = 12,
+        first_max_chars: int = 40,
+        max_chars: int = 200,
+        soft_chars: int = 0,
     ) -> None:
         self.first_soft_chars = first_soft_chars
         self.first_max_chars = first_max_chars
+        # later sentences are cut at a comma once this long (0: never): their synthesis starts
+        # before the LLM finishes the sentence, so a slow LLM leaves shorter silences
+        self.soft_chars = soft_chars
         self.max_chars = max_chars  # a run-on without punctuation is cut at a space past this
         self._buffer = ""
         self._emitted = 0
@@ -56,6 +72,11 @@ class SentenceSegmenter:
             out.append(sentence)
             self._emitted += 1
 
+    def _soft_limit(self) -> int:
+        if self._emitted == 0:
+            return self.first_soft_chars
+        return self.soft_chars or self.max_chars + 1
+
     def _find_cut(self, start: int = 0) -> int | None:
         text = self._buffer
         n = len(text)
@@ -69,7 +90,7 @@ class SentenceSegmenter:
                     return None  # wait: might be "3." of "3.5"
                 if text[i + 1].isspace() or text[i + 1] in _CLOSERS:
                     end = i + 1
-            elif ch in _SOFT and self._emitted == 0 and i + 1 >= self.first_soft_chars:
+            elif ch in _SOFT and i + 1 >= self._soft_limit():
                 if ch in ",:" and (i + 1 >= n or not text[i + 1].isspace()):
                     continue  # "1,000" or "12:30": not a pause
                 end = i + 1

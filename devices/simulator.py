@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 import wave
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ class DeviceSimulator:
         self._encoder = OpusEncoder(UPLINK_RATE_HZ, FRAME_MS)
         self._decoder: OpusDecoder | None = None
         self._decoded: list[np.ndarray] = []
+        # called with every JSON message as it arrives (a firmware emulator reacts there)
+        self.on_json: Callable[[dict[str, Any]], Awaitable[None]] | None = self._answer_mcp
 
     # -- connection ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -144,7 +147,7 @@ class DeviceSimulator:
                     "format": "opus",
                     "sample_rate": UPLINK_RATE_HZ,
                     "channels": 1,
-                    "frame_duration": FRAME_MS,
+                    "frame_duration": self._encoder.frame_ms,
                 },
             }
         )
@@ -165,16 +168,21 @@ class DeviceSimulator:
         try:
             async for data in self._ws:
                 now_s = time.monotonic()
+                message: dict[str, Any] | None = None
                 if isinstance(data, str):
-                    self.received.append(Received(now_s, message=json.loads(data)))
+                    message = json.loads(data)
                 else:
                     frame = unpack_frame(self.protocol_version, data)
                     if frame.frame_type != FRAME_TYPE_OPUS:
-                        self.received.append(Received(now_s, message=json.loads(frame.payload)))
+                        message = json.loads(frame.payload)
                     else:
                         self.received.append(Received(now_s, packet=frame.payload))
                         if self._decoder is not None:
                             self._decoded.append(self._decoder.decode(frame.payload))
+                if message is not None:
+                    self.received.append(Received(now_s, message=message))
+                    if self.on_json is not None:
+                        await self.on_json(message)
                 self._changed.set()
         except ConnectionClosed:
             pass
@@ -182,6 +190,25 @@ class DeviceSimulator:
             self.close_code = self._ws.close_code
             self.close_reason = self._ws.close_reason or ""
             self._changed.set()
+
+    async def _answer_mcp(self, message: dict[str, Any]) -> None:
+        """The hello announces MCP: answer ``initialize`` and ``tools/list`` (no tools)."""
+        payload = message.get("payload")
+        if message.get("type") != "mcp" or not isinstance(payload, dict) or "id" not in payload:
+            return
+        method = payload.get("method")
+        if method == "initialize":
+            result: dict[str, Any] = {
+                "protocolVersion": "2024-11-05",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "xiaoyou-simulator", "version": "1"},
+            }
+        elif method == "tools/list":
+            result = {"tools": []}
+        else:
+            return
+        answer = {"jsonrpc": "2.0", "id": payload["id"], "result": result}
+        await self.send_json({"type": "mcp", "payload": answer})
 
     @property
     def closed(self) -> bool:
@@ -218,7 +245,7 @@ class DeviceSimulator:
         """Send ``pcm`` (int16 16 kHz) as 60 ms Opus frames on an absolute clock; returns the
         monotonic time the last frame left. ``until``: stop early once that message type arrives."""
         packets = self._encoder.encode(pcm) + self._encoder.flush()
-        period_s = FRAME_MS / 1000 / speed
+        period_s = self._encoder.frame_ms / 1000 / speed
         start_s = time.monotonic()
         seen = len(self.received)
         for i, packet in enumerate(packets):

@@ -21,7 +21,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ import numpy as np
 from core.scheduler import JobHandle, JobStatus, Lane
 from devices.codec import OpusEncoder
 from devices.held import HeldOutput
+from devices.intents import GET_STATUS, argument_name, current_value, match_intent
+from devices.mcp import McpClient, McpError
 from devices.memory import ConversationMemory
 from devices.pacer import PacedSender
 from devices.ports import Gate, Outbox, VoiceInference
@@ -89,6 +91,8 @@ class TurnConfig:
     language: str | None = None
     first_chunk_chars: int = 40  # see SentenceSegmenter.first_max_chars
     cancel_timeout_s: float = 2.0
+    tool_timeout_s: float = 5.0  # one MCP tools/call on the device
+    later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
 
 
 @dataclass(slots=True)
@@ -119,6 +123,9 @@ class TurnTimings:
 # LLM pieces generated ahead of the reader: small, so the LLM pauses while the first
 # sentence is synthesised instead of competing with TTS for the CPU
 LLM_AHEAD_PIECES = 2
+# with less audio than this ready, a running TTS job has the CPU to itself (the LLM waits):
+# about what Piper needs for a sentence on 2 shared cores, so playback does not run dry
+TTS_FIRST_BELOW_S = 1.5
 
 _Item = tuple[str, Any]  # ("sentence", str) | ("audio", bytes)
 
@@ -135,8 +142,10 @@ class Turn:
         config: TurnConfig,
         on_speaking: Callable[[], None],
         held: bool = False,
+        tools: McpClient | None = None,
     ) -> None:
         self.turn_id = turn_id
+        self._tools = tools  # the device's MCP tools: common intents are run without the LLM
         self._inference = inference
         self._output = HeldOutput(outbox, gate, held=held)
         self._memory = memory
@@ -148,9 +157,14 @@ class Turn:
         self.user_text = ""
         self.reply_text = ""
         self.spoke = False  # tts start was sent
-        self._first_tts: JobHandle[Any] | None = None  # until that sentence has audio
-        self._first_audio = asyncio.Event()  # the first sentence's TTS has produced audio
+        self._tts: JobHandle[Any] | None = None  # the sentence being synthesised, until audio
+        self._tts_progress = asyncio.Event()  # set at each chunk of audio and when a job ends
+        self._pacer: PacedSender | None = None
+        self._queued_frames = 0  # encoded, not yet handed to the pacer
         self._emotion_sent = False
+        self.tool_calls: list[tuple[str, dict[str, Any], str]] = []  # (tool, arguments, result)
+        self.typed = False  # started from text ('listen detect'), not from an utterance
+        self.remember = True  # False: the exchange stays out of the conversation memory
 
     @property
     def released(self) -> bool:
@@ -160,11 +174,14 @@ class Turn:
         """The end of speech is confirmed: send what is held and let the rest through."""
         self._output.release()
 
-    async def run(self, pcm: np.ndarray | None = None, *, text: str | None = None) -> TurnOutcome:
-        """Answer ``pcm`` (float32 16 kHz) or a known ``text``; a held turn ends once released."""
+    async def run(
+        self, pcm: np.ndarray | None = None, *, text: str | None = None, reply: str | None = None
+    ) -> TurnOutcome:
+        """Answer ``pcm`` (float32 16 kHz) or a known ``text``; with ``reply`` speak that instead
+        of asking the LLM (a wake-word greeting). A held turn ends once released."""
         try:
             try:
-                outcome = await self._run(pcm, text)
+                outcome = await self._run(pcm, text, reply)
             except Exception:
                 await self._stop()  # no stage may send anything of a failed turn at release
                 await self._output.wait_released()  # its failure is reported once adopted
@@ -174,7 +191,8 @@ class Turn:
         finally:
             await self._stop()
             if self._output.released:
-                self._memory.add(self.user_text, self.reply_text)
+                if self.remember:
+                    self._memory.add(self.user_text, self.reply_text)
                 log.info("%s turn %d: %s", self._config.owner, self.turn_id, self.timings.summary())
             else:  # a dropped speculation never happened
                 log.debug("%s turn %d: speculation dropped", self._config.owner, self.turn_id)
@@ -184,7 +202,9 @@ class Turn:
             handle.cancel("turn ended")
         await self._tasks.cancel_all(self._config.cancel_timeout_s)
 
-    async def _run(self, pcm: np.ndarray | None, text: str | None) -> TurnOutcome:
+    async def _run(
+        self, pcm: np.ndarray | None, text: str | None, reply: str | None
+    ) -> TurnOutcome:
         cfg = self._config
         if text is None:
             if pcm is None:
@@ -195,39 +215,43 @@ class Turn:
             text = transcript.text
         self.timings.transcribed_s = time.monotonic()
         self.user_text = text.strip()
-        if not self.user_text:
+        if not self.user_text and reply is None:
             return TurnOutcome.EMPTY
-        await self._send(Stt(text=self.user_text))
+        if self.user_text:  # (a fixed reply without user text: the server speaks first)
+            await self._send(Stt(text=self.user_text))
+        if reply is None and self._tools is not None and self._tools.tools:
+            reply = await self._device_tool(self._tools, self.user_text)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         items: asyncio.Queue[_Item | None] = asyncio.Queue()
         tts_task = self._tasks.spawn(self._synthesise(sentences, items), "tts")
         pace_task = self._tasks.spawn(self._pace(items), "pace")
-        messages = self._memory.messages_for(self.user_text)
-        handle = self._inference.chat(
-            messages,
-            lane=cfg.lane,
-            owner=cfg.owner,
-            max_tokens=cfg.max_tokens,
-            stream_buffer=LLM_AHEAD_PIECES,
+        segmenter = SentenceSegmenter(
+            first_max_chars=cfg.first_chunk_chars, soft_chars=cfg.later_soft_chars
         )
-        self._handles.append(handle)
-        segmenter = SentenceSegmenter(first_max_chars=cfg.first_chunk_chars)
         pieces: list[str] = []
-        async for piece in handle.stream():
+        async for piece in self._reply_pieces(reply):
             if not pieces:
                 self.timings.first_token_s = time.monotonic()
             pieces.append(piece)
             self.reply_text = "".join(pieces)
             for sentence in segmenter.push(piece):
                 await self._sentence(sentence, sentences)
-            first_tts = self._first_tts
-            if first_tts is not None and first_tts.status is JobStatus.RUNNING:
-                # stop reading: the LLM halts LLM_AHEAD_PIECES later and the first sentence's
-                # TTS gets the CPU (on 2 cores ~40 % faster alone). Only once that job runs:
-                # it holds its resources and will finish, while the paused LLM job keeps its
-                # own; pausing for a TTS job still queued behind paused LLM jobs of other
-                # devices would deadlock them all.
-                await self._first_audio.wait()
+            while (
+                (tts := self._tts) is not None
+                and tts.status is JobStatus.RUNNING
+                and self.audio_ahead_s() < TTS_FIRST_BELOW_S
+                and (not self.spoke or not sentences.empty())
+            ):
+                # the device is about to run dry and the text is ahead of the voice (the first
+                # sentence, or a next sentence already waiting for TTS): stop reading, the LLM
+                # halts LLM_AHEAD_PIECES later and the running TTS job gets the CPU (on 2 cores
+                # ~40 % faster alone). With audio queued, or when the LLM is what the next
+                # sentence waits for, both run at once. Only once that job runs: it holds its
+                # resources and will finish, while the paused LLM job keeps its own; pausing for
+                # a TTS job still queued behind paused LLM jobs of other devices would
+                # deadlock them all. Checked again at each chunk of audio.
+                self._tts_progress.clear()
+                await self._tts_progress.wait()
         for sentence in segmenter.flush():
             await self._sentence(sentence, sentences)
         sentences.put_nowait(None)
@@ -238,6 +262,47 @@ class Turn:
             return TurnOutcome.EMPTY
         await self._send(Tts(state="stop"))
         return TurnOutcome.SPOKEN
+
+    async def _device_tool(self, tools: McpClient, text: str) -> str | None:
+        """Run the device tool a common intent asks for; the spoken confirmation, or None when
+        ``text`` is no such intent (the LLM answers it)."""
+        intent = match_intent(text, {t.name for t in tools.tools})
+        if intent is None:
+            return None
+        await self._output.wait_released()  # a speculation must not touch the device
+        timeout_s = self._config.tool_timeout_s
+        arguments = dict(intent.arguments)
+        try:
+            if intent.relative:
+                status = await tools.call(GET_STATUS, {}, timeout_s=timeout_s)
+                current = current_value(status, intent.tool)
+                if current is None:
+                    return "抱歉，我没读到设备现在的设置。"
+                arguments[argument_name(intent.tool)] = max(0, min(100, current + intent.relative))
+            result = await tools.call(intent.tool, arguments, timeout_s=timeout_s)
+        except McpError as exc:
+            log.warning("%s: tool %s failed: %s", self._config.owner, intent.tool, exc.message)
+            return "抱歉，设备没有响应。"
+        self.tool_calls.append((intent.tool, arguments, result))
+        value = next(iter(arguments.values()), "")
+        return intent.reply.format(value=value)
+
+    async def _reply_pieces(self, reply: str | None) -> AsyncIterator[str]:
+        """The reply as it is generated: the LLM's stream, or the fixed ``reply`` at once."""
+        if reply is not None:
+            yield reply
+            return
+        cfg = self._config
+        handle = self._inference.chat(
+            self._memory.messages_for(self.user_text),
+            lane=cfg.lane,
+            owner=cfg.owner,
+            max_tokens=cfg.max_tokens,
+            stream_buffer=LLM_AHEAD_PIECES,
+        )
+        self._handles.append(handle)
+        async for piece in handle.stream():
+            yield piece
 
     async def _sentence(self, sentence: str, sentences: asyncio.Queue[str | None]) -> None:
         if not self._emotion_sent:  # the face to show while speaking, from the reply's first emoji
@@ -262,17 +327,18 @@ class Turn:
                     sample_rate_hz=cfg.downlink_sample_rate_hz,
                 )
                 self._handles.append(handle)
-                if not self._first_audio.is_set():
-                    self._first_tts = handle
+                self._tts = handle
                 async for chunk in handle.stream():
                     for packet in encoder.encode(chunk.samples):
                         items.put_nowait(("audio", packet))
-                    self._first_audio.set()
+                        self._queued_frames += 1
+                    self._tts_progress.set()
                 self._handles.remove(handle)
-                self._first_audio.set()  # even if it yielded no audio: let the LLM go on
+                self._tts = None
+                self._tts_progress.set()  # even if it yielded no audio: let the LLM go on
         finally:
-            self._first_audio.set()  # failed or cancelled: never leave the LLM reader waiting
-            self._first_tts = None
+            self._tts = None
+            self._tts_progress.set()  # failed or cancelled: never leave the LLM reader waiting
         for packet in encoder.flush():
             items.put_nowait(("audio", packet))
         items.put_nowait(None)
@@ -280,20 +346,37 @@ class Turn:
     async def _pace(self, items: asyncio.Queue[_Item | None]) -> None:
         cfg = self._config
         pacer = PacedSender(self._output.send_audio, frame_ms=cfg.frame_ms, lead_ms=cfg.lead_ms)
+        self._pacer = pacer
         await self._output.wait_released()  # a speculation's audio starts (and is clocked) then
+        announce: str | None = None  # the sentence whose first frame is not ready yet
         while (item := await items.get()) is not None:
             kind, value = item
+            if kind == "audio":
+                self._queued_frames -= 1
+            if kind == "sentence":
+                announce = value  # announced with its first frame: a sentence may yield none
+                continue
+            # the firmware mutes its microphone on 'tts start' and shows the text on
+            # 'sentence_start': both go out only once there is audio to play right after them
             if not self.spoke:
                 self.spoke = True
                 self._on_speaking()
                 await self._send(Tts(state="start"))
-            if kind == "sentence":
-                await self._send(Tts(state="sentence_start", text=value))
-            else:
-                await pacer.send(value)
-                if self.timings.first_audio_s is None:
-                    self.timings.first_audio_s = time.monotonic()
+            if announce is not None:
+                await self._send(Tts(state="sentence_start", text=announce))
+                announce = None
+            await pacer.send(value)
+            if self.timings.first_audio_s is None:
+                self.timings.first_audio_s = time.monotonic()
         await pacer.drain()
+
+    def audio_ahead_s(self) -> float:
+        """Audio ready but not yet played: queued on the device plus encoded, not yet sent."""
+        pacer = self._pacer
+        queued_s = self._queued_frames * self._config.frame_ms / 1000
+        if pacer is None or pacer.play_end_s is None:
+            return queued_s
+        return max(0.0, pacer.play_end_s - time.monotonic()) + queued_s
 
     async def _send(self, message: Stt | Llm | Tts) -> None:
         await self._output.send(message)

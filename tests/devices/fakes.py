@@ -54,6 +54,10 @@ class FakeInference:
     resources: dict[str, int] = field(default_factory=dict)  # declared by every job
     chat_error: Exception | None = None  # raised by the LLM job before its first piece
     asr_audio_s: list[float] = field(default_factory=list)
+    # CPU sharing: TTS chunks take this many times longer while an LLM job computes a token
+    # (real backends on 2 cores: Piper ~1.7x slower beside llama.cpp)
+    tts_contention: float = 1.0
+    _llm_computing: int = 0
 
     def _count(self, table: dict[str, int], kind: str) -> None:
         table[kind] = table.get(kind, 0) + 1
@@ -135,8 +139,12 @@ class FakeInference:
             if self.chat_error is not None:
                 raise self.chat_error
             for word in self.reply.split(" "):
-                await asyncio.sleep(self.token_s)
-                await ctx.emit(word + " ")
+                self._llm_computing += 1
+                try:
+                    await asyncio.sleep(self.token_s)
+                finally:
+                    self._llm_computing -= 1
+                await ctx.emit(word + " ")  # waits while the reader does not read
                 self.emitted.append("llm")
             return self.reply
 
@@ -152,7 +160,9 @@ class FakeInference:
             t = np.arange(total) / sample_rate_hz
             tone = (np.sin(2 * np.pi * 440 * t) * 6000).astype(np.int16)
             for i in range(0, total, step):
-                await asyncio.sleep(self.tts_chunk_s)
+                await asyncio.sleep(self.tts_chunk_s / 2)  # contention sampled twice per chunk
+                slow = self.tts_contention if self._llm_computing else 1.0
+                await asyncio.sleep(self.tts_chunk_s / 2 * slow)
                 await ctx.emit(PcmChunk(tone[i : i + step], sample_rate_hz))
                 self.emitted.append("tts")
 

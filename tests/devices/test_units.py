@@ -156,6 +156,20 @@ def test_segmenter_cuts_a_long_first_sentence_at_a_space() -> None:
     assert SentenceSegmenter().push("A short one. Then") == ["A short one."]
 
 
+def test_segmenter_cuts_later_sentences_at_a_comma_when_asked() -> None:
+    seg = SentenceSegmenter(first_soft_chars=12, soft_chars=20)
+    text = "Canberra is the capital. It lies three hundred kilometres away, inland, near hills. Ok"
+    assert seg.push(text) == [
+        "Canberra is the capital.",
+        "It lies three hundred kilometres away,",  # past 20 characters: cut at the comma
+        "inland, near hills.",  # "inland," alone is shorter than 20
+    ]
+    assert SentenceSegmenter().push("Short. It lies far away, inland, near hills. Ok") == [
+        "Short.",
+        "It lies far away, inland, near hills.",  # default: later sentences stay whole
+    ]
+
+
 @given(st.lists(st.text(max_size=12), max_size=20))
 def test_segmenter_loses_no_speakable_text(pieces: list[str]) -> None:
     seg = SentenceSegmenter()
