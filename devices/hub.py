@@ -72,6 +72,7 @@ class DeviceHub:
                 cancel_timeout_s=s.close_timeout_s,
             ),
             max_exchanges=s.max_exchanges,
+            system_prompt=s.system_prompt,
         )
 
     def router(self) -> APIRouter:

@@ -25,7 +25,7 @@ import numpy as np
 
 from core.errors import XiaoyouError
 from devices.listener import ListenConfig, Listener, Utterance
-from devices.memory import ConversationMemory
+from devices.memory import DEFAULT_SYSTEM_PROMPT, ConversationMemory
 from devices.ports import Outbox, VoiceInference
 from devices.protocol import Abort, Error, Listen, Tts
 from devices.session import SessionState, SessionStateMachine
@@ -42,6 +42,7 @@ class PipelineConfig:
     listen: ListenConfig
     turn: TurnConfig
     max_exchanges: int = 6
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,9 @@ class VoicePipeline:
         self._state = state
         self._config = config
         self._tasks = tasks
-        self.memory = ConversationMemory(max_exchanges=config.max_exchanges)
+        self.memory = ConversationMemory(
+            max_exchanges=config.max_exchanges, system_prompt=config.system_prompt
+        )
         self.mode: ListenMode = "auto"
         self.generation = 0
         self.turn: Turn | None = None
