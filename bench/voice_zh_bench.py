@@ -134,7 +134,10 @@ class Server:
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(trust_env=False) as client:
             while time.monotonic() < deadline:
-                r = await client.get(f"http://127.0.0.1:{self.port}/readyz")
+                try:
+                    r = await client.get(f"http://127.0.0.1:{self.port}/readyz", timeout=30)
+                except httpx.HTTPError:  # busy loading on a loaded box: ask again
+                    continue
                 if r.status_code == 200:
                     body: dict[str, Any] = r.json()
                     return time.monotonic() - self.started_s, body
