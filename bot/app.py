@@ -4,8 +4,10 @@ One process, one asyncio loop. NoneBot's FastAPI driver app serves the OneBot v1
 WebSocket (``/onebot/v11/ws``), the device WebSocket and the admin/ops API on one port.
 :func:`create_app` may be called once per process (NoneBot keeps one global driver).
 
-Lifecycle (driver lifespan hooks): start-up starts the scheduler; shutdown closes the device
-hub, stops the scheduler (drain, then cancel), closes the model manager and the HTTP client.
+Lifecycle (driver lifespan hooks): start-up starts the scheduler and the warm start (the
+default models load in the background; ``/readyz`` turns ready once they are loaded); shutdown
+closes the device hub, stops the scheduler (drain, then cancel), closes the model manager and
+the HTTP client.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def create_app(
     async def _start() -> None:
         services.started_at = time.time()
         await services.scheduler.start()
+        services.models.start_warm_up()
         logger.info(f"xiaoyou started on {settings.server.host}:{settings.server.port}")
         logger.opt(colors=False).info("\n" + startup_summary(settings))
 

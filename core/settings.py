@@ -36,6 +36,13 @@ class AdminSettings(BaseModel):
     )
 
 
+DEVICE_SYSTEM_PROMPT = (
+    "你是小优，一个智能音箱里的语音助手。"
+    "用一到三句简短的口语回答，不用列表、标题或 Markdown，不念表情符号。"
+    "用户用什么语言说话，你就用什么语言回答；不确定时说普通话。"
+)
+
+
 class DeviceSettings(BaseModel):
     """The xiaozhi device hub (devices/)."""
 
@@ -89,8 +96,13 @@ class DeviceSettings(BaseModel):
     )
     max_utterance_s: float = Field(30.0, gt=0)
     max_exchanges: int = Field(6, ge=0, description="conversation memory per device")
+    system_prompt: str = Field(
+        DEVICE_SYSTEM_PROMPT, min_length=1, description="the voice assistant's system prompt"
+    )
     max_reply_tokens: int | None = Field(96, ge=1, description="None: the model's default")
-    language: str | None = Field(None, description="ASR language; None: detect")
+    language: str | None = Field(
+        None, description="ASR language, e.g. 'zh'; None: detect per utterance (auto)"
+    )
     firmware_version: str = Field("0.0.0", description="OTA: the newest firmware offered")
     firmware_url: str = Field("", description="OTA: where to download it (empty: no update)")
     timezone_offset_min: int | None = Field(

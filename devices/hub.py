@@ -80,6 +80,7 @@ class DeviceHub:
             max_exchanges=s.max_exchanges,
             wake_words=frozenset(wake_key(w) for w in s.wake_words),
             wake_greeting=s.wake_greeting,
+            system_prompt=s.system_prompt,
         )
 
     def router(self) -> APIRouter:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections import deque
 
 from core.models.llm import ChatMessage
+from core.settings import DEVICE_SYSTEM_PROMPT
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are Xiaoyou, a friendly voice assistant on a small speaker. "
-    "Answer in one to three short spoken sentences, without lists or markdown."
-)
+DEFAULT_SYSTEM_PROMPT = DEVICE_SYSTEM_PROMPT  # Chinese; configurable as devices.system_prompt
 
 
 class ConversationMemory:

@@ -27,7 +27,7 @@ import numpy as np
 from core.errors import XiaoyouError
 from devices.listener import ListenConfig, Listener, Utterance
 from devices.mcp import McpClient
-from devices.memory import ConversationMemory
+from devices.memory import DEFAULT_SYSTEM_PROMPT, ConversationMemory
 from devices.ports import Outbox, VoiceInference
 from devices.protocol import Abort, Error, Listen, Tts
 from devices.session import SessionState, SessionStateMachine
@@ -46,6 +46,7 @@ class PipelineConfig:
     max_exchanges: int = 6
     wake_words: frozenset[str] = frozenset()  # normalised with wake_key()
     wake_greeting: str = ""  # spoken on a wake word; empty: none
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
 
 _NOT_IN_KEY = set(" \t\r\n,.!?;:'\"，。！？；：、…～~·“”‘’（）()")
@@ -80,7 +81,9 @@ class VoicePipeline:
         self._state = state
         self._config = config
         self._tasks = tasks
-        self.memory = ConversationMemory(max_exchanges=config.max_exchanges)
+        self.memory = ConversationMemory(
+            max_exchanges=config.max_exchanges, system_prompt=config.system_prompt
+        )
         self.mode: ListenMode = "auto"
         self.generation = 0
         self.turn: Turn | None = None

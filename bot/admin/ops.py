@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def create_ops_router(services: Services) -> APIRouter:
-    """/healthz: the process answers. /readyz: the scheduler runs and accepts jobs."""
+    """/healthz: the process answers. /readyz: the scheduler accepts jobs and the warm-start
+    models are loaded (``models.warm_start``; with it off, models load on first use)."""
     router = APIRouter(tags=["ops"])
     registry = build_registry(services)
 
@@ -25,11 +26,17 @@ def create_ops_router(services: Services) -> APIRouter:
         uptime_s = time.time() - services.started_at if services.started_at else 0.0
         return {"status": "ok", "uptime_s": round(uptime_s, 3)}
 
-    @router.get("/readyz", summary="Readiness: the scheduler accepts jobs")
+    @router.get("/readyz", summary="Readiness: jobs accepted and the start-up models loaded")
     async def readyz() -> JSONResponse:
-        ready = services.scheduler.accepting
+        accepting = services.scheduler.accepting
+        models = services.models.warm_up_status()
+        ready = accepting and bool(models["ready"])
         code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
-        body = {"status": "ready" if ready else "not ready", "scheduler_accepting": ready}
+        body = {
+            "status": "ready" if ready else "not ready",
+            "scheduler_accepting": accepting,
+            "models": models,
+        }
         return JSONResponse(body, status_code=code)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -89,7 +89,8 @@ class Resampler:
             self._buf_start += drop
         if not pieces:
             return np.zeros(0, dtype=np.float32)
-        return np.concatenate(pieces).astype(np.float32, copy=False)
+        out: np.ndarray = np.concatenate(pieces).astype(np.float32, copy=False)
+        return out
 
 
 def resample(samples: np.ndarray, in_hz: int, out_hz: int) -> np.ndarray:
@@ -97,14 +98,16 @@ def resample(samples: np.ndarray, in_hz: int, out_hz: int) -> np.ndarray:
     if in_hz == out_hz:
         return _as_float(samples)
     r = Resampler(in_hz, out_hz)
-    return np.concatenate([r.process(samples), r.flush()])
+    out: np.ndarray = np.concatenate([r.process(samples), r.flush()])  # Any under numpy<2
+    return out
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:
     """float -1..1 to int16 with clipping; int16 passes through."""
     if samples.dtype == np.int16:
         return samples
-    return np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
+    out: np.ndarray = np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
+    return out
 
 
 def _as_float(samples: np.ndarray) -> np.ndarray:

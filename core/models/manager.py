@@ -10,6 +10,11 @@ background task unloads models idle for longer than their ``idle_unload_s``. A f
 raised (as ModelLoadError) to the jobs waiting for it and kept for :meth:`snapshot`; other
 models are unaffected and the next use retries.
 
+Warm start: :meth:`ModelManager.start_warm_up` (called by the app at start-up) loads the
+``warm_start_models`` in an owned background task, all at once (the scheduler's ``cpu`` slots
+bound how many load together); :meth:`ModelManager.warm_up_status` says whether they are all
+loaded, which ``/readyz`` reports.
+
 Backends are built by factories ``(kind settings, cache_dir) -> ModelBackend``; the defaults
 are the ``create_*`` registries, and tests inject doubles through ``factories=``.
 
@@ -29,6 +34,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +73,46 @@ def default_factories() -> dict[str, Factory]:
     }
 
 
+@dataclass(slots=True)
+class WarmUp:
+    """Progress of the start-up load of the warm-start models."""
+
+    enabled: bool
+    models: tuple[str, ...]
+    started: bool = False
+    loaded: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    started_mono: float | None = None
+    finished_mono: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return not self.enabled or self.finished_mono is not None
+
+    @property
+    def ready(self) -> bool:
+        """Every warm-start model loaded (always true with warm start off)."""
+        return not self.enabled or (self.done and not self.errors)
+
+    def to_dict(self) -> dict[str, object]:
+        took = None
+        if self.started_mono is not None and self.finished_mono is not None:
+            took = round(self.finished_mono - self.started_mono, 3)
+        return {
+            "warm_start": self.enabled,
+            "ready": self.ready,
+            "models": list(self.models),
+            "loaded": list(self.loaded),
+            "loading": [
+                n
+                for n in self.models
+                if self.started and n not in self.loaded and n not in self.errors
+            ],
+            "errors": dict(self.errors),
+            "seconds": took,
+        }
+
+
 class ModelManager:
     def __init__(
         self,
@@ -86,6 +132,8 @@ class ModelManager:
         }
         self._lock = threading.Lock()  # guards every entry's bookkeeping (jobs run on threads)
         self._idle_task: asyncio.Task[None] | None = None
+        self._warm_task: asyncio.Task[None] | None = None
+        self._warm = WarmUp(settings.warm_start, tuple(settings.warm_start_models))
         self._closed = False
 
     # -- queries (any thread) -------------------------------------------------------------------
@@ -357,13 +405,56 @@ class ModelManager:
         )
         return bool(await self._scheduler.submit(run, spec=spec).result())
 
+    def warm_up_status(self) -> dict[str, object]:
+        """The start-up load: which warm-start models are loaded, loading or failed."""
+        with self._lock:
+            return self._warm.to_dict()
+
+    def start_warm_up(self) -> None:
+        """Start loading the warm-start models in the background (loop side; once)."""
+        if not self._warm.enabled or self._warm_task is not None or self._closed:
+            return
+        self._warm_task = asyncio.get_running_loop().create_task(
+            self.warm_up(), name="models.warm-up"
+        )
+
+    async def warm_up(self) -> None:
+        """Load every warm-start model; failures are recorded (and logged), not raised."""
+        warm = self._warm
+        with self._lock:
+            warm.started, warm.started_mono = True, time.monotonic()
+        log.info("warm start: loading %s", ", ".join(warm.models))
+
+        async def one(name: str) -> None:
+            try:
+                await self.load(name, owner="warm-start")
+            except XiaoyouError as exc:
+                with self._lock:
+                    warm.errors[name] = exc.message
+                log.warning("warm start: %s did not load: %s", name, exc.message)
+                return
+            with self._lock:
+                warm.loaded.append(name)
+
+        await asyncio.gather(*(one(name) for name in warm.models))
+        with self._lock:
+            warm.finished_mono = time.monotonic()
+        status = self.warm_up_status()
+        log.info(
+            "warm start: %s in %.1f s%s",
+            "ready" if status["ready"] else "incomplete",
+            status["seconds"],
+            f" (failed: {', '.join(warm.errors)})" if warm.errors else "",
+        )
+
     async def close(self) -> None:
-        """Stop the idle sweeper and unload every model."""
+        """Stop the warm-up and the idle sweeper, and unload every model."""
         self._closed = True
-        task, self._idle_task = self._idle_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=self._settings.close_timeout_s)
+        for task in (self._warm_task, self._idle_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task}, timeout=self._settings.close_timeout_s)
+        self._warm_task = self._idle_task = None
         for entry in self._entries.values():
             if entry.remote:
                 await self._close_remote(entry, only_idle=False)

@@ -59,6 +59,8 @@ class ModelEntry:
         remote = bool(getattr(settings, "remote", False))
         if remote and idle is None:
             idle = 0.0  # nothing to reclaim: keep the client (and its connections) warm
+        if idle is None and models.warm(name):
+            idle = 0.0  # loaded at start-up to be ready: it stays loaded
         return cls(
             name=name,
             settings=settings,

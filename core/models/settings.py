@@ -3,11 +3,14 @@
 One sub-object per model kind (its provider, device, declared ``footprint_mb`` and
 ``idle_unload_s``) plus the knobs of :class:`core.models.manager.ModelManager`.
 ``idle_unload_s`` of a kind: ``None`` takes ``default_idle_unload_s``; ``0`` never unloads.
+With ``warm_start`` on, the ``warm_start_models`` load at start-up and (unless their own
+``idle_unload_s`` says otherwise) stay loaded: the first voice turn after start or after a quiet
+hour is as fast as any other.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from core.models.asr import AsrSettings
 from core.models.llm import LlmSettings
@@ -56,6 +59,29 @@ class ModelsSettings(BaseModel):
     )
     close_timeout_s: float = Field(5.0, ge=0, description="close(): wait for the idle task")
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
+    warm_start: bool = Field(
+        True,
+        description="load warm_start_models at start-up (readiness waits for them); false: "
+        "every model loads on first use",
+    )
+    warm_start_models: list[str] = Field(
+        default_factory=lambda: ["vad", "asr", "llm", "tts"],
+        description="the models loaded at start-up (the embedded voice and chat defaults); "
+        "they are not idle-unloaded unless their own idle_unload_s is set",
+    )
+
+    @field_validator("warm_start_models")
+    @classmethod
+    def _known_models(cls, names: list[str]) -> list[str]:
+        known = ("vad", "asr", "llm", "tts", "vl", "sd")
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; known: {list(known)}")
+        return list(dict.fromkeys(names))
+
+    def warm(self, name: str) -> bool:
+        """Whether ``name`` is loaded at start-up."""
+        return self.warm_start and name in self.warm_start_models
 
 
 def with_remote_resources(

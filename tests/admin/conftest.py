@@ -36,9 +36,13 @@ class FakeModels:
         }
         self.broken = {"sd": "weights file /models/sd/unet.safetensors is corrupt"}
         self.last_owner = ""
+        self.warm: dict[str, object] = {"warm_start": True, "ready": True, "errors": {}}
 
     def snapshot(self) -> list[dict[str, object]]:
         return [dict(e) for e in self.entries.values()]
+
+    def warm_up_status(self) -> dict[str, object]:
+        return dict(self.warm)
 
     async def load(
         self, name: str, *, lane: Lane = Lane.INTERACTIVE, owner: str = "system"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,9 +12,12 @@ import pytest
 
 from bot.admin.routes import TRACE_CHUNK, _jsonl_chunks
 from core.errors import JobCancelled
+from core.models.manager import ModelManager
+from core.models.settings import ModelsSettings
 from core.scheduler import JobSpec, JobStatus, Lane, Scheduler
 from core.services import Services
-from tests.admin.conftest import AUTH, TOKEN, Blocker, double, run_some
+from tests.admin.conftest import AUTH, TOKEN, Blocker, double, make_app, run_some
+from tests.models_llm.conftest import FakeBackend
 
 
 async def test_stats_count_real_jobs(client: httpx.AsyncClient, scheduler: Scheduler) -> None:
@@ -242,3 +246,58 @@ async def test_dashboard_page_is_served(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "<canvas" in r.text and "/admin/stats" in r.text and "Bearer" in r.text
     assert TOKEN not in r.text  # the page carries no secret; the browser supplies it
+
+
+async def _ready_after_warm_up(
+    services: Services, *, fail: bool
+) -> tuple[list[httpx.Response], FakeBackend]:
+    """/readyz before the warm start, while it loads (0.3 s) and once it has finished."""
+    llm = FakeBackend(load_delay_s=0.3, fail_loads=1 if fail else 0)
+    services.models = ModelManager(
+        ModelsSettings(warm_start_models=["vad", "llm"]),
+        services.scheduler,
+        Path("unused"),
+        factories={"llm": lambda _s, _c: llm, "vad": lambda _s, _c: FakeBackend()},
+    )
+    seen = []
+    transport = httpx.ASGITransport(app=make_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as client:
+        seen.append(await client.get("/readyz"))
+        services.models.start_warm_up()
+        await asyncio.sleep(0.1)
+        seen.append(await client.get("/readyz"))
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if services.models.warm_up_status()["seconds"] is not None:
+                break
+        seen.append(await client.get("/readyz"))
+    await services.models.close()
+    return seen, llm
+
+
+async def test_readiness_waits_for_the_warm_start_models(services: Services) -> None:
+    (before, loading, after), llm = await _ready_after_warm_up(services, fail=False)
+    assert before.status_code == 503 and before.json()["models"]["ready"] is False
+    assert loading.status_code == 503 and "llm" in loading.json()["models"]["loading"]
+    assert after.status_code == 200 and after.json()["status"] == "ready"
+    assert sorted(after.json()["models"]["loaded"]) == ["llm", "vad"] and llm.loads == 1
+
+
+async def test_readiness_reports_a_warm_start_model_that_failed(services: Services) -> None:
+    (_, _, after), _ = await _ready_after_warm_up(services, fail=True)
+    assert after.status_code == 503 and after.json()["scheduler_accepting"] is True
+    assert "corrupt weights" in after.json()["models"]["errors"]["llm"]
+    assert after.json()["models"]["loaded"] == ["vad"]
+
+
+async def test_readiness_without_warm_start_needs_no_model(services: Services) -> None:
+    services.models = ModelManager(
+        ModelsSettings(warm_start=False), services.scheduler, Path("unused")
+    )
+    services.models.start_warm_up()
+    transport = httpx.ASGITransport(app=make_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as client:
+        r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["models"]["warm_start"] is False
+    assert not any(row["loaded"] for row in services.models.snapshot())
+    await services.models.close()

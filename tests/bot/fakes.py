@@ -118,9 +118,16 @@ class FakeInference:
 class FakeModels:
     loaded: list[dict[str, object]] = field(default_factory=list)
     closed: bool = False
+    warm_started: bool = False
 
     def snapshot(self) -> list[dict[str, object]]:
         return list(self.loaded)
+
+    def start_warm_up(self) -> None:
+        self.warm_started = True
+
+    def warm_up_status(self) -> dict[str, object]:
+        return {"warm_start": True, "ready": self.warm_started, "models": [], "errors": {}}
 
     async def close(self) -> None:
         self.closed = True

