@@ -141,6 +141,9 @@ def _describe_voice(tts: BaseModel, provider: str) -> str:
     if provider == "espeak":
         return f"espeak-ng，{getattr(tts, 'espeak_voice', '')}"
     own = getattr(tts, provider, None)
+    voices = getattr(own, "voices", None)
+    if isinstance(voices, dict):  # a voice per language (edge)
+        return f"{provider}（{'，'.join(f'{k} → {v}' for k, v in voices.items())}）"
     if isinstance(own, BaseModel) and hasattr(own, "base_url"):
         return f"{provider} {own.base_url}"
     return provider
@@ -197,6 +200,9 @@ def _tts_languages(tts: BaseModel) -> str:
     if provider == "espeak":
         return str(getattr(tts, "espeak_voice", "?"))
     own = getattr(tts, provider, None)
+    voices = getattr(own, "voices", None)
+    if isinstance(voices, dict):
+        return "、".join(voices)
     for field in ("text_lang", "language", "voice"):
         if isinstance(own, BaseModel) and hasattr(own, field):
             return str(getattr(own, field))

@@ -87,6 +87,14 @@ def test_summary_names_models_and_languages() -> None:
     assert "/models/qwen.gguf" in custom and "画图 SD：/models/sd15" in custom
 
 
+def test_providers_are_named_never_guessed() -> None:
+    remote = startup_summary(build_settings(models={"llm": {"provider": "ollama"}}))
+    assert "对话模型 LLM：ollama http://127.0.0.1:11434，模型 qwen2.5:7b-instruct" in remote
+    edge = startup_summary(build_settings(models={"tts": {"provider": "edge"}}))
+    assert "语音合成 TTS：edge（zh → zh-CN-XiaoxiaoNeural，en → en-US-AriaNeural）" in edge
+    assert "语音合成：zh、en" in edge
+
+
 def test_wildcard_host_and_public_device_url() -> None:
     settings = build_settings(
         server={"host": "0.0.0.0", "port": 8080},
