@@ -56,8 +56,11 @@ class FakeInference:
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        max_sentences: int | None = None,
     ) -> JobHandle[str]:
-        self.calls.append(Call("chat", (list(messages), max_tokens, temperature), lane, owner))
+        self.calls.append(
+            Call("chat", (list(messages), max_tokens, temperature, max_sentences), lane, owner)
+        )
 
         async def work(ctx: JobContext) -> None:
             for piece in self.chat_pieces:
