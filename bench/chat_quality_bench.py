@@ -5,8 +5,8 @@
 
 Each prompt of ``bench/data/chat_prompts.json`` (Chinese and English) goes through the real
 Inference facade (scheduler job, context fitting, reply guard) with the QQ plugin's persona,
-message shape (``名字: 内容`` plus the reply-language hint), reply bounds and temperature, as a
-fresh conversation. A reply is *clean* when it is non-empty, in the prompt's language, has no
+message shape (the bare text plus the reply-language hint), reply bounds and temperature, as
+a fresh conversation. A reply is *clean* when it is non-empty, in the prompt's language, has no
 degenerate repetition left in it and does not echo the system prompt (checked on the text that
 was sent, independently of the guard). Per model: the clean share, the share in the right
 language, how often the guard ended a reply (and why), first-piece and whole-reply p50/p90.
@@ -130,7 +130,7 @@ async def run_model(
     replies: list[Reply] = []
     try:
         for item in prompts:
-            content = f"{item['speaker']}: {item['text']}"
+            content = item["text"]  # the plugin's default: no speaker prefix
             if hint:
                 content = with_language_hint(content)
             messages = [ChatMessage("system", DEFAULT_PERSONA), ChatMessage("user", content)]

@@ -6,8 +6,10 @@ quality benchmark uses the same persona and prompt shape as the bot).
 - :func:`language_of`: "zh" when the text is mostly hanzi, "en" when mostly Latin letters.
 - :func:`with_language_hint`: the user message with a short reply-language reminder appended
   (small models follow the last instruction best; the stored history keeps the bare text).
-- :func:`strip_speaker_prefix`: group messages reach the model as ``名字: 内容``, and small
-  models imitate that (``阿明: 今天天气晴朗``); the prefix is removed from the reply.
+- :func:`strip_speaker_prefix`: when group messages reach the model as ``名字: 内容``
+  (``speaker_in_prompt``), small models imitate that (``阿明: 今天天气晴朗``); the prefix is
+  removed from the reply. By default the model sees the bare text: with the name prefix the
+  0.5B default copied it into most replies and mixed up who is who ("你是谁？" → "老王: 你是李华").
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from __future__ import annotations
 import re
 
 DEFAULT_PERSONA = (
-    "你是小优，QQ 群里友好、简洁的聊天助手。用对方说话的语言回答：对方说中文就用简体中文，"
-    "对方说英文就用英文。回答简短自然，一般一到三句话，不要重复自己说过的话。"
-    "群消息的格式是“名字: 内容”，回答时不要加名字前缀。"
+    "你是小优，一个友好、乐于助人的 QQ 群聊助手。认真回答群友的问题，回答简短自然，一到三句话。"
+    "用对方的语言回答。"
 )
 LANGUAGE_HINTS = {
     "zh": "（请用简体中文回答）",

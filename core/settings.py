@@ -81,6 +81,9 @@ class DeviceSettings(BaseModel):
     max_utterance_s: float = Field(30.0, gt=0)
     max_exchanges: int = Field(6, ge=0, description="conversation memory per device")
     max_reply_tokens: int | None = Field(96, ge=1, description="None: the model's default")
+    max_reply_sentences: int | None = Field(
+        3, ge=1, description="a spoken reply ends after this many sentences (None: no bound)"
+    )
     language: str | None = Field(None, description="ASR language; None: detect")
     firmware_version: str = Field("0.0.0", description="OTA: the newest firmware offered")
     firmware_url: str = Field("", description="OTA: where to download it (empty: no update)")

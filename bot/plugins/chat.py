@@ -34,6 +34,9 @@ class ChatConfig(BaseModel):
         default_factory=lambda: dict(LANGUAGE_HINTS),
         description="appended to the new message by its language (zh, en); {} turns them off",
     )
+    speaker_in_prompt: bool = Field(
+        False, description="group messages reach the model as '名字: 内容' (small models copy it)"
+    )
     max_context_messages: int = Field(
         20, ge=0, le=200, description="past messages kept per chat (then fitted by tokens)"
     )
@@ -82,7 +85,8 @@ async def handle_chat(matcher: Matcher, event: MessageEvent) -> None:
     runtime = get_runtime()
     key = conversation_key(event)
     speaker = display_name(event)
-    content = f"{speaker}: {text}" if isinstance(event, GroupMessageEvent) else text
+    named = config.speaker_in_prompt and isinstance(event, GroupMessageEvent)
+    content = f"{speaker}: {text}" if named else text
     question = ChatMessage("user", content)
     messages = [
         ChatMessage("system", config.persona),

@@ -29,11 +29,11 @@ from core.models.chat_context import fit_prompt
 from core.models.chat_guard import ReplyGuard
 from core.models.llm import ChatEvent, ChatMessage, Llm, RemoteLlm, ToolSpec
 from core.models.manager import ModelManager
-from core.models.sd import DrawRequest, ImageGenerator
+from core.models.sd import DrawRequest, ImageGenerator, sd_configured
 from core.models.settings import ModelsSettings
 from core.models.tts import PcmChunk, RemoteTts, Tts
 from core.models.vad import Vad, VadModel
-from core.models.vl import VisionLanguage
+from core.models.vl import VisionLanguage, vl_configured
 from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,15 @@ class Inference:
             stream_buffer=stream_buffer,
             label=label[:_LABEL_CHARS],
         )
+
+    def configured(self, model: str) -> bool:
+        """False when ``model`` ("sd", "vl") has no weights configured, so a request can be
+        answered at once instead of failing inside a job; the other kinds ship defaults."""
+        if model == "sd":
+            return sd_configured(self._settings.sd)
+        if model == "vl":
+            return vl_configured(self._settings.vl)
+        return True
 
     # -- voice activity ------------------------------------------------------------------------
     def new_vad(self) -> Vad:

@@ -42,6 +42,10 @@ class FakeInference:
     gate: asyncio.Event | None = None  # when set, draw jobs wait for it (queue/cancel tests)
     draw_delay_s: float = 0.0  # a slow draw (end-to-end test: chat must not wait for it)
     calls: list[Call] = field(default_factory=list)
+    not_configured: set[str] = field(default_factory=set)  # models without weights
+
+    def configured(self, model: str) -> bool:
+        return model not in self.not_configured
 
     def _fail(self, method: str) -> None:
         exc = self.errors.get(method)
