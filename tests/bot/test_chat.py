@@ -31,11 +31,11 @@ async def test_group_mention_gets_streamed_reply_with_context(
     assert messages[0].role == "system"
     assert messages[0].content == "你是测试机器人。"
     # the new message carries a reply-language reminder; the stored history keeps it bare
-    assert messages[-1].content == "阿明: 今天天气怎么样\n（请用简体中文回答）"
+    assert messages[-1].content == "今天天气怎么样\n（请用简体中文回答）"
     assert call.args[3] == 5  # the reply is bounded to a few sentences
     history = runtime.conversations.history("group:30003")
     assert [m.role for m in history] == ["user", "assistant"]
-    assert history[0].content == "阿明: 今天天气怎么样"
+    assert history[0].content == "今天天气怎么样"
     assert history[1].content == "你好，我是小优。"
 
 
@@ -149,5 +149,5 @@ async def test_english_message_gets_english_hint_and_speaker_prefix_is_removed(
         ctx.receive_event(bot, event)
         ctx.should_call_send(event, "Paris is the capital of France.", result={"message_id": 1})
     messages = inference.calls[-1].args[0]
-    assert messages[-1].content == "Bob: What is the capital of France?\n(Answer in English.)"
+    assert messages[-1].content == "What is the capital of France?\n(Answer in English.)"
     assert "用中文回答" not in messages[0].content  # the persona no longer forces Chinese
