@@ -3,7 +3,8 @@
 
     .venv/bin/python -m bench.llm_models_bench [--runs 3] [--tokens 64] [--sd-steps 8]
 
-1. SmolLM2-135M (llama.cpp, embedded GGUF): time to first token, tokens/s
+1. SmolLM2-135M (llama.cpp, embedded GGUF): time to first token, tokens/s (the Qwen default
+   against SmolLM2 on chat quality: bench/chat_quality_bench.py)
 2. tiny random Qwen2-VL: time per generated token
 3. tiny random SD 1.5 pipeline: time per denoising step at 64x64
 4. load time and memory (process RSS delta) of each model
@@ -116,13 +117,13 @@ async def main(runs: int, tokens: int, sd_steps: int) -> list[Row]:
         vl_dir = build_tiny_qwen2vl(Path(tmp) / "vl")
         sd_dir = build_tiny_sd(Path(tmp) / "sd")
         settings = ModelsSettings(
-            llm=LlmSettings(n_threads=2, n_ctx=1024, temperature=0.0),
+            llm=LlmSettings(n_threads=2, n_ctx=1024, temperature=0.0, embedded="smollm2-135m"),
             vl=VlSettings(model_dir=vl_dir, max_tokens=tokens),
             sd=SdSettings(model_dir=sd_dir),
         )
         loaded: dict[str, ModelBackend] = {}
         for name, make in (
-            ("llm", lambda: create_llm(settings.llm)),
+            ("llm", lambda: create_llm(settings.llm, Path(tmp))),
             ("vl", lambda: create_vl(settings.vl)),
             ("sd", lambda: create_sd(settings.sd)),
         ):

@@ -123,13 +123,29 @@ class QuotaBook:
         if daily_limit > 0 and self._count.get(key, 0) >= daily_limit:
             raise QuotaExceeded(f"今天的 {daily_limit} 次额度已用完，明天再来吧", retryable=False)
 
-    def record(self, key: str) -> None:
+    def record(self, key: str) -> float | None:
+        """Count one use now; returns the previous use's time, for :meth:`refund`."""
         self._roll()
+        previous = self._last_s.get(key)
         self._last_s[key] = self._clock()
         self._last_s.move_to_end(key)
         while len(self._last_s) > MAX_QUOTA_KEYS:
             self._last_s.popitem(last=False)
         self._count[key] = self._count.get(key, 0) + 1
+        return previous
+
+    def refund(self, key: str, previous: float | None) -> None:
+        """Undo :meth:`record` for a job that failed: the count and the cooldown go back."""
+        self._roll()
+        count = self._count.get(key, 0)
+        if count > 1:
+            self._count[key] = count - 1
+        else:
+            self._count.pop(key, None)
+        if previous is None:
+            self._last_s.pop(key, None)
+        else:
+            self._last_s[key] = previous
 
     def used_today(self, key: str) -> int:
         self._roll()

@@ -100,6 +100,9 @@ class DeviceSettings(BaseModel):
         DEVICE_SYSTEM_PROMPT, min_length=1, description="the voice assistant's system prompt"
     )
     max_reply_tokens: int | None = Field(96, ge=1, description="None: the model's default")
+    max_reply_sentences: int | None = Field(
+        3, ge=1, description="a spoken reply ends after this many sentences (None: no bound)"
+    )
     language: str | None = Field(
         None, description="ASR language, e.g. 'zh'; None: detect per utterance (auto)"
     )

@@ -72,6 +72,7 @@ class DeviceHub:
                 frame_ms=s.frame_ms,
                 lead_ms=s.lead_ms,
                 max_tokens=s.max_reply_tokens,
+                max_sentences=s.max_reply_sentences,
                 language=s.language,
                 first_chunk_chars=s.first_chunk_chars,
                 cancel_timeout_s=s.close_timeout_s,

@@ -41,6 +41,7 @@ class VoiceInference(Protocol):
         max_tokens: int | None = None,
         temperature: float | None = None,
         stream_buffer: int | None = None,
+        max_sentences: int | None = None,
     ) -> JobHandle[Any]: ...
 
     def speak(

@@ -88,6 +88,7 @@ class TurnConfig:
     frame_ms: int = 60
     lead_ms: int = 300
     max_tokens: int | None = None
+    max_sentences: int | None = 3  # a spoken reply: one to three short sentences
     language: str | None = None
     first_chunk_chars: int = 40  # see SentenceSegmenter.first_max_chars
     cancel_timeout_s: float = 2.0
@@ -299,6 +300,7 @@ class Turn:
             owner=cfg.owner,
             max_tokens=cfg.max_tokens,
             stream_buffer=LLM_AHEAD_PIECES,
+            max_sentences=cfg.max_sentences,
         )
         self._handles.append(handle)
         async for piece in handle.stream():

@@ -8,6 +8,7 @@ the plugin: ``create_app(..., plugin_config={"draw": {"daily_quota": 5}})``, or 
 """
 
 PLUGINS = (
+    "bot.plugins.help",
     "bot.plugins.status",
     "bot.plugins.cancel",
     "bot.plugins.draw",

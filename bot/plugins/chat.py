@@ -1,12 +1,17 @@
 """chat: answer when @-mentioned, replied to or called by nickname; ``/reset`` forgets context.
 
 The reply is streamed from the LLM in the INTERACTIVE lane and sent as one message (split
-at natural boundaries when long). Context is bounded per group (private: per user).
+at natural boundaries when long). Context is bounded per group (private: per user) by message
+count here and, per request, by tokens in the facade (oldest exchanges left out), so a long
+conversation never overflows the model's context. The persona asks for the user's language;
+a short reminder of the language the message is in is appended to the new message only.
+Replies are bounded to ``max_sentences`` sentences, and a ``名字:`` prefix the model may copy
+from the group-message format is removed.
 """
 
 from __future__ import annotations
 
-from nonebot import get_plugin_config, on_command, on_message
+from nonebot import get_driver, get_plugin_config, on_command, on_message
 from nonebot.adapters.onebot.v11 import GroupMessageEvent, MessageEvent
 from nonebot.log import logger
 from nonebot.matcher import Matcher
@@ -14,6 +19,7 @@ from nonebot.plugin import PluginMetadata
 from nonebot.rule import to_me
 from pydantic import BaseModel, Field
 
+from bot.chat_text import DEFAULT_PERSONA, LANGUAGE_HINTS, strip_speaker_prefix, with_language_hint
 from bot.events import conversation_key, display_name, explicit_command, owner_of, user_key
 from bot.replies import GENERIC_FAILURE, describe_error, split_text
 from bot.runtime import get_runtime
@@ -23,12 +29,19 @@ from core.scheduler import Lane
 
 
 class ChatConfig(BaseModel):
-    persona: str = Field(
-        "你是小优，一个友好、简洁的 QQ 群聊助手。用中文回答，除非对方用别的语言。",
-        description="system prompt",
+    persona: str = Field(DEFAULT_PERSONA, description="system prompt")
+    language_hints: dict[str, str] = Field(
+        default_factory=lambda: dict(LANGUAGE_HINTS),
+        description="appended to the new message by its language (zh, en); {} turns them off",
     )
-    max_context_messages: int = Field(20, ge=0, le=200, description="past messages kept per chat")
-    max_tokens: int = Field(512, ge=16, le=8192)
+    speaker_in_prompt: bool = Field(
+        False, description="group messages reach the model as '名字: 内容' (small models copy it)"
+    )
+    max_context_messages: int = Field(
+        20, ge=0, le=200, description="past messages kept per chat (then fitted by tokens)"
+    )
+    max_tokens: int = Field(256, ge=16, le=8192)
+    max_sentences: int | None = Field(5, ge=1, description="a reply ends after this many")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_message_chars: int = Field(800, ge=50, le=4500, description="characters per QQ message")
     max_messages: int = Field(3, ge=1, le=10, description="messages one reply may be split into")
@@ -54,6 +67,10 @@ reset = on_command("reset", aliases={"重置"}, rule=explicit_command(), priorit
 chat = on_message(rule=to_me(), priority=90, block=True)
 
 
+def _bot_names() -> list[str]:
+    return ["小优", "xiaoyou", *get_driver().config.nickname]
+
+
 @reset.handle()
 async def handle_reset(matcher: Matcher, event: MessageEvent) -> None:
     forgot = get_runtime().conversations.reset(conversation_key(event))
@@ -67,12 +84,14 @@ async def handle_chat(matcher: Matcher, event: MessageEvent) -> None:
         await matcher.finish(config.empty_mention_reply)
     runtime = get_runtime()
     key = conversation_key(event)
-    content = f"{display_name(event)}: {text}" if isinstance(event, GroupMessageEvent) else text
+    speaker = display_name(event)
+    named = config.speaker_in_prompt and isinstance(event, GroupMessageEvent)
+    content = f"{speaker}: {text}" if named else text
     question = ChatMessage("user", content)
     messages = [
         ChatMessage("system", config.persona),
         *runtime.conversations.history(key),
-        question,
+        ChatMessage("user", with_language_hint(content, config.language_hints)),
     ]
     try:
         handle = runtime.services.inference.chat(
@@ -81,9 +100,11 @@ async def handle_chat(matcher: Matcher, event: MessageEvent) -> None:
             owner=owner_of(event),
             max_tokens=config.max_tokens,
             temperature=config.temperature,
+            max_sentences=config.max_sentences,
         )
         runtime.jobs.add(user_key(event), handle)
         answer = "".join([piece async for piece in handle.stream()]).strip()
+        answer = strip_speaker_prefix(answer, [speaker, *_bot_names()]).strip()
     except XiaoyouError as exc:
         logger.warning(f"chat failed for {owner_of(event)}: {exc!r}")
         await matcher.finish(describe_error(exc))

@@ -2,7 +2,9 @@
 
 Runs in the BACKGROUND lane. The user gets an immediate "queued, N ahead of you" reply, then
 the picture as a base64 JPEG compressed to stay well under OneBot send-size timeouts. A
-blocked-word list, a per-user cooldown and a daily quota guard the GPU.
+blocked-word list, a per-user cooldown and a daily quota guard the GPU; a drawing that fails
+or is cancelled gives its quota back. Without configured weights the command answers at once
+that drawing is not set up (no queue message, no quota used).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ config = get_plugin_config(Config).draw
 
 draw = on_command("draw", aliases={"画"}, rule=explicit_command(), priority=10, block=True)
 
+NOT_CONFIGURED = "画图功能未配置：管理员还没有设置 Stable Diffusion 模型（models.sd.model_dir）。"
 _NEG_FLAG = re.compile(r"(?:^|\s)(?:--neg|--negative|负面[:：]?)\s*", re.IGNORECASE)
 
 
@@ -78,10 +81,20 @@ def blocked_word(text: str, words: list[str]) -> str | None:
     return next((w for w in words if w and w.casefold() in lowered), None)
 
 
+async def _refund(quota_key: str, previous_use: float | None) -> None:
+    """A failed or cancelled drawing costs no quota."""
+    quotas = get_runtime().quotas
+    quotas.refund(quota_key, previous_use)
+    await quotas.persist()
+
+
 @draw.handle()
 async def handle_draw(
     matcher: Matcher, event: MessageEvent, arg: Annotated[Message, CommandArg()]
 ) -> None:
+    runtime = get_runtime()
+    if not runtime.services.inference.configured("sd"):
+        await matcher.finish(NOT_CONFIGURED)
     prompt, negative = parse_prompt(arg.extract_plain_text())
     if not prompt:
         await matcher.finish(f"用法：\n{__plugin_meta__.usage}")
@@ -89,7 +102,6 @@ async def handle_draw(
         await matcher.finish(f"描述太长了（最多 {config.max_prompt_chars} 字）。")
     if blocked_word(f"{prompt}\n{negative}", config.blocked_words) is not None:
         await matcher.finish("描述里有不允许的内容，换个说法吧。")
-    runtime = get_runtime()
     quota_key = f"draw:{user_key(event)}"
     request = DrawRequest(
         prompt=prompt,
@@ -108,7 +120,7 @@ async def handle_draw(
         )
     except XiaoyouError as exc:  # QuotaExceeded, QueueFull, SchedulerClosed, ...
         await matcher.finish(describe_error(exc))
-    runtime.quotas.record(quota_key)
+    previous_use = runtime.quotas.record(quota_key)
     runtime.jobs.add(user_key(event), handle)
     await runtime.quotas.persist()
     ahead = runtime.services.scheduler.position(handle)  # queued jobs that start before it
@@ -124,8 +136,10 @@ async def handle_draw(
         )
     except XiaoyouError as exc:
         logger.warning(f"draw #{handle.id} failed: {exc!r}")
+        await _refund(quota_key, previous_use)
         await matcher.finish(MessageSegment.reply(event.message_id) + describe_error(exc))
     except Exception as exc:  # noqa: BLE001 - a bug in one job must not silence the bot
         logger.opt(exception=exc).error(f"draw #{handle.id} crashed")
+        await _refund(quota_key, previous_use)
         await matcher.finish(MessageSegment.reply(event.message_id) + GENERIC_FAILURE)
     await matcher.finish(MessageSegment.reply(event.message_id) + MessageSegment.image(jpeg))

@@ -2,6 +2,7 @@
 
 Triggers when the bot is addressed and an image is present. Incoming image URLs expire
 quickly, so they are downloaded at once (size limit, timeout) with ``get_image`` as fallback.
+Without configured weights it answers at once that the feature is not set up.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ __plugin_meta__ = PluginMetadata(
 config = get_plugin_config(Config).see
 
 
+NOT_CONFIGURED = "看图功能未配置：管理员还没有设置视觉模型（models.vl.model_dir）。"
+
+
 def first_image(event: MessageEvent) -> MessageSegment | None:
     """The first image in the message itself, else in the message it replies to."""
     for seg in event.message:
@@ -69,8 +73,10 @@ async def handle_see(bot: Bot, matcher: Matcher, event: MessageEvent) -> None:
     segment = first_image(event)
     if segment is None:  # the rule guarantees one; keep mypy and readers honest
         await matcher.finish()
-    question = event.get_plaintext().strip() or config.default_question
     runtime = get_runtime()
+    if not runtime.services.inference.configured("vl"):
+        await matcher.finish(MessageSegment.reply(event.message_id) + NOT_CONFIGURED)
+    question = event.get_plaintext().strip() or config.default_question
     try:
         image = await fetch_image(
             bot,

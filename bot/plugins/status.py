@@ -1,10 +1,13 @@
-"""status (superusers): scheduler lanes, queues, running jobs and loaded models, as one message."""
+"""status: superusers get scheduler lanes, queues, running jobs and loaded models as one
+message; anyone else gets a short public line (online, how busy, models loaded) and a note
+that the details are for superusers, never silence."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from nonebot import get_plugin_config, on_command
+from nonebot.adapters import Bot, Event
 from nonebot.matcher import Matcher
 from nonebot.permission import SUPERUSER
 from nonebot.plugin import PluginMetadata
@@ -24,7 +27,7 @@ class Config(BaseModel):
 
 __plugin_meta__ = PluginMetadata(
     name="status",
-    description="查看调度器和模型状态（仅超级用户）",
+    description="查看服务状态（详细信息仅超级用户）",
     usage="/status",
     type="application",
     config=Config,
@@ -37,7 +40,6 @@ status = on_command(
     "status",
     aliases={"状态"},
     rule=explicit_command(),
-    permission=SUPERUSER,
     priority=10,
     block=True,
 )
@@ -90,9 +92,24 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
+def render_public_status(stats: dict[str, Any], models: list[dict[str, Any]]) -> str:
+    lanes = stats.get("lanes", {}).values()
+    queued = sum(int(row.get("queued", 0)) for row in lanes)
+    running = sum(int(row.get("running", 0)) for row in stats.get("lanes", {}).values())
+    loaded = sum(1 for m in models if m.get("loaded"))
+    return (
+        f"小优在线：{running} 个任务进行中，{queued} 个排队；模型已加载 {loaded}/{len(models)}。"
+        "详细状态仅超级用户可查看。"
+    )
+
+
 @status.handle()
-async def handle_status(matcher: Matcher) -> None:
+async def handle_status(bot: Bot, event: Event, matcher: Matcher) -> None:
     services = get_runtime().services
+    if not await SUPERUSER(bot, event):
+        await matcher.finish(
+            render_public_status(services.scheduler.stats(), services.models.snapshot())
+        )
     text = render_status(
         services.scheduler.stats(),
         services.models.snapshot(),

@@ -17,6 +17,7 @@ denoising steps, and it resumes afterwards.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,14 +25,18 @@ import numpy as np
 
 from core.errors import ModelError
 from core.models.asr import Asr, RemoteAsr, Transcript
+from core.models.chat_context import fit_prompt
+from core.models.chat_guard import ReplyGuard
 from core.models.llm import ChatEvent, ChatMessage, Llm, RemoteLlm, ToolSpec
 from core.models.manager import ModelManager
-from core.models.sd import DrawRequest, ImageGenerator
+from core.models.sd import DrawRequest, ImageGenerator, sd_configured
 from core.models.settings import ModelsSettings
 from core.models.tts import PcmChunk, RemoteTts, Tts
 from core.models.vad import Vad, VadModel
-from core.models.vl import VisionLanguage
+from core.models.vl import VisionLanguage, vl_configured
 from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
+
+log = logging.getLogger(__name__)
 
 _LABEL_CHARS = 40
 
@@ -65,6 +70,15 @@ class Inference:
             stream_buffer=stream_buffer,
             label=label[:_LABEL_CHARS],
         )
+
+    def configured(self, model: str) -> bool:
+        """False when ``model`` ("sd", "vl") has no weights configured, so a request can be
+        answered at once instead of failing inside a job; the other kinds ship defaults."""
+        if model == "sd":
+            return sd_configured(self._settings.sd)
+        if model == "vl":
+            return vl_configured(self._settings.vl)
+        return True
 
     # -- voice activity ------------------------------------------------------------------------
     def new_vad(self) -> Vad:
@@ -115,9 +129,11 @@ class Inference:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stream_buffer: int | None = None,
+        max_sentences: int | None = None,
     ) -> JobHandle[str]:
         """A streaming job: ``handle.stream()`` yields text pieces; ``stream_buffer``: pieces
-        generated ahead of the consumer before the model waits (None: the scheduler's default)."""
+        generated ahead of the consumer before the model waits (None: the scheduler's default);
+        ``max_sentences``: the reply ends after that many sentences (None: no bound)."""
         handle: JobHandle[str] = self._chat(
             messages,
             tools=(),
@@ -126,6 +142,7 @@ class Inference:
             max_tokens=max_tokens,
             temperature=temperature,
             stream_buffer=stream_buffer,
+            max_sentences=max_sentences,
         )
         return handle
 
@@ -163,38 +180,86 @@ class Inference:
         max_tokens: int | None,
         temperature: float | None,
         stream_buffer: int | None,
+        max_sentences: int | None = None,
     ) -> JobHandle[Any]:
         llm_settings = self._settings.llm
         tokens = llm_settings.max_tokens if max_tokens is None else max_tokens
         temp = llm_settings.temperature if temperature is None else temperature
         history = list(messages)
         offered = list(tools)
+        system = history[0].content if history and history[0].role == "system" else ""
+
+        def new_guard() -> ReplyGuard | None:
+            if offered or not (llm_settings.guard_replies or max_sentences is not None):
+                return None
+            return ReplyGuard(
+                system_prompt=system if llm_settings.guard_replies else "",
+                max_sentences=max_sentences,
+                detect_loops=llm_settings.guard_replies,
+            )
 
         def run(ctx: JobContext) -> None:
             with self._manager.use("llm", Llm, ctx.checkpoint_blocking) as llm:
+                fitted = fit_prompt(
+                    history,
+                    n_ctx=llm.context_tokens() or llm_settings.n_ctx,
+                    max_tokens=tokens,
+                    count=llm.count_tokens,
+                )
+                ctx.checkpoint_blocking()
                 if offered:
                     pieces: Iterator[Any] = llm.stream_chat_events(
-                        history,
+                        fitted.messages,
                         tools=offered,
-                        max_tokens=tokens,
+                        max_tokens=fitted.reply_tokens,
                         temperature=temp,
                         check=ctx.checkpoint_blocking,
                     )
                 else:
                     pieces = llm.stream_chat(
-                        history, max_tokens=tokens, temperature=temp, check=ctx.checkpoint_blocking
+                        fitted.messages,
+                        max_tokens=fitted.reply_tokens,
+                        temperature=temp,
+                        check=ctx.checkpoint_blocking,
                     )
-                _emit_all(ctx, pieces)
+                guard = new_guard()
+                if guard is None:
+                    _emit_all(ctx, pieces)
+                else:
+                    _emit_guarded(ctx, pieces, guard)
 
         async def run_remote(ctx: JobContext) -> None:
             async with self._manager.use_async("llm", RemoteLlm) as llm:
-                events = llm.astream_chat(
-                    history, tools=offered, max_tokens=tokens, temperature=temp
+                fitted = fit_prompt(
+                    history,
+                    n_ctx=llm.context_tokens() or llm_settings.n_ctx,
+                    max_tokens=tokens,
+                    count=llm.count_tokens,
                 )
+                events = llm.astream_chat(
+                    fitted.messages,
+                    tools=offered,
+                    max_tokens=fitted.reply_tokens,
+                    temperature=temp,
+                )
+                guard = new_guard()
                 async with contextlib.aclosing(events):
                     async for event in events:
-                        if offered or isinstance(event, str):
-                            await ctx.emit(event)
+                        if guard is None:
+                            if offered or isinstance(event, str):
+                                await ctx.emit(event)
+                            continue
+                        if not isinstance(event, str):
+                            continue
+                        out = guard.push(event)
+                        if out:
+                            await ctx.emit(out)
+                        if guard.stop_reason is not None:
+                            log.debug("reply ended by the guard: %s", guard.stop_reason)
+                            return
+                    rest = guard.finish() if guard is not None else ""
+                    if rest:
+                        await ctx.emit(rest)
 
         last = history[-1].content if history else ""
         spec = self._spec(
@@ -268,6 +333,26 @@ def _emit_all(ctx: JobContext, items: Iterator[Any]) -> None:
             ctx.emit_blocking(item)
     finally:
         close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+def _emit_guarded(ctx: JobContext, pieces: Iterator[str], guard: ReplyGuard) -> None:
+    """Stream what ``guard`` lets through; once it stops the reply, close the model's stream
+    (llama.cpp stops generating)."""
+    try:
+        for piece in pieces:
+            out = guard.push(piece)
+            if out:
+                ctx.emit_blocking(out)
+            if guard.stop_reason is not None:
+                log.debug("reply ended by the guard: %s", guard.stop_reason)
+                return
+        rest = guard.finish()
+        if rest:
+            ctx.emit_blocking(rest)
+    finally:
+        close = getattr(pieces, "close", None)
         if close is not None:
             close()
 

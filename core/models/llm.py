@@ -2,7 +2,9 @@
 
 ``LlmSettings`` configures the one chat model; :func:`create_llm` is the explicit factory that
 maps ``provider`` to a backend class (imported lazily, so selecting one provider never imports
-another provider's native library).
+another provider's native library). A backend also says how long a text is in its tokens and
+how many tokens its context holds, so the facade can fit the history into the context
+(:mod:`core.models.chat_context`); the defaults are a conservative estimate and the settings.
 
 Providers: ``llamacpp`` (a local GGUF), ``openai`` (any OpenAI-compatible chat-completions
 server: vLLM, llama-server, Ollama's /v1, DeepSeek, DashScope compatible mode, GLM with
@@ -50,6 +52,10 @@ class ToolSpec:
     )
 
 
+# the GGUF chat models that ship in PyPI packages (core/models/llamacpp/embedded.py)
+EmbeddedLlm = Literal["qwen2.5-coder-0.5b", "smollm2-135m"]
+
+
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Literal["system", "user", "assistant", "tool"]
@@ -89,6 +95,16 @@ class Llm(ModelBackend):
             messages, max_tokens=max_tokens, temperature=temperature, check=check
         )
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's prompt. Default: a conservative estimate
+        (half a token per UTF-8 byte: ~1.5 per hanzi, ~0.5 per ASCII letter; real
+        tokenizers use fewer for both)."""
+        return estimate_tokens(text)
+
+    def context_tokens(self) -> int | None:
+        """The model's context window in tokens; None: unknown (the settings' ``n_ctx``)."""
+        return None
+
 
 class RemoteLlm(Llm):
     """An LLM behind a network API, driven from the event loop (see core.models.remote)."""
@@ -107,6 +123,11 @@ class RemoteLlm(Llm):
         """Text pieces and tool calls; cancelling the consumer closes the response."""
 
 
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free upper estimate of the tokens of ``text`` (see Llm.count_tokens)."""
+    return (len(text.encode("utf-8")) + 1) // 2
+
+
 class LlmSettings(BaseModel):
     """The chat model. ``llamacpp`` runs a local GGUF; ``openai`` talks to any OpenAI-compatible
     chat-completions API (vLLM, Ollama's /v1, DeepSeek, DashScope, GLM); ``ollama`` uses
@@ -114,7 +135,7 @@ class LlmSettings(BaseModel):
 
     PROVIDER_FIELDS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         **dict.fromkeys(
-            ("model_path", "n_ctx", "n_threads", "n_gpu_layers", "seed", "warmup"), ("llamacpp",)
+            ("model_path", "embedded", "n_threads", "n_gpu_layers", "seed", "warmup"), ("llamacpp",)
         ),
         **dict.fromkeys(
             (
@@ -134,13 +155,29 @@ class LlmSettings(BaseModel):
 
     provider: Literal["llamacpp", "openai", "ollama"] = "llamacpp"
     device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
-    footprint_mb: int = Field(400, ge=0, description="declared memory while loaded (VRAM on cuda)")
+    footprint_mb: int = Field(700, ge=0, description="declared memory while loaded (VRAM on cuda)")
     idle_unload_s: float | None = Field(None, gt=0, description="None: the models default")
     max_tokens: int = Field(256, ge=1, description="default reply length")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
+    repeat_penalty: float = Field(
+        1.1,
+        ge=1.0,
+        le=2.0,
+        description="penalty on recently generated tokens (1.0: off); small models loop without",
+    )
+    guard_replies: bool = Field(
+        True,
+        description="stop a reply at a repetition loop or an echo of the system prompt, and"
+        " never send the loop (core/models/chat_guard.py)",
+    )
     # llamacpp
-    model_path: Path | None = Field(None, description="a GGUF file; None: embedded SmolLM2-135M")
-    n_ctx: int = Field(2048, ge=256)
+    model_path: Path | None = Field(None, description="a GGUF file; None: the embedded model")
+    embedded: EmbeddedLlm = Field(
+        "qwen2.5-coder-0.5b",
+        description="the embedded GGUF when model_path is None: qwen2.5-coder-0.5b (Chinese and"
+        " English, assembled into the data dir on first use) or smollm2-135m (English only)",
+    )
+    n_ctx: int = Field(2048, ge=256, description="context window in tokens (openai: the server's)")
     n_threads: int = Field(2, ge=1, description="llama.cpp CPU threads (pass explicitly)")
     n_gpu_layers: int = Field(-1, description="layers offloaded when device is cuda (-1: all)")
     seed: int = 0
@@ -185,12 +222,13 @@ class LlmSettings(BaseModel):
         return self.provider in REMOTE_PROVIDERS
 
 
-def create_llm(settings: LlmSettings) -> Llm:
-    """The explicit provider registry for chat models."""
+def create_llm(settings: LlmSettings, cache_dir: Path = Path("data") / "models") -> Llm:
+    """The explicit provider registry for chat models. ``cache_dir`` holds assembled embedded
+    models (the manager passes ``<server.data_dir>/models``)."""
     if settings.provider == "llamacpp":
         from core.models.llamacpp.llm import LlamaCppLlm
 
-        return LlamaCppLlm(settings)
+        return LlamaCppLlm(settings, cache_dir=cache_dir)
     if settings.provider == "ollama":
         from core.models.ollama.llm import OllamaLlm
 

@@ -66,7 +66,7 @@ def default_factories() -> dict[str, Factory]:
     return {
         "vad": lambda s, _cache: create_vad(s),
         "asr": create_asr,
-        "llm": lambda s, _cache: create_llm(s),
+        "llm": create_llm,
         "tts": lambda s, _cache: create_tts(s),
         "vl": lambda s, _cache: create_vl(s),
         "sd": lambda s, _cache: create_sd(s),

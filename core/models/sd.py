@@ -53,6 +53,11 @@ class SdSettings(BaseModel):
     max_steps: int = Field(50, ge=1)
 
 
+def sd_configured(settings: SdSettings) -> bool:
+    """Whether weights are configured (without them every drawing fails at load)."""
+    return settings.model_dir is not None
+
+
 def create_sd(settings: SdSettings) -> ImageGenerator:
     """The explicit provider registry for image generators."""
     if settings.model_dir is None:

@@ -41,6 +41,11 @@ class VlSettings(BaseModel):
     system_prompt: str = "You are a helpful assistant."
 
 
+def vl_configured(settings: VlSettings) -> bool:
+    """Whether weights are configured (without them every question fails at load)."""
+    return settings.model_dir is not None
+
+
 def create_vl(settings: VlSettings) -> VisionLanguage:
     """The explicit provider registry for vision-language models."""
     if settings.model_dir is None:

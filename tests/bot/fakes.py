@@ -42,6 +42,10 @@ class FakeInference:
     gate: asyncio.Event | None = None  # when set, draw jobs wait for it (queue/cancel tests)
     draw_delay_s: float = 0.0  # a slow draw (end-to-end test: chat must not wait for it)
     calls: list[Call] = field(default_factory=list)
+    not_configured: set[str] = field(default_factory=set)  # models without weights
+
+    def configured(self, model: str) -> bool:
+        return model not in self.not_configured
 
     def _fail(self, method: str) -> None:
         exc = self.errors.get(method)
@@ -56,8 +60,11 @@ class FakeInference:
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        max_sentences: int | None = None,
     ) -> JobHandle[str]:
-        self.calls.append(Call("chat", (list(messages), max_tokens, temperature), lane, owner))
+        self.calls.append(
+            Call("chat", (list(messages), max_tokens, temperature, max_sentences), lane, owner)
+        )
 
         async def work(ctx: JobContext) -> None:
             for piece in self.chat_pieces:

@@ -30,9 +30,12 @@ async def test_group_mention_gets_streamed_reply_with_context(
     messages = call.args[0]
     assert messages[0].role == "system"
     assert messages[0].content == "你是测试机器人。"
-    assert messages[-1].content == "阿明: 今天天气怎么样"
+    # the new message carries a reply-language reminder; the stored history keeps it bare
+    assert messages[-1].content == "今天天气怎么样\n（请用简体中文回答）"
+    assert call.args[3] == 5  # the reply is bounded to a few sentences
     history = runtime.conversations.history("group:30003")
     assert [m.role for m in history] == ["user", "assistant"]
+    assert history[0].content == "今天天气怎么样"
     assert history[1].content == "你好，我是小优。"
 
 
@@ -53,7 +56,7 @@ async def test_context_is_bounded_and_reset_clears_it(app: App, runtime: BotRunt
         "你好，我是小优。",
         "第1句",
         "你好，我是小优。",
-        "第2句",
+        "第2句\n（请用简体中文回答）",
     ]
     assert len(runtime.conversations.history("user:20002")) == 4
     async with app.test_matcher(reset) as ctx:
@@ -131,3 +134,20 @@ async def test_empty_mention_gets_greeting(app: App, runtime: BotRuntime) -> Non
         ctx.receive_event(bot, event)
         ctx.should_call_send(event, "在呢～有什么可以帮你？", result={"message_id": 1})
     assert fake_inference(runtime).calls == []
+
+
+async def test_english_message_gets_english_hint_and_speaker_prefix_is_removed(
+    app: App, runtime: BotRuntime
+) -> None:
+    from bot.plugins.chat import chat
+
+    inference = fake_inference(runtime)
+    inference.chat_pieces = ["Bob", ": ", "Paris is the capital of France."]
+    async with app.test_matcher(chat) as ctx:
+        bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
+        event = group_event("What is the capital of France?", card="Bob")
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(event, "Paris is the capital of France.", result={"message_id": 1})
+    messages = inference.calls[-1].args[0]
+    assert messages[-1].content == "What is the capital of France?\n(Answer in English.)"
+    assert "用中文回答" not in messages[0].content  # the persona no longer forces Chinese

@@ -172,6 +172,43 @@ async def test_failed_draw_gets_error_reply(app: App, runtime: BotRuntime) -> No
             result={"message_id": 2},
         )
         ctx.should_finished(draw)
+    # a failed drawing costs no quota and starts no cooldown: the user may try again at once
+    assert runtime.quotas.used_today("draw:20002") == 0
+    runtime.quotas.check("draw:20002", cooldown_s=DRAW_COOLDOWN_S, daily_limit=2)
+
+
+async def test_failed_draw_keeps_an_earlier_cooldown(
+    app: App, runtime: BotRuntime, clock: FakeClock
+) -> None:
+    from bot.plugins.draw import draw
+
+    async def draw_once() -> None:
+        async with app.test_matcher(draw) as ctx:
+            bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
+            event = group_event("/draw 猫")
+            ctx.receive_event(bot, event)
+            ctx.should_call_send(event, Matching(anything), result={"message_id": 1})
+            ctx.should_call_send(event, Matching(anything), result={"message_id": 2})
+
+    await draw_once()  # succeeds
+    clock.now_s += DRAW_COOLDOWN_S + 1
+    fake_inference(runtime).errors["draw"] = InferenceError("out of memory")
+    await draw_once()  # fails: refunded
+    assert runtime.quotas.used_today("draw:20002") == 1
+
+
+async def test_draw_without_weights_says_so_at_once(app: App, runtime: BotRuntime) -> None:
+    from bot.plugins.draw import NOT_CONFIGURED, draw
+
+    fake_inference(runtime).not_configured.add("sd")
+    async with app.test_matcher(draw) as ctx:
+        bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
+        event = group_event("/draw 一只橘猫")
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(event, NOT_CONFIGURED, result={"message_id": 1})
+        ctx.should_finished(draw)
+    assert fake_inference(runtime).calls == []
+    assert runtime.quotas.used_today("draw:20002") == 0
 
 
 async def test_full_queue_gets_polite_reply(app: App, runtime: BotRuntime) -> None:

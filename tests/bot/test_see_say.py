@@ -183,3 +183,21 @@ async def test_say_rejects_long_text_and_reports_failures(app: App, runtime: Bot
             ctx.receive_event(bot, event)
             ctx.should_call_send(event, reply, result={"message_id": 1})
     assert len(fake_inference(runtime).calls) == 1
+
+
+async def test_see_without_weights_says_so_at_once(
+    app: App, runtime: BotRuntime, images: ImageServer
+) -> None:
+    from bot.plugins.see import NOT_CONFIGURED, see
+
+    images.routes[IMAGE_URL] = httpx.Response(200, content=png_bytes(8))
+    fake_inference(runtime).not_configured.add("vl")
+    async with app.test_matcher(see) as ctx:
+        bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
+        event = group_event(_image_message("这是什么？"))
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(
+            event, MessageSegment.reply(event.message_id) + NOT_CONFIGURED, result={"message_id": 1}
+        )
+        ctx.should_finished(see)
+    assert fake_inference(runtime).calls == [] and images.requests == []

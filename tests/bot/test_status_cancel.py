@@ -50,13 +50,23 @@ async def test_status_for_superuser_lists_lanes_jobs_and_models(
     assert len(text.seen) == 1
 
 
-async def test_status_refused_for_others(app: App, runtime: BotRuntime) -> None:
+async def test_status_for_others_is_short_and_public(app: App, runtime: BotRuntime) -> None:
     from bot.plugins.status import status
 
+    models = runtime.services.models
+    assert isinstance(models, FakeModels)
+    models.loaded.append({"name": "llm", "provider": "llamacpp", "device": "cpu", "loaded": True})
+    models.loaded.append({"name": "sd", "provider": "diffusers", "device": "cpu", "loaded": False})
     async with app.test_matcher(status) as ctx:
         bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
-        ctx.receive_event(bot, group_event("/status"))
-        ctx.should_not_pass_permission(status)
+        event = group_event("/status")
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(
+            event,
+            "小优在线：0 个任务进行中，0 个排队；模型已加载 1/2。详细状态仅超级用户可查看。",
+            result={"message_id": 1},
+        )
+        ctx.should_finished(status)
 
 
 async def test_cancel_stops_only_own_jobs(app: App, runtime: BotRuntime) -> None:

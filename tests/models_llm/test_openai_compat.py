@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,7 +85,7 @@ def make_llm(server: StandIn, **extra: Any) -> OpenAiCompatLlm:
     settings = LlmSettings(
         provider="openai", base_url=f"http://{host!s}:{port}", model="m", **extra
     )
-    llm = create_llm(settings)
+    llm = create_llm(settings, Path("unused"))
     assert isinstance(llm, OpenAiCompatLlm)
     return llm
 
@@ -135,7 +136,9 @@ def test_server_error_is_an_inference_error(server: StandIn) -> None:
 
 
 def test_unreachable_server_is_a_load_error() -> None:
-    llm = create_llm(LlmSettings(provider="openai", base_url="http://127.0.0.1:9", timeout_s=2))
+    llm = create_llm(
+        LlmSettings(provider="openai", base_url="http://127.0.0.1:9", timeout_s=2), Path("unused")
+    )
     with pytest.raises(ModelLoadError, match="not reachable"):
         llm.load()
 

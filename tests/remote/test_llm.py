@@ -198,7 +198,7 @@ async def test_remote_chat_needs_no_thread_and_no_cpu_slot(
         finally:
             release.set()
         await blocker.result()
-        assert pieces == WORDS
+        assert "".join(pieces) == "".join(WORDS)  # the reply guard may merge pieces
 
 
 async def test_remote_concurrency_is_bounded_by_its_resource(
@@ -222,7 +222,7 @@ async def test_remote_concurrency_is_bounded_by_its_resource(
         handles = [inf.chat(HI, lane=Lane.INTERACTIVE, owner=f"qq:{i}") for i in range(6)]
         results = await asyncio.gather(*(_all(h) for h in handles))
         watcher.cancel()
-    assert all(r == WORDS for r in results)
+    assert all("".join(r) == "".join(WORDS) for r in results)  # the guard may merge pieces
     assert peak == 2
 
 

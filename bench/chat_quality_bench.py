@@ -1,0 +1,302 @@
+"""Chat quality of the embedded LLMs on everyday group-chat questions, side by side in one run.
+
+    .venv/bin/python -m bench.chat_quality_bench [--models qwen2.5-coder-0.5b,smollm2-135m]
+        [--limit N] [--no-hint] [--show] [--save run.json]
+
+Each prompt of ``bench/data/chat_prompts.json`` (Chinese and English) goes through the real
+Inference facade (scheduler job, context fitting, reply guard) with the QQ plugin's persona,
+message shape (the bare text plus the reply-language hint), reply bounds and temperature, as
+a fresh conversation. A reply is *clean* when it is non-empty, in the prompt's language, has no
+degenerate repetition left in it and does not echo the system prompt (checked on the text that
+was sent, independently of the guard). Per model: the clean share, the share in the right
+language, how often the guard ended a reply (and why), first-piece and whole-reply p50/p90.
+The last table gives the first model's figures relative to the others'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.chat_text import (
+    DEFAULT_PERSONA,
+    LANGUAGE_HINTS,
+    language_of,
+    strip_speaker_prefix,
+    with_language_hint,
+)
+from core.models.chat_guard import _normalize
+from core.models.inference import Inference
+from core.models.llm import ChatMessage, LlmSettings
+from core.models.manager import ModelManager
+from core.models.settings import ModelsSettings
+from core.scheduler import Lane, Scheduler, SchedulerSettings
+
+PROMPTS = Path(__file__).resolve().parent / "data" / "chat_prompts.json"
+QQ_MAX_TOKENS = 256  # bot.plugins.chat ChatConfig defaults
+QQ_MAX_SENTENCES = 5
+QQ_TEMPERATURE = 0.7
+ECHO_CHARS = 12  # stricter than the guard: 12 normalized persona characters in a row
+LOOP_COMPRESSION = 2.4  # whisper's threshold for repetitive text
+
+
+@dataclass
+class Reply:
+    model: str
+    lang: str
+    prompt: str
+    text: str
+    first_s: float
+    total_s: float
+    right_language: bool
+    degenerate: bool
+    echo: bool
+    parrot: bool  # the reply only repeats the question
+    guard: str | None
+
+    @property
+    def clean(self) -> bool:
+        return (
+            bool(self.text)
+            and self.right_language
+            and not (self.degenerate or self.echo or self.parrot)
+        )
+
+
+class GuardLog(logging.Handler):
+    """Collects the facade's "reply ended by the guard: <reason>" debug records."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("reply ended by the guard: "):
+            self.reasons.append(message.rsplit(": ", 1)[1])
+
+
+def degenerate(text: str) -> bool:
+    sentences = [
+        _normalize(s) for s in text.replace("！", "。").replace("？", "。").split("。") if s
+    ]
+    keyed = [s for s in sentences if len(s) > 1]
+    if len(keyed) != len(set(keyed)):
+        return True
+    if (
+        len(text) >= 60
+        and len(text.encode()) / len(zlib.compress(text.encode())) > LOOP_COMPRESSION
+    ):
+        return True
+    return any(text.count(text[i : i + 8]) >= 3 for i in range(0, max(0, len(text) - 8)))
+
+
+def echoes(text: str, prompt: str) -> bool:
+    norm, persona = _normalize(text), _normalize(prompt)
+    return any(norm[i : i + ECHO_CHARS] in persona for i in range(len(norm) - ECHO_CHARS + 1))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run_model(
+    name: str,
+    prompts: list[dict[str, str]],
+    cache_dir: Path,
+    *,
+    hint: bool,
+    temperature: float,
+    log: GuardLog,
+) -> tuple[list[Reply], float]:
+    settings = ModelsSettings(llm=LlmSettings(embedded=name, n_threads=2))  # type: ignore[arg-type]
+    scheduler = Scheduler(SchedulerSettings(resources={"cpu": 2}, prewarm=False))
+    await scheduler.start()
+    manager = ModelManager(settings, scheduler, cache_dir)
+    inference = Inference(scheduler, manager, settings)
+    started = time.perf_counter()
+    await manager.load("llm")
+    load_s = time.perf_counter() - started
+    replies: list[Reply] = []
+    try:
+        for item in prompts:
+            content = item["text"]  # the plugin's default: no speaker prefix
+            if hint:
+                content = with_language_hint(content)
+            messages = [ChatMessage("system", DEFAULT_PERSONA), ChatMessage("user", content)]
+            before = len(log.reasons)
+            t0 = time.perf_counter()
+            first: float | None = None
+            pieces: list[str] = []
+            handle = inference.chat(
+                messages,
+                lane=Lane.INTERACTIVE,
+                owner="bench",
+                max_tokens=QQ_MAX_TOKENS,
+                temperature=temperature,
+                max_sentences=QQ_MAX_SENTENCES,
+            )
+            async for piece in handle.stream():
+                if first is None:
+                    first = time.perf_counter() - t0
+                pieces.append(piece)
+            total = time.perf_counter() - t0
+            text = strip_speaker_prefix("".join(pieces).strip(), [item["speaker"], "小优"])
+            replies.append(
+                Reply(
+                    model=name,
+                    lang=item["lang"],
+                    prompt=item["text"],
+                    text=text,
+                    first_s=first if first is not None else total,
+                    total_s=total,
+                    right_language=language_of(text) == item["lang"],
+                    degenerate=degenerate(text),
+                    echo=echoes(text, DEFAULT_PERSONA + "".join(LANGUAGE_HINTS.values())),
+                    parrot=_normalize(text) in (_normalize(item["text"]), _normalize(content)),
+                    guard=log.reasons[before] if len(log.reasons) > before else None,
+                )
+            )
+    finally:
+        await scheduler.stop()
+        await manager.close()
+    return replies, load_s
+
+
+def summary(replies: list[Reply], load_s: float) -> dict[str, Any]:
+    n = len(replies)
+    stops: dict[str, int] = {}
+    for r in replies:
+        if r.guard and r.guard != "max sentences":
+            stops[r.guard] = stops.get(r.guard, 0) + 1
+    return {
+        "load_s": load_s,
+        "clean": sum(r.clean for r in replies) / n,
+        "clean_zh": _share([r for r in replies if r.lang == "zh"]),
+        "clean_en": _share([r for r in replies if r.lang == "en"]),
+        "right_language": sum(r.right_language for r in replies) / n,
+        "degenerate": sum(r.degenerate for r in replies) / n,
+        "echo": sum(r.echo for r in replies) / n,
+        "parrot": sum(r.parrot for r in replies) / n,
+        "guard_stops": stops,
+        "first_p50_s": statistics.median(r.first_s for r in replies),
+        "first_p90_s": pct([r.first_s for r in replies], 0.9),
+        "total_p50_s": statistics.median(r.total_s for r in replies),
+        "total_p90_s": pct([r.total_s for r in replies], 0.9),
+        "chars_p50": statistics.median(len(r.text) for r in replies),
+    }
+
+
+def _share(replies: list[Reply]) -> float:
+    return sum(r.clean for r in replies) / len(replies) if replies else float("nan")
+
+
+def print_tables(results: dict[str, dict[str, Any]]) -> None:
+    names = list(results)
+    rows = [
+        ("clean, right language", "clean", "{:.0%}"),
+        ("  of Chinese prompts", "clean_zh", "{:.0%}"),
+        ("  of English prompts", "clean_en", "{:.0%}"),
+        ("right language", "right_language", "{:.0%}"),
+        ("degenerate left in reply", "degenerate", "{:.0%}"),
+        ("system prompt echoed", "echo", "{:.0%}"),
+        ("only repeats the question", "parrot", "{:.0%}"),
+        ("first piece p50 (s)", "first_p50_s", "{:.2f}"),
+        ("first piece p90 (s)", "first_p90_s", "{:.2f}"),
+        ("whole reply p50 (s)", "total_p50_s", "{:.2f}"),
+        ("whole reply p90 (s)", "total_p90_s", "{:.2f}"),
+        ("reply length p50 (chars)", "chars_p50", "{:.0f}"),
+        ("load (s)", "load_s", "{:.2f}"),
+    ]
+    print("| | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for label, key, fmt in rows:
+        print(f"| {label} | " + " | ".join(fmt.format(results[n][key]) for n in names) + " |")
+    print(
+        "| guard ended a reply (why) | "
+        + " | ".join(
+            ", ".join(f"{k} {v}" for k, v in results[n]["guard_stops"].items()) or "—"
+            for n in names
+        )
+        + " |"
+    )
+    if len(names) > 1:
+        base = names[0]
+        b = results[base]
+        for other in names[1:]:
+            o = results[other]
+            print(
+                f"\n{base} / {other}: clean {b['clean'] / max(o['clean'], 1e-9):.2f}x,"
+                f" whole reply p50 {b['total_p50_s'] / o['total_p50_s']:.2f}x,"
+                f" first piece p50 {b['first_p50_s'] / o['first_p50_s']:.2f}x"
+            )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="qwen2.5-coder-0.5b,smollm2-135m")
+    parser.add_argument("--limit", type=int, default=0, help="first N prompts of each language")
+    parser.add_argument("--no-hint", action="store_true", help="no reply-language hint")
+    parser.add_argument("--show", action="store_true", help="print every reply")
+    parser.add_argument("--temperature", type=float, default=QQ_TEMPERATURE)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="assembled models")
+    parser.add_argument("--save", type=Path, default=None)
+    args = parser.parse_args()
+    prompts: list[dict[str, str]] = json.loads(PROMPTS.read_text(encoding="utf-8"))["prompts"]
+    if args.limit:
+        by_lang = {lang: [p for p in prompts if p["lang"] == lang] for lang in ("zh", "en")}
+        prompts = [p for group in by_lang.values() for p in group[: args.limit]]
+    log = GuardLog()
+    facade_log = logging.getLogger("core.models.inference")
+    facade_log.setLevel(logging.DEBUG)
+    facade_log.addHandler(log)
+    results: dict[str, dict[str, Any]] = {}
+    every: list[Reply] = []
+    with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
+        cache = args.cache_dir or Path(tmp)
+        for name in args.models.split(","):
+            replies, load_s = await run_model(
+                name,
+                prompts,
+                cache,
+                hint=not args.no_hint,
+                temperature=args.temperature,
+                log=log,
+            )
+            results[name] = summary(replies, load_s)
+            every.extend(replies)
+            if args.show:
+                for r in replies:
+                    flag = "ok " if r.clean else "BAD"
+                    print(
+                        f"{flag} {name} {r.total_s:5.2f}s [{r.prompt}] -> {r.text!r}"
+                        + (f" (guard: {r.guard})" if r.guard else "")
+                    )
+    print(
+        f"\n{len(prompts)} prompts ({sum(p['lang'] == 'zh' for p in prompts)} zh), "
+        f"hint={'off' if args.no_hint else 'on'}; 2-core box shared with other work\n"
+    )
+    print_tables(results)
+    if args.save:
+        args.save.write_text(
+            json.dumps(
+                {"summary": results, "replies": [asdict(r) for r in every]},
+                ensure_ascii=False,
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

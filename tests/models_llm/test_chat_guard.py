@@ -1,0 +1,97 @@
+"""ReplyGuard: loops and repeated sentences end a reply without being sent, prompt echoes are
+cut, the sentence bound holds, and ordinary text flows through piece by piece."""
+
+from __future__ import annotations
+
+from core.models.chat_guard import ReplyGuard
+
+PERSONA = (
+    "你是小优，QQ 群里友好、简洁的聊天助手。用对方使用的语言回答：对方说中文就用简体中文，"
+    "说英文就用英文。"
+)
+
+
+def run(text: str, *, piece_chars: int = 2, **kwargs: object) -> tuple[str, str | None, int]:
+    """Stream ``text`` in pieces through a guard: (what was passed on, why it stopped, how
+    many pieces were consumed before it stopped)."""
+    guard = ReplyGuard(**kwargs)  # type: ignore[arg-type]
+    pieces = [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
+    out: list[str] = []
+    consumed = 0
+    for piece in pieces:
+        consumed += 1
+        out.append(guard.push(piece))
+        if guard.stop_reason is not None:
+            break
+    else:
+        out.append(guard.finish())
+    return "".join(out), guard.stop_reason, consumed
+
+
+def test_english_loop_from_the_issue_is_cut_after_the_first_copy() -> None:
+    text, reason, consumed = run("I'm all ears! " * 40)
+    assert text.strip() == "I'm all ears!"
+    assert reason is not None
+    assert consumed < 20  # the model was stopped early, not run to max_tokens
+
+
+def test_chinese_sentence_loop_from_the_issue_is_cut() -> None:
+    text, reason, _ = run("阿明福恶天气怎么更新？" * 12)
+    assert text == "阿明福恶天气怎么更新？"
+    assert reason == "repeated sentence"
+
+
+def test_short_unit_loop_without_punctuation() -> None:
+    text, reason, _ = run("好的，我来讲一个故事" + "哈" * 60)
+    assert reason == "loop"
+    assert text.startswith("好的") and "哈" * 16 not in text
+
+
+def test_a_repeated_sentence_is_never_sent_even_partly() -> None:
+    text, reason, _ = run("Sure thing! Let me think. Sure thing! Let me think. Sure thing!")
+    assert text.rstrip() == "Sure thing! Let me think."
+    assert reason == "repeated sentence"
+
+
+def test_ordinary_replies_pass_unchanged_and_flow_early() -> None:
+    zh = "北京是中华人民共和国的首都，也是全国的政治和文化中心。明天可能下雨，记得带伞哦！"
+    en = "The capital of France is Paris. It is known for the Eiffel Tower and good food."
+    laugh = "哈哈哈，这个笑话真好笑！好的好的，我再讲一个。"
+    for sample in (zh, en, laugh):
+        text, reason, _ = run(sample)
+        assert (text, reason) == (sample, None)
+    guard = ReplyGuard()
+    assert guard.push("北京是") == "北京是"  # novel text is not held back
+
+
+def test_echo_of_the_system_prompt_is_cut() -> None:
+    text, reason, _ = run("好的！" + PERSONA, system_prompt=PERSONA)
+    assert reason == "echo"
+    assert text == "好的！"
+    english = "You are Xiaoyou, a friendly voice assistant. Answer in one to three short sentences."
+    text, reason, _ = run("Hello! " + english, system_prompt=english)
+    assert reason == "echo" and text.strip() == "Hello!"
+
+
+def test_saying_who_it_is_is_not_an_echo() -> None:
+    sample = "我是小优，QQ群里的聊天助手，有什么可以帮你？"
+    assert run(sample, system_prompt=PERSONA)[:2] == (sample, None)
+
+
+def test_sentence_bound_ends_the_reply_at_a_sentence_end() -> None:
+    text, reason, consumed = run("第一句。第二句！Third one. Fourth one. 第五句。", max_sentences=3)
+    assert text == "第一句。第二句！Third one."
+    assert reason == "max sentences"
+    assert consumed < 20
+    listing = "1. 苹果\n2. 香蕉\n3. 橙子\n"
+    assert run(listing, max_sentences=3)[0] == listing  # "1." is not a sentence end
+
+
+def test_code_blocks_may_repeat_lines() -> None:
+    code = "```python\nfor i in range(3):\n    print(i)\n    print(i)\n```\n这样就行。"
+    assert run(code, max_sentences=2)[:2] == (code, None)
+
+
+def test_sentence_bound_alone_when_loop_detection_is_off() -> None:
+    text, reason, _ = run("好。" * 5, max_sentences=4, detect_loops=False)
+    assert (text, reason) == ("好。" * 4, "max sentences")
