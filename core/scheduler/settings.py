@@ -16,7 +16,11 @@ class SchedulerSettings(BaseModel):
 
     resources: dict[str, int] = Field(default_factory=lambda: {"cpu": 2})
     thread_workers: int = Field(
-        4, ge=1, le=256, description="fixed size of the blocking-job executor"
+        8,
+        ge=1,
+        le=256,
+        description="fixed size of the blocking-job executor: the cpu slots, plus jobs paused"
+        " by preemption (a paused blocking job keeps its thread), plus headroom for VAD",
     )
     process_workers: int = Field(
         0, ge=0, le=64, description="fixed size of the process pool (0: off)"
