@@ -99,7 +99,7 @@ class Dispatch:
             return False
         queue.take(head)
         self._start(head)
-        self._account_bypass(index)
+        self._account_bypass(index, head)
         # the owner's next job is a head no pass has seen: if it might fit, let a pass decide
         following = queue.head_of(head.spec.owner)
         return following is None or (
@@ -143,7 +143,7 @@ class Dispatch:
                     if self._pool.fits(needs, reserved):
                         queue.take(job)
                         self._resume(job) if resuming else self._start(job)
-                        self._account_bypass(index)
+                        self._account_bypass(index, job)
                         dispatched = True
                         continue
                     blocked_ids.add(job.id)
@@ -156,9 +156,15 @@ class Dispatch:
                     if blocked_here >= BLOCKED_LIMIT:
                         break
 
-    def _account_bypass(self, index: int) -> None:
+    def _account_bypass(self, index: int, job: Job) -> None:
+        """A job of lane ``index`` started: lower lanes with queued jobs were passed over once,
+        unless the job declares no resources (VAD: it takes nothing a lower lane waits for;
+        counting its frequent dispatches would promote a chat lane every second and let it take
+        back what a waiting voice job just preempted)."""
         bypassed, lanes = self._bypassed, self._lanes
         bypassed[index] = 0
+        if not job.spec.resources:
+            return
         for lower in range(index + 1, len(lanes)):
             if lanes[lower].live:
                 bypassed[lower] += 1

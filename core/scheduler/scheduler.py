@@ -193,7 +193,7 @@ class Scheduler(Dispatch, Execution, Introspection):
                 self._pump()
         elif self._can_start_directly(index, needs):
             self._start(job)
-            self._account_bypass(index)
+            self._account_bypass(index, job)
         else:
             queued_before = lane.owner_live.get(spec.owner, 0)
             lane.push(job)

@@ -150,3 +150,41 @@ async def _until(predicate: object, timeout_s: float = 5.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.001)
+
+
+async def test_frequent_vad_jobs_do_not_promote_a_chat_past_the_voice_job_it_yielded_to(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """Regression: resource-free REALTIME jobs (VAD, every few tens of ms per device) counted
+    toward the starvation bound; the promoted chat lane then resumed the paused chat with the
+    resources it had just given to a waiting voice job, again and again."""
+    s = await make_scheduler(resources={"cpu": 1}, starvation_bound=4, preempt_grace_steps=0)
+    steps: list[int] = []
+
+    async def vad(ctx: JobContext) -> None:
+        return None
+
+    async def chat(ctx: JobContext) -> None:
+        for i in range(1_000):
+            await ctx.checkpoint()
+            steps.append(i)
+            for _ in range(5):  # the devices' VAD jobs keep coming while the chat generates
+                s.submit(vad, spec=JobSpec(kind="vad", lane=Lane.REALTIME, owner="device:1"))
+            await asyncio.sleep(0.001)
+
+    cpu = {"cpu": 1}
+    background = s.submit(
+        chat, spec=JobSpec(kind="llm", lane=Lane.INTERACTIVE, resources=cpu, preemptible=True)
+    )
+    queued = s.submit(chat, spec=JobSpec(kind="llm", lane=Lane.INTERACTIVE, resources=cpu))
+    await _until(lambda: len(steps) >= 3)
+    voice = s.submit(_sleep_job, 0.01, spec=JobSpec(kind="asr", lane=Lane.REALTIME, resources=cpu))
+    try:
+        await asyncio.wait_for(voice.result(), 1.0)
+    finally:
+        background.cancel()
+        queued.cancel()
+
+
+async def _sleep_job(ctx: JobContext, seconds: float) -> None:
+    await asyncio.sleep(seconds)
