@@ -95,6 +95,13 @@ class AsrSettings(BaseModel):
         description="whisper: previous-text prompt per language (steers script, punctuation)",
     )
     window_pad_ms: int = Field(1000, ge=0, le=10_000, description="silence after the utterance")
+    window_s: float = Field(
+        10.0,
+        ge=2.0,
+        le=30.0,
+        description="longer audio is recognised in windows of this length with a cancel point"
+        " between them (a superseded job stops within one window)",
+    )
     footprint_mb: int = Field(400, ge=0, description="declared memory need")
     idle_unload_s: float | None = Field(
         None, ge=0, description="unload after this long unused; None: the models default; 0: never"

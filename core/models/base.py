@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import ClassVar
 
 # Called by a backend between chunks/steps; raises core.errors.JobCancelled (or yields the
 # job's resources for preemption) when the scheduler asks. See JobContext.checkpoint_blocking.
@@ -19,7 +20,16 @@ def never_cancelled() -> None:
 
 
 class ModelBackend(ABC):
-    """A loadable model. ``load`` may take seconds and is called once by the manager."""
+    """A loadable model. ``load`` may take seconds and is called once by the manager.
+
+    A job preempted between steps gives its CPU/VRAM back; it also gives the model's slot
+    (``model:<name>``) back unless ``pause_keeps_model``: True when per-job state lives in
+    the shared model object and another job would overwrite it (a diffusers pipeline's noise
+    schedule). A backend may instead carry that state across the pause with
+    :meth:`save_state` / :meth:`restore_state` (llama.cpp's KV cache).
+    """
+
+    pause_keeps_model: ClassVar[bool] = True
 
     @abstractmethod
     def load(self) -> None:
@@ -27,3 +37,10 @@ class ModelBackend(ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook, most backends need no teardown
         """Drop references to weights so memory can be reclaimed (default: nothing to do)."""
+
+    def save_state(self) -> object:
+        """The running job's state in the shared model, before a pause (default: none)."""
+        return None
+
+    def restore_state(self, state: object) -> None:  # noqa: B027 - optional hook
+        """Put back what :meth:`save_state` returned, after the pause (default: nothing)."""

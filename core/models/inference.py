@@ -7,8 +7,10 @@ Edge) as ASYNC jobs on the loop that hold only ``remote:<model>``, never a threa
 slot, so a slow cloud API cannot delay local voice work.
 Streaming calls (:meth:`Inference.chat`, :meth:`Inference.speak`) return the job handle:
 ``handle.stream()`` yields pieces and ``handle.cancel()`` stops within one token / chunk.
-:meth:`Inference.draw` is a preemptible step job: a higher lane may take its resources between
-denoising steps, and it resumes afterwards.
+Every long job is a preemptible step job: when a higher lane waits for what it holds it pauses
+at its next step (LLM and VL between tokens, TTS between chunks, ASR between audio windows,
+SD between denoising steps), gives its CPU/VRAM (and, where its state allows, the model's
+slot) back, and resumes afterwards.
 """
 
 # mypy: disable-error-code="type-abstract"
@@ -58,7 +60,12 @@ class Inference:
         label: str,
         preemptible: bool = False,
         stream_buffer: int | None = None,
+        stateless_steps: bool = False,
     ) -> JobSpec:
+        """``preemptible``: the job pauses at its steps when a higher lane needs what it holds;
+        ``stateless_steps``: nothing of the job lives in the model between steps (ASR windows),
+        so a paused job always gives the model's slot back."""
+        keep = frozenset() if stateless_steps else self._manager.kept_while_paused(model)
         remote = self._manager.is_remote(model)
         return JobSpec(
             kind=model,
@@ -66,7 +73,8 @@ class Inference:
             owner=owner,
             mode=ExecMode.ASYNC if remote else ExecMode.THREAD,
             resources=self._manager.job_resources(model),
-            preemptible=preemptible,
+            preemptible=preemptible and not remote,  # a remote job has no steps to pause at
+            keep_on_yield=keep if preemptible else frozenset(),
             stream_buffer=stream_buffer,
             label=label[:_LABEL_CHARS],
         )
@@ -104,17 +112,37 @@ class Inference:
     async def transcribe(
         self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
     ) -> Transcript:
+        """Long audio is recognised in windows of ``asr.window_s`` cut at the quietest moment
+        near each boundary, with a cancel/preemption point between windows: a cancelled or
+        superseded job stops within one window."""
+        window_samples = int(self._settings.asr.window_s * 16_000)
+
         def run(ctx: JobContext) -> Transcript:
             with self._manager.use("asr", Asr, ctx.checkpoint_blocking) as asr:
-                ctx.checkpoint_blocking()
-                return asr.transcribe(pcm, language=language)
+                texts: list[str] = []
+                lang = language
+                for piece in audio_windows(pcm, window_samples):
+                    ctx.checkpoint_blocking()
+                    part = asr.transcribe(piece, language=lang)
+                    lang = lang or part.language  # the first window's language for the rest
+                    if part.text.strip():
+                        texts.append(part.text.strip())
+                joiner = "" if lang in _NO_SPACE_LANGUAGES else " "
+                return Transcript(joiner.join(texts), lang or "", len(pcm) / 16_000)
 
         async def run_remote(ctx: JobContext) -> Transcript:
             async with self._manager.use_async("asr", RemoteAsr) as asr:
                 return await asr.atranscribe(pcm, language=language)
 
         seconds = len(pcm) / 16_000
-        spec = self._spec("asr", lane=lane, owner=owner, label=f"asr {seconds:.1f} s")
+        spec = self._spec(
+            "asr",
+            lane=lane,
+            owner=owner,
+            label=f"asr {seconds:.1f} s",
+            preemptible=True,
+            stateless_steps=True,
+        )
         job = run_remote if self._manager.is_remote("asr") else run
         result: Transcript = await self._scheduler.submit(job, spec=spec).result()
         return result
@@ -206,21 +234,24 @@ class Inference:
                     max_tokens=tokens,
                     count=llm.count_tokens,
                 )
-                ctx.checkpoint_blocking()
+
+                def step() -> None:  # between tokens: cancel point, pause handing over the model
+                    ctx.checkpoint_blocking(llm)
+
                 if offered:
                     pieces: Iterator[Any] = llm.stream_chat_events(
                         fitted.messages,
                         tools=offered,
                         max_tokens=fitted.reply_tokens,
                         temperature=temp,
-                        check=ctx.checkpoint_blocking,
+                        check=step,
                     )
                 else:
                     pieces = llm.stream_chat(
                         fitted.messages,
                         max_tokens=fitted.reply_tokens,
                         temperature=temp,
-                        check=ctx.checkpoint_blocking,
+                        check=step,
                     )
                 guard = new_guard()
                 if guard is None:
@@ -263,7 +294,12 @@ class Inference:
 
         last = history[-1].content if history else ""
         spec = self._spec(
-            "llm", lane=lane, owner=owner, label=f"chat: {last}", stream_buffer=stream_buffer
+            "llm",
+            lane=lane,
+            owner=owner,
+            label=f"chat: {last}",
+            stream_buffer=stream_buffer,
+            preemptible=True,
         )
         job = run_remote if self._manager.is_remote("llm") else run
         return self._scheduler.submit(job, spec=spec)
@@ -290,7 +326,8 @@ class Inference:
 
         job = run_remote if self._manager.is_remote("tts") else run
         return self._scheduler.submit(
-            job, spec=self._spec("tts", lane=lane, owner=owner, label=f"tts: {text}")
+            job,
+            spec=self._spec("tts", lane=lane, owner=owner, label=f"tts: {text}", preemptible=True),
         )
 
     # -- vision --------------------------------------------------------------------------------
@@ -305,7 +342,7 @@ class Inference:
                     image, question, max_tokens=max_tokens, check=ctx.checkpoint_blocking
                 )
 
-        spec = self._spec("vl", lane=lane, owner=owner, label=f"see: {question}")
+        spec = self._spec("vl", lane=lane, owner=owner, label=f"see: {question}", preemptible=True)
         result: str = await self._scheduler.submit(run, spec=spec).result()
         return result
 
@@ -322,6 +359,29 @@ class Inference:
             "sd", lane=lane, owner=owner, label=f"draw: {request.prompt}", preemptible=True
         )
         return self._scheduler.submit(run, spec=spec)
+
+
+_NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "yue"})  # written without spaces between words
+_QUIET_FRAME = 1_600  # 0.1 s at 16 kHz: the unit in which a quiet cut point is searched
+_CUT_SEARCH = 20  # frames before a window's end searched for the quietest one (2 s)
+
+
+def audio_windows(pcm: np.ndarray, window_samples: int) -> Iterator[np.ndarray]:
+    """``pcm`` in pieces of at most ``window_samples``, each cut (except the last) at the
+    quietest 0.1 s of its final 2 s, so a boundary rarely splits a word."""
+    start, total = 0, len(pcm)
+    if window_samples <= 0 or total <= window_samples:
+        yield pcm
+        return
+    while total - start > window_samples:
+        end = start + window_samples
+        search = min(_CUT_SEARCH, (window_samples // _QUIET_FRAME) // 2)
+        frames = pcm[end - search * _QUIET_FRAME : end].reshape(search, _QUIET_FRAME)
+        energy = np.square(frames.astype(np.float32)).mean(axis=1)
+        cut = end - (search - int(np.argmin(energy))) * _QUIET_FRAME + _QUIET_FRAME // 2
+        yield pcm[start:cut]
+        start = cut
+    yield pcm[start:]
 
 
 def _emit_all(ctx: JobContext, items: Iterator[Any]) -> None:

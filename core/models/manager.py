@@ -2,7 +2,9 @@
 
 One entry per model kind ("vad", "asr", "llm", "tts", "vl", "sd"). A model loads on first use,
 inside the scheduler job that needs it (a THREAD job holding the model's resources: ``vram:N``
-= footprint on cuda:N, ``cpu`` = 1 on CPU), so a load counts against the VRAM budget; an
+= footprint on cuda:N, ``cpu`` = 1 on CPU, and ``model:<name>`` = one of the model's
+``concurrency`` slots, so a job starts only when its model is free and never waits on a lock
+inside the job), so a load counts against the VRAM budget; an
 explicit :meth:`ModelManager.load` submits its own ``load:<name>`` job. Concurrent first uses
 share one load. Before a load onto a GPU, least-recently-used idle models on that GPU are
 unloaded until the resident footprints fit ``scheduler.settings.resources["vram:N"]``. An owned
@@ -130,6 +132,10 @@ class ModelManager:
             name: ModelEntry.build(name, getattr(settings, name), chosen[name], settings)
             for name in MODEL_NAMES
         }
+        for entry in self._entries.values():  # a job starts only when its model is free
+            slot = entry.model_resource
+            if slot is not None:
+                scheduler.define_resource(slot, entry.concurrency)
         self._lock = threading.Lock()  # guards every entry's bookkeeping (jobs run on threads)
         self._idle_task: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
@@ -155,6 +161,15 @@ class ModelManager:
     def is_remote(self, name: str) -> bool:
         """Whether ``name`` is a network service (use :meth:`use_async` in an ASYNC job)."""
         return self.entry(name).remote
+
+    def kept_while_paused(self, name: str) -> frozenset[str]:
+        """Resources a preempted job on ``name`` keeps: its model slot when the backend's
+        per-job state lives in the shared model object (``pause_keeps_model``)."""
+        entry = self.entry(name)
+        slot = entry.model_resource
+        if slot is None or not self.backend(name, object).pause_keeps_model:  # type: ignore[attr-defined]
+            return frozenset()
+        return frozenset({slot})
 
     def snapshot(self) -> list[dict[str, object]]:
         with self._lock:

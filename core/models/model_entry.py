@@ -37,6 +37,7 @@ class ModelEntry:
     idle_unload_s: float  # 0: never
     cpu_slot: bool = True  # CPU jobs take one 'cpu' slot (False: microsecond work, e.g. VAD)
     remote: bool = False  # a network service: ASYNC jobs holding one 'remote:<name>' unit
+    concurrency: int = 0  # jobs using the loaded model at once: resource 'model:<name>' (0: off)
     backend: ModelBackend | None = None
     loaded: bool = False
     loading: concurrent.futures.Future[None] | None = None
@@ -70,6 +71,7 @@ class ModelEntry:
             idle_unload_s=models.default_idle_unload_s if idle is None else float(idle),
             cpu_slot=name not in models.no_cpu_slot,
             remote=remote,
+            concurrency=0 if remote else models.concurrency.get(name, 0),
         )
 
     @property
@@ -77,13 +79,20 @@ class ModelEntry:
         return f"vram:{self.device.split(':')[1]}" if self.device.startswith("cuda") else None
 
     @property
+    def model_resource(self) -> str | None:
+        """The scheduler resource counting this model's concurrent jobs, if bounded."""
+        return f"model:{self.name}" if self.concurrency > 0 else None
+
+    @property
     def resources(self) -> dict[str, int]:
         if self.remote:
             return {remote_resource(self.name): 1}
         gpu = self.gpu_resource
-        if gpu is not None:
-            return {gpu: self.footprint_mb}
-        return {"cpu": 1} if self.cpu_slot else {}
+        needs = {gpu: self.footprint_mb} if gpu is not None else {"cpu": 1} if self.cpu_slot else {}
+        slot = self.model_resource
+        if slot is not None:
+            needs[slot] = 1
+        return needs
 
     def acquire(self, now_mono: float) -> None:
         self.in_use += 1

@@ -57,6 +57,13 @@ class ModelsSettings(BaseModel):
         description="models whose CPU jobs take no 'cpu' slot: microsecond work (VAD) that must "
         "never queue behind a long ASR/LLM job",
     )
+    concurrency: dict[str, int] = Field(
+        default_factory=lambda: {"asr": 1, "tts": 2, "llm": 1, "vl": 1, "sd": 1},
+        description="jobs that may use one loaded model at once (one llama.cpp context, one "
+        "CTranslate2 replica, one diffusers pipeline): the scheduler resource 'model:<name>', so "
+        "a job starts only when its model is free; missing or 0: unbounded. Remote providers "
+        "(llm.provider 'openai') take no model slot",
+    )
     close_timeout_s: float = Field(5.0, ge=0, description="close(): wait for the idle task")
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     warm_start: bool = Field(

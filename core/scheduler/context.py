@@ -8,7 +8,7 @@ executor use ``ctx.emit_blocking(x)`` and ``ctx.checkpoint_blocking()`` (the lat
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import SchedulerError
 from core.scheduler.channel import ChannelClosed
@@ -59,7 +59,22 @@ class JobContext:
         self.raise_if_cancelled()
         asyncio.run_coroutine_threadsafe(self.emit(chunk), self._loop).result()
 
-    def checkpoint_blocking(self) -> None:
+    def checkpoint_blocking(self, state: StepState | None = None) -> None:
+        """A safe point of a blocking job. When the job pauses here and gives its model slot
+        back, ``state`` (the backend) saves what another job's use would overwrite (a llama.cpp
+        KV cache) before the pause and restores it after."""
         self.raise_if_cancelled()
-        if self._job.yield_requested:
+        job = self._job
+        if job.yield_requested:
+            saved = state.save_state() if state is not None and job.grace == 0 else None
             asyncio.run_coroutine_threadsafe(self.checkpoint(), self._loop).result()
+            if state is not None and saved is not None:
+                state.restore_state(saved)
+
+
+class StepState(Protocol):
+    """Per-job state kept in a shared model object, saved across a pause (see above)."""
+
+    def save_state(self) -> object: ...
+
+    def restore_state(self, state: object) -> None: ...

@@ -6,7 +6,8 @@ looks at the head job of each owner in round-robin order. A job starts only when
 resources fit after subtracting what blocked higher-priority jobs are waiting for (so lower
 lanes can backfill without delaying them). A lane passed over ``starvation_bound`` times
 while non-empty is looked at first once. A blocked job asks running preemptible jobs of
-lower lanes holding what it lacks to yield at their next step.
+lower lanes holding what it lacks to yield at their next step; a job resumed after a yield
+runs ``preempt_grace_steps`` more steps before it pauses again (it always makes progress).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class Dispatch:
             return False
         queue.take(head)
         self._start(head)
-        self._account_bypass(index)
+        self._account_bypass(index, head)
         # the owner's next job is a head no pass has seen: if it might fit, let a pass decide
         following = queue.head_of(head.spec.owner)
         return following is None or (
@@ -142,22 +143,28 @@ class Dispatch:
                     if self._pool.fits(needs, reserved):
                         queue.take(job)
                         self._resume(job) if resuming else self._start(job)
-                        self._account_bypass(index)
+                        self._account_bypass(index, job)
                         dispatched = True
                         continue
                     blocked_ids.add(job.id)
                     blocked_here += 1
                     if index not in promoted:
                         if self._preemptible:
-                            self._maybe_preempt(job)
+                            self._maybe_preempt(job, needs)
                         for name, amount in needs.items():
                             reserved[name] = reserved.get(name, 0) + amount
                     if blocked_here >= BLOCKED_LIMIT:
                         break
 
-    def _account_bypass(self, index: int) -> None:
+    def _account_bypass(self, index: int, job: Job) -> None:
+        """A job of lane ``index`` started: lower lanes with queued jobs were passed over once,
+        unless the job declares no resources (VAD: it takes nothing a lower lane waits for;
+        counting its frequent dispatches would promote a chat lane every second and let it take
+        back what a waiting voice job just preempted)."""
         bypassed, lanes = self._bypassed, self._lanes
         bypassed[index] = 0
+        if not job.spec.resources:
+            return
         for lower in range(index + 1, len(lanes)):
             if lanes[lower].live:
                 bypassed[lower] += 1
@@ -185,13 +192,16 @@ class Dispatch:
         self._pool.acquire(job.declared)
         job.holding = True
         job.status = JobStatus.RUNNING
+        job.grace = self.settings.preempt_grace_steps  # the starvation bound of preemption
         spec = job.spec
         self._record((time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner, ""))
         if job.resume is not None and not job.resume.done():
             job.resume.set_result(None)
 
-    def _maybe_preempt(self, blocked: Job) -> None:
-        short = self._pool.shortfall(blocked.declared)
+    def _maybe_preempt(self, blocked: Job, needs: Mapping[str, int]) -> None:
+        """Ask running preemptible jobs of lower lanes that hold what ``blocked`` lacks (and
+        give it back when paused) to yield at their next step."""
+        short = self._pool.shortfall(needs)
         for name, missing in short.items():
             victims = [
                 j
@@ -221,6 +231,9 @@ class Dispatch:
     async def _yield_job(self, job: Job) -> None:
         """At a checkpoint of a job asked to yield: give its resources back until re-admitted."""
         if not job.yield_requested or job.status is not JobStatus.RUNNING:
+            return
+        if job.grace > 0:  # resumed a moment ago: a few steps of progress before pausing again
+            job.grace -= 1
             return
         assert self._loop is not None
         job.yield_requested = False

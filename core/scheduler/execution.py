@@ -140,8 +140,8 @@ class Execution:
         if job.holding:
             self._pool.release(job.needs)  # declared resources and the slot
             job.holding = False
-        else:  # preempted and then stopped: only the slot is still held
-            self._pool.in_use[job.slot] -= 1
+        else:  # preempted and then stopped: only the slot and keep_on_yield are still held
+            self._pool.release(job.kept())
         del self._running[job.id]
         if job.spec.preemptible:
             self._preemptible.pop(job.id, None)

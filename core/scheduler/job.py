@@ -23,7 +23,7 @@ class Job:
     args: tuple[Any, ...]
     needs: Mapping[str, int]  # declared resources plus the implicit slot
     slot: str  # implicit slot: "runner" (async), "thread" or "process"
-    declared: Mapping[str, int]  # declared resources only: what a preempted job gives back
+    declared: Mapping[str, int]  # declared resources a preempted job gives back (not kept)
     future: asyncio.Future[Any]
     submitted_at: float  # time.monotonic()
     submitted_ts: float  # time.time(), for display
@@ -40,9 +40,15 @@ class Job:
     yield_requested: bool = False
     resume: asyncio.Future[None] | None = None
     yields: int = 0
+    grace: int = 0  # checkpoints a resumed job still runs after a new yield request
     error: str = ""
     stream_size: int = 32
     channel: Channel[Any] | None = None  # created on first emit or stream()
+
+    def kept(self) -> dict[str, int]:
+        """What a preempted job still holds while paused: its slot and ``keep_on_yield``."""
+        declared = self.declared
+        return {name: amount for name, amount in self.needs.items() if name not in declared}
 
     def channel_for(self, loop: asyncio.AbstractEventLoop) -> Channel[Any]:
         """The job's stream, created on first use (most jobs never stream)."""

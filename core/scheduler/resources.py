@@ -18,6 +18,14 @@ class ResourcePool:
         self.budget: dict[str, int] = dict(budget)
         self.in_use: dict[str, int] = dict.fromkeys(self.budget, 0)
 
+    def define(self, name: str, budget: int) -> None:
+        """Add a named budget (e.g. ``model:llm`` = a model's concurrency); a redefinition
+        changes the budget and keeps what is in use."""
+        if budget < 0:
+            raise ResourceUnsatisfiable(f"negative budget {budget} for resource {name!r}")
+        self.budget[name] = budget
+        self.in_use.setdefault(name, 0)
+
     def validate(self, needs: Mapping[str, int]) -> None:
         """Raise if ``needs`` can never be met (unknown resource or more than the budget)."""
         for name, amount in needs.items():

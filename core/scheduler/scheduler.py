@@ -167,7 +167,7 @@ class Scheduler(Dispatch, Execution, Introspection):
             args,
             needs,
             _SLOT[spec.mode],  # slot
-            spec.resources,  # declared
+            _given_back(spec),  # declared
             asyncio.Future(loop=loop),  # future (loop.create_future() adds a Python frame)
             now,  # submitted_at
             time.time(),  # submitted_ts
@@ -193,7 +193,7 @@ class Scheduler(Dispatch, Execution, Introspection):
                 self._pump()
         elif self._can_start_directly(index, needs):
             self._start(job)
-            self._account_bypass(index)
+            self._account_bypass(index, job)
         else:
             queued_before = lane.owner_live.get(spec.owner, 0)
             lane.push(job)
@@ -234,6 +234,15 @@ class Scheduler(Dispatch, Execution, Introspection):
             raise
         return needs
 
+    def define_resource(self, name: str, budget: int) -> None:
+        """Add a counted resource after construction, e.g. ``model:llm`` = 1 (one llama.cpp
+        context): the model manager declares each model's concurrency this way, so a job
+        starts only when its model is free instead of waiting inside the job."""
+        if name in _SLOT.values():
+            raise SchedulerError(f"resource name {name!r} is reserved")
+        self._pool.define(name, budget)
+        self._dirty = True
+
     def position(self, handle: JobHandle[Any]) -> int:
         """Jobs that start before this one: 0 when running, -1 when finished."""
         job = handle._job
@@ -247,3 +256,11 @@ class Scheduler(Dispatch, Execution, Introspection):
     def _reject(self, spec: JobSpec, why: str) -> None:
         self._counters.row(spec.lane, spec.kind).rejected += 1
         self._record((time.time(), TraceKind.REJECTED, 0, spec.lane, spec.kind, spec.owner, why))
+
+
+def _given_back(spec: JobSpec) -> Mapping[str, int]:
+    """The declared resources a preempted job gives back: all but ``keep_on_yield``."""
+    keep = spec.keep_on_yield
+    if not keep:
+        return spec.resources
+    return {name: amount for name, amount in spec.resources.items() if name not in keep}

@@ -16,7 +16,11 @@ class SchedulerSettings(BaseModel):
 
     resources: dict[str, int] = Field(default_factory=lambda: {"cpu": 2})
     thread_workers: int = Field(
-        4, ge=1, le=256, description="fixed size of the blocking-job executor"
+        8,
+        ge=1,
+        le=256,
+        description="fixed size of the blocking-job executor: the cpu slots, plus jobs paused"
+        " by preemption (a paused blocking job keeps its thread), plus headroom for VAD",
     )
     process_workers: int = Field(
         0, ge=0, le=64, description="fixed size of the process pool (0: off)"
@@ -28,6 +32,13 @@ class SchedulerSettings(BaseModel):
         16,
         ge=1,
         description="a waiting lower-lane job is passed over by at most this many dispatches",
+    )
+    preempt_grace_steps: int = Field(
+        2,
+        ge=0,
+        le=1_000,
+        description="a preempted job, once resumed, runs this many more steps before it yields"
+        " again (with starvation_bound: lower lanes always make progress under voice load)",
     )
     drain_timeout_s: float = Field(
         10.0, ge=0, description="shutdown: time to finish work before cancelling"

@@ -53,6 +53,9 @@ class JobSpec:
     resources: Mapping[str, int] = field(default_factory=dict)  # {"vram:0": 6144, "cpu": 1}
     deadline_s: float | None = None  # from submission; an expired queued job never starts
     preemptible: bool = False  # a step job that yields resources at checkpoints when asked
+    # declared resources a paused (preempted) job keeps, e.g. the model slot of a backend whose
+    # per-job state lives in the model object (an SD pipeline's noise schedule)
+    keep_on_yield: frozenset[str] = frozenset()
     stream_buffer: int | None = None  # chunks buffered before emit() waits (None: setting)
     label: str = ""  # free text for the admin UI ("draw: a cat")
 

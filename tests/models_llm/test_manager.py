@@ -55,8 +55,9 @@ async def use_in_job(scheduler: Scheduler, manager: ModelManager, name: str) -> 
 
 async def test_resources_follow_device(scheduler: Scheduler, tmp_path: Path) -> None:
     manager = ModelManager(gpu_settings(footprint_mb=300), scheduler, tmp_path)
-    assert manager.job_resources("llm") == {"vram:0": 300}
-    assert manager.job_resources("asr") == {"cpu": 1}
+    # plus the model's slot: one job on the llama.cpp context at a time, queued in the scheduler
+    assert manager.job_resources("llm") == {"vram:0": 300, "model:llm": 1}
+    assert manager.job_resources("asr") == {"cpu": 1, "model:asr": 1}
     assert manager.job_resources("vad") == {}  # microsecond work never queues for a cpu slot
     with pytest.raises(ModelNotConfigured):
         manager.job_resources("nope")
@@ -183,9 +184,9 @@ async def test_concurrent_first_uses_trigger_one_load(scheduler: Scheduler, tmp_
 
 async def test_load_failure_is_isolated_and_retried(scheduler: Scheduler, tmp_path: Path) -> None:
     llm, vl = FakeBackend(), FakeBackend(load_delay_s=0.2, fail_loads=1)
-    manager = ModelManager(
-        gpu_settings(footprint_mb=100), scheduler, tmp_path, factories=doubles(llm=llm, vl=vl)
-    )
+    settings = gpu_settings(footprint_mb=100)
+    settings.concurrency["vl"] = 2  # two jobs may wait for one load at once
+    manager = ModelManager(settings, scheduler, tmp_path, factories=doubles(llm=llm, vl=vl))
     outcomes = await asyncio.gather(
         use_in_job(scheduler, manager, "vl"), manager.load("vl"), return_exceptions=True
     )

@@ -8,14 +8,12 @@ generated at the nearest multiple of 8 and returned as PNG bytes of exactly the 
 from __future__ import annotations
 
 import io
-import threading
 from typing import Any
 
 from core.errors import InferenceError, ModelLoadError
 from core.models.base import CancelCheck
 from core.models.sd import DrawRequest, ImageGenerator, SdSettings
 
-_LOCK_POLL_S = 0.05
 _SIDE_MULTIPLE_PX = 8  # SD's VAE downsamples by 8; the pipeline rejects other sizes
 
 
@@ -26,7 +24,6 @@ class DiffusersSd(ImageGenerator):
         self._settings = settings
         self._dir = settings.model_dir
         self._pipe: Any = None
-        self._lock = threading.Lock()
 
     def load(self) -> None:
         if not (self._dir / "model_index.json").is_file():
@@ -63,12 +60,8 @@ class DiffusersSd(ImageGenerator):
 
     def generate(self, request: DrawRequest, *, check: CancelCheck) -> bytes:
         self._validate(request)
-        while not self._lock.acquire(timeout=_LOCK_POLL_S):
-            check()
-        try:
-            return self._generate(request, check)
-        finally:
-            self._lock.release()
+        # no lock: the scheduler's model resource admits one job at a time
+        return self._generate(request, check)
 
     def _validate(self, request: DrawRequest) -> None:
         limit = self._settings.max_side_px

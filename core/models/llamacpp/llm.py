@@ -8,8 +8,9 @@ as the small English-only choice). Token counts come from the model's own tokeni
 
 from __future__ import annotations
 
-import threading
+import ctypes
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,26 @@ from core.models.base import CancelCheck
 from core.models.llamacpp.embedded import embedded_gguf
 from core.models.llm import ChatMessage, Llm, LlmSettings
 
-_LOCK_POLL_S = 0.05  # how often a waiting request re-checks for cancellation
+
+@dataclass(frozen=True, slots=True)
+class _SavedSequence:
+    kv: bytes  # llama_state_seq_get_data of sequence 0
+    n_tokens: int
+    tokens: Any  # numpy int array: the evaluated tokens
+    sampler: Any  # the generation's sampler chain (penalty history, RNG)
 
 
 class LlamaCppLlm(Llm):
-    """One ``llama_cpp.Llama``; requests are serialised (a context is not thread-safe)."""
+    """One ``llama_cpp.Llama``. A context is not thread-safe: the scheduler runs one job on it
+    at a time (resource ``model:llm``). A job paused between tokens hands the context over:
+    :meth:`save_state` keeps its KV cache, :meth:`restore_state` puts it back on resume."""
+
+    pause_keeps_model = False
 
     def __init__(self, settings: LlmSettings, *, cache_dir: Path) -> None:
         self._settings = settings
         self._cache_dir = cache_dir
         self._llama: Any = None
-        self._lock = threading.Lock()
         self.model_path: Path | None = settings.model_path
 
     def load(self) -> None:
@@ -82,6 +92,40 @@ class LlamaCppLlm(Llm):
         llama = self._llama
         return None if llama is None else int(llama.n_ctx())
 
+    def save_state(self) -> object:
+        """This job's sequence (KV cache, tokens, sampler) before another job uses the context."""
+        llama = self._llama
+        if llama is None:
+            return None
+        import llama_cpp
+
+        ctx = llama._ctx.ctx
+        size = int(llama_cpp.llama_state_seq_get_size(ctx, 0))
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0))
+        n_tokens = int(llama.n_tokens)
+        return _SavedSequence(
+            ctypes.string_at(buffer, written),
+            n_tokens,
+            llama.input_ids[:n_tokens].copy(),
+            llama._sampler,
+        )
+
+    def restore_state(self, state: object) -> None:
+        llama = self._llama
+        if llama is None or not isinstance(state, _SavedSequence):
+            return
+        import llama_cpp
+
+        ctx = llama._ctx.ctx
+        llama._ctx.kv_cache_clear()
+        data = (ctypes.c_uint8 * len(state.kv)).from_buffer_copy(state.kv)
+        if int(llama_cpp.llama_state_seq_set_data(ctx, data, len(state.kv), 0)) == 0:
+            raise InferenceError("llama.cpp could not restore a paused generation")
+        llama.n_tokens = state.n_tokens
+        llama.input_ids[: state.n_tokens] = state.tokens
+        llama._sampler = state.sampler
+
     def stream_chat(
         self,
         messages: Sequence[ChatMessage],
@@ -90,12 +134,8 @@ class LlamaCppLlm(Llm):
         temperature: float,
         check: CancelCheck,
     ) -> Iterator[str]:
-        while not self._lock.acquire(timeout=_LOCK_POLL_S):
-            check()
-        try:
-            yield from self._generate(messages, max_tokens, temperature, check)
-        finally:
-            self._lock.release()
+        # no lock: the scheduler's 'model:llm' resource admits one job per context at a time
+        yield from self._generate(messages, max_tokens, temperature, check)
 
     def _generate(
         self,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from typing import Any
 
 from core.errors import InferenceError, ModelLoadError
@@ -23,10 +22,11 @@ _MODEL_CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
 }
 _IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
-_LOCK_POLL_S = 0.05
 
 
 class Qwen2Vl(VisionLanguage):
+    pause_keeps_model = False  # generate() keeps its KV cache in its own frame
+
     def __init__(self, settings: VlSettings) -> None:
         if settings.model_dir is None:
             raise ModelLoadError("vl: model_dir is not set")
@@ -35,7 +35,6 @@ class Qwen2Vl(VisionLanguage):
         self._model: Any = None
         self._tokenizer: Any = None
         self._image_processor: Any = None
-        self._lock = threading.Lock()
 
     def load(self) -> None:
         config_path = self._dir / "config.json"
@@ -79,12 +78,8 @@ class Qwen2Vl(VisionLanguage):
         self._model = self._tokenizer = self._image_processor = None
 
     def answer(self, image: bytes, question: str, *, max_tokens: int, check: CancelCheck) -> str:
-        while not self._lock.acquire(timeout=_LOCK_POLL_S):
-            check()
-        try:
-            return self._answer(image, question, max_tokens, check)
-        finally:
-            self._lock.release()
+        # no lock: the scheduler's model resource admits one job at a time
+        return self._answer(image, question, max_tokens, check)
 
     def _answer(self, image: bytes, question: str, max_tokens: int, check: CancelCheck) -> str:
         if self._model is None:

