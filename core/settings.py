@@ -43,7 +43,28 @@ class DeviceSettings(BaseModel):
     ws_path: str = "/xiaozhi/v1/"
     public_ws_url: str | None = Field(None, description="URL the OTA endpoint hands to devices")
     tokens: list[SecretStr] = Field(
-        default_factory=list, description="accepted device tokens; empty: no check"
+        default_factory=list,
+        description="static device tokens accepted on the WebSocket (never handed out by OTA)",
+    )
+    auth_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of per-device tokens: set it to require device credentials; OTA"
+        " then issues tokens to allowed devices only (no secret and no tokens: open hub)",
+    )
+    token_ttl_s: float = Field(30 * 86400.0, gt=0, description="per-device token lifetime")
+    allowed_devices: list[str] = Field(
+        default_factory=list, description="device ids (MAC) OTA issues a token to at once"
+    )
+    activation: bool = Field(
+        True,
+        description="unknown devices get an activation code an admin approves"
+        " (POST /admin/devices/activate); off: OTA refuses them",
+    )
+    activation_timeout_s: float = Field(600.0, gt=0, description="an activation code's lifetime")
+    allow_shared_device_ids: bool = Field(
+        False,
+        description="let one device id hold several sockets at once (else a per-device token"
+        " replaces the older socket and an unproven id is refused while in use)",
     )
     idle_timeout_s: float = Field(120.0, gt=0)
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
