@@ -11,12 +11,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.admin.metrics import build_registry
 
+# the models every deployment runs (voice and chat); a failed load of one makes /readyz 503
+# until a later use or an admin load succeeds. vl/sd are optional features.
+DEFAULT_MODELS = ("vad", "asr", "llm", "tts")
+
 if TYPE_CHECKING:
     from core.services import Services
 
 
 def create_ops_router(services: Services) -> APIRouter:
-    """/healthz: the process answers. /readyz: the scheduler runs and accepts jobs."""
+    """/healthz: the process answers. /readyz: the scheduler accepts jobs and no default
+    model's last load failed."""
     router = APIRouter(tags=["ops"])
     registry = build_registry(services)
 
@@ -25,11 +30,23 @@ def create_ops_router(services: Services) -> APIRouter:
         uptime_s = time.time() - services.started_at if services.started_at else 0.0
         return {"status": "ok", "uptime_s": round(uptime_s, 3)}
 
-    @router.get("/readyz", summary="Readiness: the scheduler accepts jobs")
+    @router.get("/readyz", summary="Readiness: the scheduler accepts jobs, default models load")
     async def readyz() -> JSONResponse:
-        ready = services.scheduler.accepting
+        accepting = services.scheduler.accepting
+        # names only: the load errors carry paths and are for admins (/admin/models, the log)
+        failed = [
+            str(entry["name"])
+            for entry in services.models.snapshot()
+            if entry.get("name") in DEFAULT_MODELS and entry.get("load_error")
+        ]
+        ready = accepting and not failed
         code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
-        body = {"status": "ready" if ready else "not ready", "scheduler_accepting": ready}
+        body: dict[str, object] = {
+            "status": "ready" if ready else "not ready",
+            "scheduler_accepting": accepting,
+        }
+        if failed:
+            body["failed_models"] = failed
         return JSONResponse(body, status_code=code)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

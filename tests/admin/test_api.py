@@ -13,7 +13,7 @@ from bot.admin.routes import TRACE_CHUNK, _jsonl_chunks
 from core.errors import JobCancelled
 from core.scheduler import JobSpec, JobStatus, Lane, Scheduler
 from core.services import Services
-from tests.admin.conftest import AUTH, TOKEN, Blocker, double, run_some
+from tests.admin.conftest import AUTH, TOKEN, Blocker, FakeModels, double, run_some
 
 
 async def test_stats_count_real_jobs(client: httpx.AsyncClient, scheduler: Scheduler) -> None:
@@ -242,3 +242,21 @@ async def test_dashboard_page_is_served(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "<canvas" in r.text and "/admin/stats" in r.text and "Bearer" in r.text
     assert TOKEN not in r.text  # the page carries no secret; the browser supplies it
+
+
+async def test_readiness_reflects_a_failed_default_model(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """Issue #16 item 13: /readyz stayed 200 while the LLM could not load. Now 503 with the
+    model's name, and no path (the detail is in /admin/models for admins)."""
+    models = services.models
+    assert isinstance(models, FakeModels)
+    models.entries["llm"]["load_error"] = "llm: load failed: /models/llm/x.gguf: bad magic"
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["failed_models"] == ["llm"]
+    assert "/models" not in r.text
+    detail = (await client.get("/admin/models", headers=AUTH)).json()
+    assert any(e.get("load_error") for e in detail)
+    models.entries["sd"]["load_error"] = "optional model"
+    models.entries["llm"]["load_error"] = None
+    assert (await client.get("/readyz")).status_code == 200  # an optional model does not count
