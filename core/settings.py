@@ -28,6 +28,19 @@ class ServerSettings(BaseModel):
     port: int = Field(8080, ge=1, le=65535)
     log_level: str = "INFO"
     data_dir: Path = Field(Path("data"), description="caches (assembled model folders), quotas")
+    handshake_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must send its request head within this"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="open connections (HTTP and WebSocket) in total, below ulimit -n"
+    )
+    max_connections_per_address: int = Field(64, ge=1, description="open connections per peer IP")
+    max_pending_handshakes: int = Field(
+        128,
+        ge=1,
+        description="connections that have not sent a request yet; beyond this the oldest is"
+        " dropped, so an idle-socket flood cannot lock /healthz out",
+    )
 
 
 class AdminSettings(BaseModel):

@@ -15,10 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import uvicorn
-
-from bot.app import DRAIN_REPLY_S, create_app, drain_of
-from bot.serve import DrainingServer
+from bot.app import create_app
+from bot.serve import serve
 from core.models.llm import ChatMessage
 from core.scheduler import JobContext, JobHandle, JobSpec, Lane, Scheduler
 from core.services import Services
@@ -60,7 +58,12 @@ class SlowChat(BotFake):
 
 def main(port: int, options: dict[str, Any]) -> None:
     settings = build_settings(
-        server={"host": "127.0.0.1", "port": port, "log_level": "WARNING"},
+        server={
+            "host": "127.0.0.1",
+            "port": port,
+            "log_level": "WARNING",
+            **options.get("server", {}),
+        },
         admin={"token": ADMIN_TOKEN},
         bot={"onebot_access_token": ONEBOT_TOKEN, "nickname": ["小优"], "command_start": ["/"]},
         devices=options.get("devices", {}),
@@ -85,15 +88,7 @@ def main(port: int, options: dict[str, Any]) -> None:
         devices=hub,
     )
     app = create_app(settings, services=services, device_hub=hub)
-    drain_s = settings.scheduler.drain_timeout_s + settings.scheduler.cancel_timeout_s
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=int(drain_s + DRAIN_REPLY_S) + 5,
-    )
-    DrainingServer(config, drain_of(app), drain_timeout_s=drain_s + DRAIN_REPLY_S + 5).run()
+    serve(app, settings, log_level="warning")
 
 
 if __name__ == "__main__":
