@@ -109,6 +109,7 @@ def create_app(
     nonebot.init(**(plugin_config or {}), **nonebot_options(settings))
     driver = nonebot.get_driver()
     if settings.bot.enabled:
+        OneBotAdapter.max_message_chars = settings.bot.max_message_chars
         driver.register_adapter(OneBotAdapter)  # the v11 adapter, constant-time token check
         if settings.bot.onebot_access_token is None and not _is_loopback(settings.server.host):
             logger.warning(

@@ -2,15 +2,18 @@
 
 The upstream adapter compares the access token (and the HTTP POST signature) with ``!=``,
 whose run time depends on how many leading characters match. This subclass keeps every other
-behaviour and compares with :func:`hmac.compare_digest`.
+behaviour and compares with :func:`hmac.compare_digest`. It also cuts incoming messages to
+``bot.max_message_chars`` before NoneBot parses them (no plugin or model sees more).
 """
 
 from __future__ import annotations
 
 import hmac
+from typing import Any, ClassVar
 
 from nonebot.adapters.onebot.utils import get_auth_bearer
 from nonebot.adapters.onebot.v11 import Adapter as OneBotV11Adapter
+from nonebot.adapters.onebot.v11 import Event
 from nonebot.drivers import Request, Response
 from nonebot.log import logger
 
@@ -19,7 +22,53 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+DEFAULT_MAX_MESSAGE_CHARS = 4000
+MAX_SEGMENTS = 100  # text, faces, images, ats of one QQ message; each costs a model validation
+
+
+def _cap_message(json_data: dict[str, Any], max_chars: int) -> bool:
+    """Cut an incoming message to ``max_chars`` characters of text and MAX_SEGMENTS segments,
+    in place, before NoneBot parses it; True when it was cut."""
+    message = json_data.get("message")
+    cut = False
+    if isinstance(message, str):
+        if len(message) > max_chars:
+            json_data["message"] = message[:max_chars]
+            cut = True
+    elif isinstance(message, list):
+        if len(message) > MAX_SEGMENTS:
+            del message[MAX_SEGMENTS:]
+            cut = True
+        budget = max_chars
+        for segment in message:
+            data = segment.get("data") if isinstance(segment, dict) else None
+            text = data.get("text") if isinstance(data, dict) else None
+            if isinstance(text, str):
+                if len(text) > budget:
+                    data["text"] = text[:budget]
+                    cut = True
+                budget -= len(data["text"])
+    raw = json_data.get("raw_message")
+    if isinstance(raw, str) and len(raw) > max_chars:
+        json_data["raw_message"] = raw[:max_chars]
+        cut = True
+    return cut
+
+
 class OneBotAdapter(OneBotV11Adapter):
+    max_message_chars: ClassVar[int] = DEFAULT_MAX_MESSAGE_CHARS  # set by bot.app.create_app
+
+    @classmethod
+    def json_to_event(cls, json_data: Any) -> Event | None:
+        """Huge messages (8 MiB of text cost 18 s of CPU and 930 MB) are cut before parsing."""
+        if isinstance(json_data, dict) and json_data.get("post_type") == "message":
+            if _cap_message(json_data, cls.max_message_chars):
+                logger.warning(
+                    f"OneBot message {json_data.get('message_id')} from {json_data.get('user_id')}"
+                    f" cut to {cls.max_message_chars} characters"
+                )
+        return super().json_to_event(json_data)
+
     def _check_access_token(self, request: Request) -> Response | None:
         expected = self.onebot_config.onebot_access_token
         if not expected:

@@ -80,6 +80,12 @@ class DeviceSettings(BaseModel):
         " replaces the older socket and an unproven id is refused while in use)",
     )
     idle_timeout_s: float = Field(120.0, gt=0)
+    max_audio_frames_per_s: float = Field(
+        50.0, gt=0, description="uplink Opus frames per socket (firmware sends ~17/s); more dropped"
+    )
+    max_audio_bytes_per_s: int = Field(
+        32_000, ge=1024, description="uplink audio bytes per socket (16 kHz Opus ~3 KB/s)"
+    )
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
     hello_timeout_s: float = Field(10.0, gt=0, description="the device must say hello within this")
     close_timeout_s: float = Field(
@@ -132,6 +138,9 @@ class BotSettings(BaseModel):
 
     enabled: bool = True
     onebot_access_token: SecretStr | None = None
+    max_message_chars: int = Field(
+        4000, ge=100, description="incoming QQ messages are cut to this before any parsing"
+    )
     superusers: list[str] = Field(default_factory=list)
     nickname: list[str] = Field(default_factory=lambda: ["xiaoyou", "小优"])
     command_start: list[str] = Field(default_factory=lambda: ["/", ""])

@@ -38,6 +38,7 @@ from devices.protocol import (
     parse_device_message,
     unpack_frame,
 )
+from devices.ratelimit import TokenBucket
 from devices.session import SessionState, SessionStateMachine
 from devices.tasks import TaskOwner
 
@@ -50,6 +51,7 @@ CLOSE_BAD_REQUEST = 4400  # binary before hello, unsupported protocol version
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TIMEOUT = 4408  # no hello in time
 CLOSE_REPLACED = 4409  # the same device connected again (a newer socket won)
+RATE_NOTICE_INTERVAL_S = 1.0  # the sender of too much audio is told at most this often
 _SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)  # the peer went away mid-send
 
 McpHandler = Callable[["DeviceConnection", dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -100,6 +102,12 @@ class DeviceConnection:
         self._decoder = OpusDecoder(16_000)
         self.pipeline: VoicePipeline | None = None
         self.invalid_opus_frames = 0
+        self.dropped_audio_frames = 0  # over the per-socket audio rate
+        rate = settings.max_audio_frames_per_s
+        self._frame_rate = TokenBucket(rate, burst=rate)  # one second of burst
+        byte_rate = settings.max_audio_bytes_per_s
+        self._byte_rate = TokenBucket(byte_rate, burst=byte_rate)
+        self._rate_told_s = -RATE_NOTICE_INTERVAL_S
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -110,6 +118,7 @@ class DeviceConnection:
             "protocol_version": self.protocol_version,
             "connected_since": self.connected_since,
             "remote": self.remote,
+            "dropped_audio_frames": self.dropped_audio_frames,
         }
 
     # -- sending (one writer at a time, in order) ------------------------------------------
@@ -280,6 +289,22 @@ class DeviceConnection:
         frame = unpack_frame(self.protocol_version, data)
         if frame.frame_type == FRAME_TYPE_JSON:
             await self._on_text(frame.payload)
+            return
+        # before decoding: a flood of tiny frames must not cost CPU (checked in this order so
+        # a dropped frame spends no byte budget)
+        if not (self._frame_rate.take() and self._byte_rate.take(len(frame.payload))):
+            self.dropped_audio_frames += 1
+            now_s = time.monotonic()
+            if now_s - self._rate_told_s >= RATE_NOTICE_INTERVAL_S:
+                self._rate_told_s = now_s
+                await self.send_message(
+                    Error(
+                        code="rate_limited",
+                        message=f"audio over {self.settings.max_audio_frames_per_s:g} frames or"
+                        f" {self.settings.max_audio_bytes_per_s} bytes per second: dropped"
+                        f" {self.dropped_audio_frames} frames so far",
+                    )
+                )
             return
         try:
             pcm = self._decoder.decode(frame.payload)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,7 +13,7 @@ import websockets
 from nonebot.drivers import Request
 
 import bot.onebot
-from bot.onebot import OneBotAdapter
+from bot.onebot import MAX_SEGMENTS, OneBotAdapter
 from tests.abuse.conftest import StartServer, onebot_headers
 
 
@@ -48,3 +50,19 @@ async def test_served_adapter_refuses_wrong_tokens(start_server: StartServer) ->
         assert refused.value.response.status_code == 403
     async with websockets.connect(url, additional_headers=onebot_headers()) as ws:
         assert ws.close_code is None
+
+
+def test_huge_message_is_cut_before_parsing() -> None:
+    """Issue #16 item 11: an 8 MiB message went whole into NoneBot and the chat model."""
+    from tests.abuse.conftest import group_message
+
+    data = json.loads(group_message("字" * 8_000_000))
+    data["message"] += [{"type": "face", "data": {"id": "1"}}] * 100_000
+    started = time.perf_counter()
+    event = OneBotAdapter.json_to_event(data)
+    elapsed_s = time.perf_counter() - started
+    assert event is not None
+    text = event.get_plaintext()  # type: ignore[attr-defined]
+    assert len(text) <= OneBotAdapter.max_message_chars and text.startswith("字")
+    assert len(event.get_message()) <= MAX_SEGMENTS
+    assert elapsed_s < 1.0

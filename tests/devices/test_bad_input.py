@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -209,3 +210,27 @@ async def test_absurd_audio_params_are_rejected_with_an_error(
     assert f"audio_params.{needle}" in error["message"]
     assert sim.messages("hello") == []  # not accepted silently
     assert (await sim.connect_on_open())["type"] == "hello"  # a sane hello still works
+
+
+async def test_audio_flood_is_dropped_counted_and_reported(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Issue #16 item 8: 10,000 tiny frames a second were all decoded (38 s of CPU for 5 s)."""
+    server = await start_hub(fake, max_audio_frames_per_s=50)
+    sim = server.device()
+    await sim.connect()
+    await sim.listen("start", "manual")
+    packet = sim._encoder.encode(tone_pcm(0.06))[0]
+    for _ in range(2000):
+        await sim.send_packet(packet)
+    error = await sim.wait_message("error", code="rate_limited", timeout_s=5)
+    assert "dropped" in error["message"]
+    conn = server.hub.connection(sim.device_id)
+    assert conn is not None
+    for _ in range(100):
+        if conn.dropped_audio_frames >= 1900:
+            break
+        await asyncio.sleep(0.02)
+    assert 1900 <= conn.dropped_audio_frames <= 1950  # about one second of burst got through
+    assert len(sim.messages("error")) < 5  # told, not flooded back
+    await _healthy_neighbour_still_served(server, fake)

@@ -54,6 +54,7 @@ async def test_snapshot_lists_devices_with_fields(start_hub: StartHub, fake: Fak
         "protocol_version",
         "connected_since",
         "remote",
+        "dropped_audio_frames",
     }
     assert snap["session_id"] == sim.session_id and snap["state"] == "ready"
     await sim.close()
