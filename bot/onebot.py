@@ -61,12 +61,12 @@ class OneBotAdapter(OneBotV11Adapter):
     @classmethod
     def json_to_event(cls, json_data: Any) -> Event | None:
         """Huge messages (8 MiB of text cost 18 s of CPU and 930 MB) are cut before parsing."""
-        if isinstance(json_data, dict) and json_data.get("post_type") == "message":
-            if _cap_message(json_data, cls.max_message_chars):
-                logger.warning(
-                    f"OneBot message {json_data.get('message_id')} from {json_data.get('user_id')}"
-                    f" cut to {cls.max_message_chars} characters"
-                )
+        message = isinstance(json_data, dict) and json_data.get("post_type") == "message"
+        if message and _cap_message(json_data, cls.max_message_chars):
+            logger.warning(
+                f"OneBot message {json_data.get('message_id')} from {json_data.get('user_id')}"
+                f" cut to {cls.max_message_chars} characters"
+            )
         return super().json_to_event(json_data)
 
     def _check_access_token(self, request: Request) -> Response | None:
