@@ -9,12 +9,13 @@ behaviour and compares with :func:`hmac.compare_digest`. It also cuts incoming m
 from __future__ import annotations
 
 import hmac
-from typing import Any, ClassVar
+import json
+from typing import Any, ClassVar, cast
 
 from nonebot.adapters.onebot.utils import get_auth_bearer
 from nonebot.adapters.onebot.v11 import Adapter as OneBotV11Adapter
 from nonebot.adapters.onebot.v11 import Event
-from nonebot.drivers import Request, Response
+from nonebot.drivers import Request, Response, WebSocket
 from nonebot.log import logger
 
 
@@ -55,12 +56,64 @@ def _cap_message(json_data: dict[str, Any], max_chars: int) -> bool:
     return cut
 
 
+_POST_TYPES = {"message", "message_sent", "notice", "request", "meta_event"}
+_MESSAGE_TYPES = {"private", "group"}
+
+
+def _plausible(event: dict[str, Any]) -> bool:
+    """The fields every OneBot v11 event has, of the right JSON types (cheap, no parsing)."""
+    if event.get("post_type") not in _POST_TYPES:
+        return False
+    if not isinstance(event.get("time"), int) or not isinstance(event.get("self_id"), int | str):
+        return False
+    if event["post_type"] in ("message", "message_sent"):
+        return (
+            event.get("message_type") in _MESSAGE_TYPES
+            and isinstance(event.get("user_id"), int | str)
+            and isinstance(event.get("message"), list | str)
+        )
+    return True
+
+
+class _ScreenedSocket:
+    """The OneBot WebSocket as the adapter sees it, minus frames that are not JSON objects:
+    upstream, one malformed frame ended the bot's session (and each logged a traceback)."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self.malformed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._websocket, name)
+
+    async def receive(self) -> str | bytes:
+        while True:
+            data = await self._websocket.receive()
+            try:
+                if isinstance(json.loads(data), dict):
+                    return data
+            except (ValueError, RecursionError):
+                pass
+            self.malformed += 1
+            if self.malformed in (1, 10, 100) or self.malformed % 1000 == 0:
+                logger.warning(f"OneBot: ignored {self.malformed} malformed frame(s) so far")
+
+
 class OneBotAdapter(OneBotV11Adapter):
     max_message_chars: ClassVar[int] = DEFAULT_MAX_MESSAGE_CHARS  # set by bot.app.create_app
+    malformed_events: ClassVar[int] = 0
+
+    async def _handle_ws(self, websocket: WebSocket) -> None:
+        await super()._handle_ws(cast(WebSocket, _ScreenedSocket(websocket)))
 
     @classmethod
     def json_to_event(cls, json_data: Any) -> Event | None:
         """Huge messages (8 MiB of text cost 18 s of CPU and 930 MB) are cut before parsing."""
+        if isinstance(json_data, dict) and "post_type" in json_data and not _plausible(json_data):
+            cls.malformed_events += 1
+            if cls.malformed_events in (1, 10, 100) or cls.malformed_events % 1000 == 0:
+                logger.warning(f"OneBot: dropped {cls.malformed_events} malformed event(s) so far")
+            return None  # upstream logs a full traceback per bad event: seconds of loop time
         message = isinstance(json_data, dict) and json_data.get("post_type") == "message"
         if message and _cap_message(json_data, cls.max_message_chars):
             logger.warning(
