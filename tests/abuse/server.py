@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from bot.app import create_app
 from bot.serve import serve
+from core.errors import ModelLoadError
 from core.models.llm import ChatMessage
 from core.scheduler import JobContext, JobHandle, JobSpec, Lane, Scheduler
 from core.services import Services
@@ -49,6 +50,7 @@ class SlowChat(BotFake):
         async def work(ctx: JobContext) -> None:
             await asyncio.sleep(self.chat_delay_s)
             await ctx.checkpoint()
+            self._fail("chat")
             for piece in self.chat_pieces:
                 await ctx.emit(piece)
 
@@ -79,7 +81,13 @@ def main(port: int, options: dict[str, Any]) -> None:
     scheduler = Scheduler(settings.scheduler)
     chat = SlowChat(scheduler, chat_delay_s=float(options.get("chat_delay_s", 0.0)))
     device_fake = DeviceFake(scheduler, token_s=float(options.get("device_token_s", 0.005)))
-    hub = DeviceHub(settings.devices, device_fake, scheduler)
+    if options.get("broken_llm"):  # a model that fails to load, path and all
+        broken = ModelLoadError("llm: load failed: ValueError: /models/llm/secret.gguf: bad magic")
+        device_fake.chat_error = broken
+        chat.errors["chat"] = broken
+    hub = DeviceHub(
+        settings.devices, device_fake, scheduler, state_path=settings.server.data_dir / "dev.json"
+    )
     services = Services(
         settings=settings,
         scheduler=scheduler,
