@@ -135,6 +135,15 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
     return Guarded
 
 
+class _DenialIsNotAnError(logging.Filter):
+    """uvicorn logs ``ASGI callable returned without completing handshake`` at ERROR after
+    every refused upgrade (401 to a stranger, 403 to a wrong OneBot token): expected here,
+    and one ERROR per probe would drown real errors. The refusal itself is logged by us."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing handshake" not in record.getMessage()
+
+
 def server_config(app: Any, settings: Settings, *, log_level: str | None = None) -> uvicorn.Config:
     """The uvicorn configuration ``xiaoyou serve`` runs with (timeouts, connection guard)."""
     return uvicorn.Config(
@@ -144,6 +153,7 @@ def server_config(app: Any, settings: Settings, *, log_level: str | None = None)
         log_level=log_level or settings.server.log_level.lower(),
         log_config=uvicorn_log_config(),  # ?token= / ?authorization= values never logged
         http=guarded_protocol(ConnectionGuard(settings.server)),
+        ws="websockets-sansio",  # what the tests run; supports HTTP denial responses
         timeout_graceful_shutdown=int(drain_budget_s(settings)) + 5,
         ws_ping_interval=20.0,  # half-open WebSockets (a device lost its Wi-Fi) are found
         ws_ping_timeout=20.0,
@@ -162,4 +172,6 @@ def serve(app: Any, settings: Settings, *, log_level: str | None = None) -> None
     from bot.app import drain_of
 
     config = server_config(app, settings, log_level=log_level)
+    config.load()  # configures uvicorn's loggers; the filter goes on after that
+    logging.getLogger("uvicorn.error").addFilter(_DenialIsNotAnError())
     DrainingServer(config, drain_of(app), drain_timeout_s=drain_budget_s(settings) + 5).run()
