@@ -43,12 +43,13 @@ def _cap_message(json_data: dict[str, Any], max_chars: int) -> bool:
         budget = max_chars
         for segment in message:
             data = segment.get("data") if isinstance(segment, dict) else None
-            text = data.get("text") if isinstance(data, dict) else None
-            if isinstance(text, str):
-                if len(text) > budget:
-                    data["text"] = text[:budget]
-                    cut = True
-                budget -= len(data["text"])
+            if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+                continue
+            text: str = data["text"]
+            if len(text) > budget:
+                text = data["text"] = text[: max(budget, 0)]
+                cut = True
+            budget -= len(text)
     raw = json_data.get("raw_message")
     if isinstance(raw, str) and len(raw) > max_chars:
         json_data["raw_message"] = raw[:max_chars]
