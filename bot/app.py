@@ -12,20 +12,23 @@ the HTTP client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import nonebot
-from fastapi import FastAPI
-from nonebot.adapters.onebot.v11 import Adapter as OneBotV11Adapter
+from fastapi import Depends, FastAPI
 from nonebot.adapters.onebot.v11 import Bot as OneBotV11Bot
 from nonebot.log import logger
 
 from bot.admin import create_admin_router, create_ops_router
+from bot.admin.auth import require_token
 from bot.directory import BotDirectory
+from bot.onebot import OneBotAdapter
 from bot.plugins import PLUGINS
 from bot.runtime import BotRuntime, install_runtime
 from bot.state import QuotaBook
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 HTTP_TIMEOUT_S = 10.0  # image downloads; the see plugin applies its own, tighter budget
 QUOTA_FILE = "bot_quotas.json"  # under server.data_dir: daily draw counts survive restarts
+DEVICES_FILE = "devices_activated.json"  # under server.data_dir: device activations
 
 
 def build_services(settings: Settings) -> tuple[Services, DeviceHub]:
@@ -52,7 +56,9 @@ def build_services(settings: Settings) -> tuple[Services, DeviceHub]:
     scheduler = Scheduler(with_remote_resources(settings.scheduler, settings.models))
     models = ModelManager(settings.models, scheduler, settings.server.data_dir / "models")
     inference = Inference(scheduler, models, settings.models)
-    hub = DeviceHub(settings.devices, inference, scheduler)
+    hub = DeviceHub(
+        settings.devices, inference, scheduler, state_path=settings.server.data_dir / DEVICES_FILE
+    )
     services = Services(
         settings=settings, scheduler=scheduler, models=models, inference=inference, devices=hub
     )
@@ -105,12 +111,23 @@ def create_app(
     nonebot.init(**(plugin_config or {}), **nonebot_options(settings))
     driver = nonebot.get_driver()
     if settings.bot.enabled:
-        driver.register_adapter(OneBotV11Adapter)
+        OneBotAdapter.max_message_chars = settings.bot.max_message_chars
+        driver.register_adapter(OneBotAdapter)  # the v11 adapter, constant-time token check
         if settings.bot.onebot_access_token is None and not _is_loopback(settings.server.host):
             logger.warning(
                 f"OneBot access token is not set and the server listens on {settings.server.host}:"
                 " anyone who can reach the port can connect as a bot (set bot.onebot_access_token)"
             )
+    if (
+        settings.devices.enabled
+        and settings.devices.auth_secret is None
+        and not settings.devices.tokens
+        and not _is_loopback(settings.server.host)
+    ):
+        logger.warning(
+            f"device auth is off and the server listens on {settings.server.host}: any device can"
+            " connect (set devices.auth_secret for per-device tokens)"
+        )
     app: FastAPI = nonebot.get_app()
 
     bots = BotDirectory(nonebot.get_bots)
@@ -126,6 +143,9 @@ def create_app(
         app.include_router(device_hub.router())
     app.include_router(create_ops_router(services))
     app.include_router(create_admin_router(services))
+    if device_hub is not None and settings.devices.enabled:
+        guard = Depends(require_token(settings.admin.token))
+        app.include_router(device_hub.admin_router(), prefix="/admin", dependencies=[guard])
 
     @driver.on_startup
     async def _start() -> None:
@@ -146,6 +166,26 @@ def create_app(
                 steps.push_async_callback(device_hub.close)  # runs first
         logger.info("xiaoyou stopped")
 
+    async def drain() -> None:
+        """SIGTERM, before the server closes any socket (bot/serve.py): refuse new devices
+        and jobs, cancel queued jobs (their users are told), let running jobs finish within
+        the drain time, wait for the replies to go out, then close device and OneBot sockets
+        with 1001 and a reason. The lifespan shutdown (_stop) then finds little left to do."""
+        if device_hub is not None:
+            device_hub.stop_admission()
+        turns = (
+            device_hub.wait_turns(settings.scheduler.drain_timeout_s)
+            if device_hub is not None
+            else asyncio.sleep(0)
+        )
+        await asyncio.gather(services.scheduler.stop(cancel_queued=True), turns)
+        if device_hub is not None:
+            await device_hub.close()
+        await _finish_bot_handlers(settings.scheduler.cancel_timeout_s + DRAIN_REPLY_S)
+        await _close_bot_sockets()
+
+    install_drain(app, drain)
+
     @driver.on_bot_connect
     async def _bot_connected(bot: OneBotV11Bot) -> None:
         bots.connected(bot.self_id)
@@ -158,3 +198,48 @@ def create_app(
         for plugin in PLUGINS:
             nonebot.load_plugin(plugin)
     return app
+
+
+DRAIN_REPLY_S = 3.0  # shutdown: time for the replies to cancelled requests to reach QQ
+DRAIN_KEY = "xiaoyou_drain"
+
+
+def install_drain(app: Any, drain: Callable[[], Awaitable[None]]) -> None:
+    setattr(app.state, DRAIN_KEY, drain)
+
+
+def drain_of(app: Any) -> Callable[[], Awaitable[None]] | None:
+    drain: Callable[[], Awaitable[None]] | None = getattr(app.state, DRAIN_KEY, None)
+    return drain
+
+
+def _onebot_adapter() -> OneBotAdapter | None:
+    try:
+        adapter = nonebot.get_adapter(OneBotAdapter)
+    except ValueError:  # the bot side is disabled
+        return None
+    return adapter if isinstance(adapter, OneBotAdapter) else None
+
+
+async def _finish_bot_handlers(timeout_s: float) -> None:
+    """Wait for the event handlers in flight (each sends its reply), bounded."""
+    adapter = _onebot_adapter()
+    if adapter is None:
+        return
+    pending = [task for task in adapter.tasks if not task.done()]
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=timeout_s)
+        if late:
+            logger.warning(f"shutdown: {len(late)} QQ handlers still running; cancelling them")
+            for task in late:
+                task.cancel()
+
+
+async def _close_bot_sockets() -> None:
+    adapter = _onebot_adapter()
+    if adapter is None:
+        return
+    for self_id, websocket in list(adapter.connections.items()):
+        with contextlib.suppress(Exception):
+            await websocket.close(1001, "server shutting down")
+        logger.info(f"shutdown: closed the OneBot socket of {self_id} (1001)")

@@ -49,26 +49,14 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn  # imported here: the other subcommands do not need the server stack
-
-    from bot.app import create_app
-    from bot.log_redact import uvicorn_log_config
+    from bot.app import create_app  # imported here: the other subcommands skip the server stack
+    from bot.serve import serve
 
     settings = _settings(args)
-    app = create_app(settings)
-    # uvicorn handles SIGINT/SIGTERM: stop accepting, finish requests, run the lifespan
-    # shutdown (device hub, scheduler drain then cancel, model manager), then exit.
-    uvicorn.run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.server.log_level.lower(),
-        log_config=uvicorn_log_config(),  # ?token= / ?authorization= values never logged
-        timeout_graceful_shutdown=int(
-            settings.scheduler.drain_timeout_s + settings.scheduler.cancel_timeout_s
-        )
-        + 5,
-    )
+    # SIGINT/SIGTERM: the app drains first (stop admission, tell queued users, finish turns,
+    # close sockets with 1001), then uvicorn stops accepting, runs the lifespan shutdown
+    # (device hub, scheduler, model manager) and exits.
+    serve(create_app(settings), settings)
     return 0
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import ipaddress
 import wave
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,32 @@ async def download(
         raise ProtocolError(f"image download failed: {exc!r}", retryable=True) from exc
 
 
+class BlockedTarget(ProtocolError):
+    """An image URL points at this machine or a private network (SSRF)."""
+
+    code = "blocked_target"
+
+
+async def check_target(url: str, *, allow_private: bool) -> None:
+    """Refuse URLs whose host is (or resolves to) a loopback, private, link-local, reserved
+    or multicast address: a QQ message must not make the server fetch from its own network.
+    A host that does not resolve is left to the download to fail. (The HTTP client resolves
+    again: a DNS answer that changes in between is not caught.)"""
+    if allow_private:
+        return
+    parsed = httpx.URL(url)
+    host = parsed.host
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+    except OSError:
+        return
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise BlockedTarget(f"image URL host {host!r} is a non-public address ({address})")
+
+
 async def fetch_image(
     bot: Bot,
     client: httpx.AsyncClient,
@@ -66,12 +93,17 @@ async def fetch_image(
     *,
     max_bytes: int,
     timeout_s: float,
+    allow_private: bool = False,
+    local_dirs: Sequence[Path] = (),
 ) -> bytes:
-    """The bytes of an incoming image segment: its URL first, then ``get_image``."""
+    """The bytes of an incoming image segment: its URL first, then ``get_image``. URLs to
+    non-public addresses are refused unless ``allow_private``; a local file from
+    ``get_image`` is read only inside one of ``local_dirs`` (none by default)."""
     url = str(segment.data.get("url") or "")
     first_error: ProtocolError | None = None
     if url.startswith(("http://", "https://")):
         try:
+            await check_target(url, allow_private=allow_private)
             return await download(client, url, max_bytes=max_bytes, timeout_s=timeout_s)
         except ImageTooLarge:
             raise  # the URL works; get_image would hand us the same oversized file
@@ -84,7 +116,15 @@ async def fetch_image(
         info: dict[str, Any] = await bot.call_api("get_image", file=file_id, _timeout=timeout_s)
     except (ActionFailed, NetworkError) as exc:
         raise ProtocolError(f"get_image failed: {exc!r}") from exc
-    return await _from_get_image(client, info, url, max_bytes=max_bytes, timeout_s=timeout_s)
+    return await _from_get_image(
+        client,
+        info,
+        url,
+        max_bytes=max_bytes,
+        timeout_s=timeout_s,
+        allow_private=allow_private,
+        local_dirs=local_dirs,
+    )
 
 
 async def _from_get_image(
@@ -94,6 +134,8 @@ async def _from_get_image(
     *,
     max_bytes: int,
     timeout_s: float,
+    allow_private: bool,
+    local_dirs: Sequence[Path],
 ) -> bytes:
     # NapCat may return base64; go-cqhttp/NapCat return a local path ("file") that is only
     # readable when we share its filesystem; both may return a fresh URL.
@@ -106,19 +148,24 @@ async def _from_get_image(
     path = info.get("file")
     if isinstance(path, str) and path and not path.startswith(("http://", "https://")):
         local = Path(path.removeprefix("file://"))
-        size = await asyncio.to_thread(_file_size, local)
+        size = await asyncio.to_thread(_file_size, local, local_dirs)
         if size is not None:
             if size > max_bytes:
                 raise ImageTooLarge(f"image too large: {size} bytes > {max_bytes}")
             return await asyncio.to_thread(local.read_bytes)
     url = info.get("url")
     if isinstance(url, str) and url.startswith(("http://", "https://")) and url != old_url:
+        await check_target(url, allow_private=allow_private)
         return await download(client, url, max_bytes=max_bytes, timeout_s=timeout_s)
     raise ProtocolError("the image has expired and get_image gave nothing readable")
 
 
-def _file_size(path: Path) -> int | None:
-    return path.stat().st_size if path.is_file() else None
+def _file_size(path: Path, local_dirs: Sequence[Path]) -> int | None:
+    """The size of ``path`` if it is a file inside one of ``local_dirs`` (symlinks resolved)."""
+    real = path.resolve()
+    if not any(real.is_relative_to(d.resolve()) for d in local_dirs):
+        return None
+    return real.stat().st_size if real.is_file() else None
 
 
 def compress_image(data: bytes, *, max_bytes: int, max_side_px: int) -> bytes:

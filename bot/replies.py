@@ -12,6 +12,7 @@ from core.errors import (
     DeadlineExceeded,
     JobCancelled,
     ModelError,
+    ModelLoadError,
     ModelNotConfigured,
     ProtocolError,
     QueueFull,
@@ -21,8 +22,13 @@ from core.errors import (
     WorkerDied,
     XiaoyouError,
 )
+from core.scheduler import SHUTDOWN_REASON
 
 GENERIC_FAILURE = "出错了，请稍后再试。"
+SHUTDOWN_REPLY = "服务正在重启，这条没来得及处理，请稍后再发一次。"
+_SHUTDOWN_REASONS = (SHUTDOWN_REASON, "scheduler shutting down", "scheduler stopped")
+MODEL_LOAD_FAILURE = "模型没能加载，暂时用不了，请联系管理员。"
+MODEL_FAILURE = "模型运行出错了，请稍后再试。"
 
 
 def describe_error(exc: BaseException) -> str:
@@ -32,7 +38,7 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, QuotaExceeded):
         return exc.message
     if isinstance(exc, JobCancelled):
-        return "任务已取消。"
+        return SHUTDOWN_REPLY if exc.message in _SHUTDOWN_REASONS else "任务已取消。"
     if isinstance(exc, DeadlineExceeded):
         return "等待超时了，请稍后再试。"
     if isinstance(exc, SchedulerClosed):
@@ -43,8 +49,12 @@ def describe_error(exc: BaseException) -> str:
         return "这个任务需要的资源超出了服务器配置，请联系管理员。"
     if isinstance(exc, ModelNotConfigured):
         return "这个功能还没有配置模型，请联系管理员。"
+    # model errors carry backend detail (file paths, exception text): admins read it in the
+    # log and /admin/models; users get a plain sentence
+    if isinstance(exc, ModelLoadError):
+        return MODEL_LOAD_FAILURE
     if isinstance(exc, ModelError):
-        return f"模型出错了：{exc.message}"
+        return MODEL_FAILURE
     if isinstance(exc, ProtocolError):
         return f"请求有误：{exc.message}"
     if isinstance(exc, XiaoyouError):

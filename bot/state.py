@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import time
 from collections import OrderedDict, deque
@@ -18,6 +19,8 @@ from typing import Any
 
 from core.errors import ConfigError, QuotaExceeded
 from core.models.llm import ChatMessage
+
+log = logging.getLogger(__name__)
 
 MAX_TRACKED_JOBS_PER_USER = 64  # a user rarely has more than a few jobs in flight
 MAX_CONVERSATIONS = 4096  # least recently used conversations are forgotten beyond this
@@ -92,6 +95,7 @@ class QuotaBook:
         self._day = today()
         self._count: dict[str, int] = {}
         self.path = path
+        self.state_error: str | None = None  # the last failed write, for admins
         self._write_lock = asyncio.Lock()
         if path is not None:
             self._load(path)
@@ -152,12 +156,20 @@ class QuotaBook:
         return self._count.get(key, 0)
 
     async def persist(self) -> None:
-        """Write today's counts (off the event loop; writes happen in order, atomically)."""
+        """Write today's counts (off the event loop; writes happen in order, atomically).
+        A failed write (disk full) is logged and kept in :attr:`state_error`, never raised:
+        the request that counted has been submitted and must still get its reply."""
         if self.path is None:
             return
         async with self._write_lock:
             payload = json.dumps({"day": self._day.isoformat(), "counts": self._count})
-            await asyncio.to_thread(_write_atomic, self.path, payload)
+            try:
+                await asyncio.to_thread(_write_atomic, self.path, payload)
+            except OSError as exc:  # disk full, read-only: the counts stay valid in memory
+                self.state_error = f"cannot write {self.path}: {exc}"
+                log.error("quota file: %s (counts kept in memory)", self.state_error)
+                return
+            self.state_error = None
 
 
 def _write_atomic(path: Path, text: str) -> None:

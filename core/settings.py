@@ -28,6 +28,19 @@ class ServerSettings(BaseModel):
     port: int = Field(8080, ge=1, le=65535)
     log_level: str = "INFO"
     data_dir: Path = Field(Path("data"), description="caches (assembled model folders), quotas")
+    handshake_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must send its request head within this"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="open connections (HTTP and WebSocket) in total, below ulimit -n"
+    )
+    max_connections_per_address: int = Field(64, ge=1, description="open connections per peer IP")
+    max_pending_handshakes: int = Field(
+        128,
+        ge=1,
+        description="connections that have not sent a request yet; beyond this the oldest is"
+        " dropped, so an idle-socket flood cannot lock /healthz out",
+    )
 
 
 class AdminSettings(BaseModel):
@@ -50,7 +63,28 @@ class DeviceSettings(BaseModel):
     ws_path: str = "/xiaozhi/v1/"
     public_ws_url: str | None = Field(None, description="URL the OTA endpoint hands to devices")
     tokens: list[SecretStr] = Field(
-        default_factory=list, description="accepted device tokens; empty: no check"
+        default_factory=list,
+        description="static device tokens accepted on the WebSocket (never handed out by OTA)",
+    )
+    auth_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of per-device tokens: set it to require device credentials; OTA"
+        " then issues tokens to allowed devices only (no secret and no tokens: open hub)",
+    )
+    token_ttl_s: float = Field(30 * 86400.0, gt=0, description="per-device token lifetime")
+    allowed_devices: list[str] = Field(
+        default_factory=list, description="device ids (MAC) OTA issues a token to at once"
+    )
+    activation: bool = Field(
+        True,
+        description="unknown devices get an activation code an admin approves"
+        " (POST /admin/devices/activate); off: OTA refuses them",
+    )
+    activation_timeout_s: float = Field(600.0, gt=0, description="an activation code's lifetime")
+    allow_shared_device_ids: bool = Field(
+        False,
+        description="let one device id hold several sockets at once (else a per-device token"
+        " replaces the older socket and an unproven id is refused while in use)",
     )
     idle_timeout_s: float = Field(
         90.0,
@@ -61,6 +95,15 @@ class DeviceSettings(BaseModel):
     idle_goodbye: str = Field(
         "我先休息啦，有事再叫我。",
         description="spoken before an idle close of a listening device (empty: close at once)",
+    )
+    max_audio_frames_per_s: float = Field(
+        100.0,
+        gt=0,
+        description="uplink Opus frames per socket (firmware ~17/s at 60 ms, 50/s at 20 ms);"
+        " more are dropped",
+    )
+    max_audio_bytes_per_s: int = Field(
+        32_000, ge=1024, description="uplink audio bytes per socket (16 kHz Opus ~3 KB/s)"
     )
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
     hello_timeout_s: float = Field(10.0, gt=0, description="the device must say hello within this")
@@ -146,6 +189,9 @@ class BotSettings(BaseModel):
 
     enabled: bool = True
     onebot_access_token: SecretStr | None = None
+    max_message_chars: int = Field(
+        4000, ge=100, description="incoming QQ messages are cut to this before any parsing"
+    )
     superusers: list[str] = Field(default_factory=list)
     nickname: list[str] = Field(default_factory=lambda: ["xiaoyou", "小优"])
     command_start: list[str] = Field(default_factory=lambda: ["/", ""])

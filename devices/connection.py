@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.errors import ProtocolError
 from core.settings import DeviceSettings
+from devices.auth import DeviceAuth, Verdict, valid_id
 from devices.codec import OpusDecoder
 from devices.mcp import McpClient
 from devices.pipeline import PipelineConfig, VoicePipeline
@@ -38,6 +39,7 @@ from devices.protocol import (
     parse_device_message,
     unpack_frame,
 )
+from devices.ratelimit import TokenBucket
 from devices.session import SessionState, SessionStateMachine
 from devices.tasks import TaskOwner
 
@@ -49,6 +51,8 @@ CLOSE_TOO_BIG = 1009
 CLOSE_BAD_REQUEST = 4400  # binary before hello, unsupported protocol version
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TIMEOUT = 4408  # no hello in time
+CLOSE_REPLACED = 4409  # the same device connected again (a newer socket won)
+RATE_NOTICE_INTERVAL_S = 1.0  # the sender of too much audio is told at most this often
 _SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)  # the peer went away mid-send
 
 McpHandler = Callable[["DeviceConnection", dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -101,6 +105,12 @@ class DeviceConnection:
         self.pipeline: VoicePipeline | None = None
         self.mcp: McpClient | None = None  # the device's tool server, if its hello has mcp
         self.invalid_opus_frames = 0
+        self.dropped_audio_frames = 0  # over the per-socket audio rate
+        rate = settings.max_audio_frames_per_s
+        self._frame_rate = TokenBucket(rate, burst=rate)  # one second of burst
+        byte_rate = settings.max_audio_bytes_per_s
+        self._byte_rate = TokenBucket(byte_rate, burst=byte_rate)
+        self._rate_told_s = -RATE_NOTICE_INTERVAL_S
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -113,6 +123,7 @@ class DeviceConnection:
             "remote": self.remote,
             # names only: the dashboard shows every field of a device in one table row
             "mcp_tools": [t.name for t in self.mcp.tools] if self.mcp is not None else [],
+            "dropped_audio_frames": self.dropped_audio_frames,
         }
 
     # -- sending (one writer at a time, in order) ------------------------------------------
@@ -139,25 +150,36 @@ class DeviceConnection:
             return True
 
     # -- serving -------------------------------------------------------------------------------
-    def check_handshake(self) -> None:
-        """Headers (or query parameters): protocol version and token. Raises Closing."""
+    def check_handshake(self, auth: DeviceAuth | None = None) -> Verdict:
+        """Headers (or query parameters): ids, protocol version and token. Raises Closing.
+
+        The hub calls this before accepting the WebSocket, so a stranger is refused with an
+        HTTP status instead of being upgraded first."""
+        for name, value in (("Device-Id", self.device_id), ("Client-Id", self.client_id)):
+            if value and not valid_id(value):
+                raise Closing(CLOSE_BAD_REQUEST, f"invalid {name} header")
         version = _header(self.websocket, "Protocol-Version") or "1"
-        if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+        # isdigit() alone admits "²" and other Unicode digits that int() rejects
+        number = int(version) if version.isascii() and version.isdigit() and len(version) < 4 else 0
+        if number not in SUPPORTED_VERSIONS:
+            shown = version[:16]
             raise Closing(
-                CLOSE_BAD_REQUEST, f"unsupported protocol version {version!r}; use 1, 2 or 3"
+                CLOSE_BAD_REQUEST, f"unsupported protocol version {shown!r}; use 1, 2 or 3"
             )
-        self.protocol_version = int(version)
-        if self.settings.tokens:
-            auth = _header(self.websocket, "Authorization") or ""
-            token = auth.removeprefix("Bearer ").strip()
-            if token not in {t.get_secret_value() for t in self.settings.tokens}:
-                raise Closing(CLOSE_UNAUTHORIZED, "invalid or missing device token")
+        self.protocol_version = number
+        if auth is None or not auth.required:
+            return Verdict(True)
+        header = _header(self.websocket, "Authorization") or ""
+        token = header.removeprefix("Bearer ").strip()
+        verdict = auth.verify(token, self.client_id, self.device_id)
+        if not verdict.ok:
+            raise Closing(CLOSE_UNAUTHORIZED, verdict.reason)
+        return verdict
 
     async def serve(self) -> None:
-        """Run the session to its end; the caller (the hub's route) owns this coroutine."""
+        """Run the session to its end (the handshake was checked by the hub's route)."""
         await self.websocket.accept()
         try:
-            self.check_handshake()
             await self._hello()
             await self._loop()
         except Closing as closing:
@@ -186,8 +208,10 @@ class DeviceConnection:
                 raise WebSocketDisconnect(event.get("code", CLOSE_NORMAL))
             if event.get("bytes") is not None:
                 raise Closing(CLOSE_BAD_REQUEST, "binary frame before hello")
+            text = event.get("text") or ""
+            self._check_size(len(text.encode()))  # before parsing: the limit applies from frame 1
             try:
-                message = parse_device_message(event.get("text") or "")
+                message = parse_device_message(text)
             except ProtocolError as exc:
                 await self.send_message(Error(code=exc.code, message=exc.message))
                 continue
@@ -257,11 +281,7 @@ class DeviceConnection:
                 # a listening device streams its microphone all the time: silence is idle
                 self._last_activity_s = time.monotonic()
             text: str | None = event.get("text")
-            size = len(data) if data is not None else len((text or "").encode())
-            if size > self.settings.max_frame_bytes:
-                raise Closing(
-                    CLOSE_TOO_BIG, f"frame of {size} bytes exceeds {self.settings.max_frame_bytes}"
-                )
+            self._check_size(len(data) if data is not None else len((text or "").encode()))
             try:
                 if data is not None:
                     await self._on_binary(data)
@@ -270,6 +290,18 @@ class DeviceConnection:
             except ProtocolError as exc:
                 log.info("%s: bad input: %s", self.device_id, exc)
                 await self.send_message(Error(code=exc.code, message=exc.message))
+            except Closing:
+                raise
+            except Exception as exc:  # a bug handling one message must not end the session
+                log.exception("%s: message handling crashed", self.device_id)
+                message = f"internal error: {type(exc).__name__}"
+                await self.send_message(Error(code="internal", message=message))
+
+    def _check_size(self, size: int) -> None:
+        if size > self.settings.max_frame_bytes:
+            raise Closing(
+                CLOSE_TOO_BIG, f"frame of {size} bytes exceeds {self.settings.max_frame_bytes}"
+            )
 
     def _hears_speech(self) -> bool:
         return self.pipeline is not None and (
@@ -303,6 +335,22 @@ class DeviceConnection:
         frame = unpack_frame(self.protocol_version, data)
         if frame.frame_type == FRAME_TYPE_JSON:
             await self._on_text(frame.payload)
+            return
+        # before decoding: a flood of tiny frames must not cost CPU (checked in this order so
+        # a dropped frame spends no byte budget)
+        if not (self._frame_rate.take() and self._byte_rate.take(len(frame.payload))):
+            self.dropped_audio_frames += 1
+            now_s = time.monotonic()
+            if now_s - self._rate_told_s >= RATE_NOTICE_INTERVAL_S:
+                self._rate_told_s = now_s
+                await self.send_message(
+                    Error(
+                        code="rate_limited",
+                        message=f"audio over {self.settings.max_audio_frames_per_s:g} frames or"
+                        f" {self.settings.max_audio_bytes_per_s} bytes per second: dropped"
+                        f" {self.dropped_audio_frames} frames so far",
+                    )
+                )
             return
         try:
             pcm = self._decoder.decode(frame.payload)

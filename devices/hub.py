@@ -11,15 +11,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from core.scheduler import Lane, Scheduler
 from core.settings import DeviceSettings
-from devices.connection import DeviceConnection, McpHandler
+from devices.auth import DeviceAuth, valid_id
+from devices.connection import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_GOING_AWAY,
+    CLOSE_REPLACED,
+    CLOSE_UNAUTHORIZED,
+    Closing,
+    DeviceConnection,
+    McpHandler,
+)
 from devices.listener import ListenConfig
 from devices.pipeline import PipelineConfig, wake_key
 from devices.ports import VoiceInference
@@ -32,6 +45,24 @@ OTA_ALLOWED_HEADERS = (
     "Content-Type, Device-Id, Client-Id, Activation-Version, Serial-Number, Accept-Language,"
     " Authorization"
 )
+ACTIVATE_PATH = OTA_PATH + "activate"  # firmware: the OTA URL plus "activate"
+MAX_ACTIVATE_BODY_BYTES = 4096
+CLOSE_CONFLICT = 4409  # refused: the device id is in use by another socket
+# the HTTP status that refuses an upgrade, by the close code it stands for
+_DENY_STATUS = {
+    CLOSE_BAD_REQUEST: 400,
+    CLOSE_UNAUTHORIZED: 401,
+    CLOSE_CONFLICT: 409,
+    CLOSE_GOING_AWAY: 503,
+}
+
+
+class ActivateBody(BaseModel):
+    code: str = Field(..., min_length=1, max_length=32, description="the code the device shows")
+
+
+def _ota_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message}}, status_code=status)
 
 
 class DeviceHub:
@@ -42,8 +73,10 @@ class DeviceHub:
         scheduler: Scheduler | None = None,
         *,
         on_mcp: McpHandler | None = None,
+        state_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.auth = DeviceAuth(settings, state_path)
         self.inference = inference
         self.scheduler = scheduler  # for stats only; every model call goes through ``inference``
         self.on_mcp = on_mcp
@@ -89,6 +122,43 @@ class DeviceHub:
         router.add_api_websocket_route(self.settings.ws_path, self._serve_socket)
         router.add_api_route(OTA_PATH, self._ota, methods=["POST"])
         router.add_api_route(OTA_PATH, self._ota_preflight, methods=["OPTIONS"])
+        router.add_api_route(ACTIVATE_PATH, self._activate, methods=["POST"])
+        return router
+
+    def admin_router(self) -> APIRouter:
+        """Device enrolment for the admin API; the caller mounts it under its guard."""
+        router = APIRouter(prefix="/devices", tags=["admin"])
+
+        @router.get("/activations", summary="Devices waiting for activation, and activated ones")
+        async def activations() -> dict[str, object]:
+            return {
+                "pending": self.auth.pending(),
+                "activated": self.auth.activated(),
+                "allowed": sorted(self.settings.allowed_devices),
+                "state_error": self.auth.state_error,
+            }
+
+        @router.post("/activate", summary="Activate the device showing this code")
+        async def activate(body: ActivateBody) -> JSONResponse:
+            device_id = await self.auth.approve(body.code.strip())
+            if device_id is None:
+                return JSONResponse(
+                    {"error": {"code": "not_found", "message": "no device shows this code"}},
+                    status_code=404,
+                )
+            return JSONResponse(
+                {"device_id": device_id, "activated": True, "state_error": self.auth.state_error}
+            )
+
+        @router.delete("/{device_id}/activation", summary="Revoke a device's activation")
+        async def revoke(device_id: str) -> JSONResponse:
+            done = await self.auth.revoke(device_id)
+            if done:
+                conn = self.connection(device_id)
+                if conn is not None:
+                    await conn.close(CLOSE_UNAUTHORIZED, "device activation revoked")
+            return JSONResponse({"device_id": device_id, "revoked": done})
+
         return router
 
     def _cors(self, request: Request, response: Response) -> bool:
@@ -126,6 +196,21 @@ class DeviceHub:
     def connection(self, device_id: str) -> DeviceConnection | None:
         return next((c for c in self._connections.values() if c.device_id == device_id), None)
 
+    async def _deny(self, websocket: WebSocket, closing: Closing) -> None:
+        """Refuse the upgrade with an HTTP status and a JSON reason (before ``accept``)."""
+        status = _DENY_STATUS.get(closing.code, 400)
+        log.warning(
+            "device socket refused from %s: %d %s",
+            websocket.client.host if websocket.client else "?",
+            status,
+            closing.reason,
+        )
+        body = {"error": {"code": closing.code, "message": closing.reason}}
+        try:
+            await websocket.send_denial_response(JSONResponse(body, status_code=status))
+        except RuntimeError:  # the server lacks the denial-response extension: 403, no body
+            await websocket.close(code=closing.code, reason=closing.reason)
+
     async def _serve_socket(self, websocket: WebSocket) -> None:
         conn = DeviceConnection(
             websocket,
@@ -135,7 +220,13 @@ class DeviceHub:
             on_mcp=self.on_mcp,
         )
         if self._closing:
-            await websocket.close(code=1001, reason="server shutting down")
+            await self._deny(websocket, Closing(CLOSE_GOING_AWAY, "server shutting down"))
+            return
+        try:
+            verdict = conn.check_handshake(self.auth)
+            await self._one_socket_per_device(conn, proven=verdict.per_device)
+        except Closing as closing:
+            await self._deny(websocket, closing)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -151,27 +242,122 @@ class DeviceHub:
             self._serving.pop(conn.session_id, None)
             log.info("device %s gone (session %s)", conn.device_id, conn.session_id)
 
-    async def _ota(self, request: Request, response: Response) -> dict[str, Any]:
-        """Firmware asks where to connect: websocket url and token, server time, firmware."""
+    async def _one_socket_per_device(self, conn: DeviceConnection, *, proven: bool) -> None:
+        """A device id holds one socket: a token that proves the id replaces the older socket
+        (the device reconnected while its old socket is half-open); otherwise the newcomer is
+        refused while the id is in use."""
+        if self.settings.allow_shared_device_ids:
+            return
+        old = self.connection(conn.device_id)
+        if old is None:
+            return
+        if not proven:
+            raise Closing(CLOSE_CONFLICT, f"device id {conn.device_id!r} is already connected")
+        log.info("device %s reconnected: closing its older socket", conn.device_id)
+        await old.close(CLOSE_REPLACED, "replaced by a newer connection of this device")
+
+    def _ws_url(self, request: Request) -> str:
         s = self.settings
         if s.public_ws_url:
-            ws_url = s.public_ws_url
-        else:
-            scheme = "wss" if request.url.scheme == "https" else "ws"
-            ws_url = f"{scheme}://{request.url.netloc}{s.ws_path}"
-        token = s.tokens[0].get_secret_value() if s.tokens else ""
+            return s.public_ws_url
+        scheme = "wss" if request.url.scheme == "https" else "ws"
+        return f"{scheme}://{request.url.netloc}{s.ws_path}"
+
+    async def _ota(self, request: Request) -> JSONResponse:
+        """Firmware asks where to connect: websocket url and its own token, time, firmware.
+        Browsers get the CORS headers for their origin (a refused origin gets none, so the
+        browser blocks the answer)."""
+        response = await self._ota_answer(request)
+        self._cors(request, response)
+        return response
+
+    async def _ota_answer(self, request: Request) -> JSONResponse:
+        """The OTA answer. A device the auth policy does not know yet gets an activation code
+        instead of a token (see devices/auth.py)."""
+        s = self.settings
+        device_id = (request.headers.get("Device-Id") or "").strip()
+        client_id = (request.headers.get("Client-Id") or "").strip()
         now_s = time.time()
         # minutes east of UTC; the firmware adds it to the timestamp before settimeofday().
         # None is resolved to the host's zone by bot/ at start-up; a bare hub says UTC.
         offset_min = s.timezone_offset_min or 0
-        log.info("ota from device %s", request.headers.get("Device-Id", "?"))
-        self._cors(request, response)  # a refused origin gets no CORS header: the browser blocks
-        return {
-            # version: the firmware stores it and frames audio with it from the next connection
-            "websocket": {"url": ws_url, "token": token, "version": s.ota_protocol_version},
+        body: dict[str, Any] = {
             "server_time": {"timestamp": int(now_s * 1000), "timezone_offset": offset_min},
             "firmware": {"version": s.firmware_version, "url": s.firmware_url},
         }
+        auth = self.auth
+        if not auth.required:
+            body["websocket"] = self._websocket_answer(request, "")
+            log.info("ota from device %s (open hub)", device_id or "?")
+            return JSONResponse(body)
+        if not (valid_id(device_id) and valid_id(client_id)):
+            return _ota_error(400, "Device-Id and Client-Id headers are required")
+        if not auth.issues_tokens:  # static tokens only: provisioned by hand, never handed out
+            body["websocket"] = self._websocket_answer(request, "")
+            log.info("ota from device %s: no per-device tokens configured", device_id)
+            return JSONResponse(body)
+        if auth.allowed(device_id, client_id):
+            token = auth.issue(client_id, device_id)
+            body["websocket"] = self._websocket_answer(request, token)
+            log.info("ota from device %s: token issued", device_id)
+            return JSONResponse(body)
+        if not s.activation:
+            log.warning("ota from unknown device %s refused (not in allowed_devices)", device_id)
+            return _ota_error(403, "this device is not allowed on this server")
+        pending = auth.start_activation(device_id, client_id)
+        body["activation"] = {
+            "code": pending.code,
+            "challenge": pending.challenge,
+            "message": f"请在小优管理后台输入激活码 {pending.code}",
+            "timeout_ms": int(s.activation_timeout_s * 1000),
+        }
+        log.info("ota from unknown device %s: activation pending", device_id)
+        return JSONResponse(body)
+
+    def _websocket_answer(self, request: Request, token: str) -> dict[str, Any]:
+        # version: the firmware stores it and frames audio with it from the next connection
+        return {
+            "url": self._ws_url(request),
+            "token": token,
+            "version": self.settings.ota_protocol_version,
+        }
+
+    async def _activate(self, request: Request) -> JSONResponse:
+        """Firmware polls here after showing the code: 202 pending, 200 activated."""
+        device_id = (request.headers.get("Device-Id") or "").strip()
+        client_id = (request.headers.get("Client-Id") or "").strip()
+        challenge: str | None = None
+        raw = await request.body()
+        if len(raw) > MAX_ACTIVATE_BODY_BYTES:
+            return _ota_error(413, "activation body too large")
+        try:
+            payload = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
+            payload = {}
+        if isinstance(payload, dict) and isinstance(payload.get("challenge"), str):
+            challenge = payload["challenge"]
+        status = self.auth.poll_activation(device_id, client_id, challenge)
+        if status == "activated":
+            return JSONResponse({"status": "activated"})
+        if status == "pending":
+            return JSONResponse({"status": "pending"}, status_code=202)
+        return _ota_error(404, "no activation in progress for this device: ask OTA again")
+
+    def stop_admission(self) -> None:
+        """Shutdown has begun: new sockets are refused (HTTP 503), live ones keep going."""
+        self._closing = True
+
+    async def wait_turns(self, timeout_s: float) -> bool:
+        """Shutdown: wait (bounded) until no device is in the middle of a turn."""
+        deadline_s = time.monotonic() + timeout_s
+        while any(
+            c.pipeline is not None and c.pipeline.turn is not None
+            for c in self._connections.values()
+        ):
+            if time.monotonic() >= deadline_s:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def close(self) -> None:
         """Graceful shutdown: close every socket with 1001 and a reason, cancel turns, bounded."""

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from core.errors import XiaoyouError
+from core.errors import ModelError, XiaoyouError
 from devices.listener import ListenConfig, Listener, Utterance
 from devices.mcp import McpClient
 from devices.memory import DEFAULT_SYSTEM_PROMPT, ConversationMemory
@@ -274,17 +274,28 @@ class VoicePipeline:
         text: str | None = None,
         reply: str | None = None,
     ) -> TurnOutcome:
+        failed = True  # until run() returns: _turn_failed has told the device
         try:
             pcm = utterance.pcm if utterance is not None else None
             outcome = await turn.run(pcm, text=text, reply=reply)
+            failed = False
         except XiaoyouError as exc:  # a model failed or the scheduler refused: tell, keep serving
             log.warning("%s: turn %d failed: %s", self._config.turn.owner, turn.turn_id, exc)
-            outcome = await self._turn_failed(turn, exc.code, exc.message)
+            outcome = await self._turn_failed(turn, exc.code, _device_message(exc))
         except Exception as exc:  # a bug in one turn must not leave the device waiting forever
             log.exception("%s: turn %d crashed", self._config.turn.owner, turn.turn_id)
             message = f"internal error: {type(exc).__name__}"
             outcome = await self._turn_failed(turn, "internal", message)
         self.last_turn = turn
+        if (
+            not failed
+            and outcome is TurnOutcome.EMPTY
+            and self.turn is turn
+            and self.mode == "manual"
+        ):
+            # push-to-talk: the device stopped listening and waits for an answer; an empty
+            # transcript (or nothing to say) still ends its turn
+            await self._outbox.send_message(Tts(state="stop"))
         if self.turn is turn:  # not aborted
             self.turn, self._turn_task = None, None
             if not self._state.closed:
@@ -299,8 +310,8 @@ class VoicePipeline:
     async def _turn_failed(self, turn: Turn, code: str, message: str) -> TurnOutcome:
         if self.turn is turn:  # not aborted meanwhile: the device is still waiting for this turn
             await self._outbox.send_message(Error(code=code, message=message))
-            if turn.spoke:
-                await self._outbox.send_message(Tts(state="stop"))
+            # always close the turn: firmware ignores ``error`` and would wait for tts forever
+            await self._outbox.send_message(Tts(state="stop"))
         return TurnOutcome.EMPTY
 
     def _on_speaking(self, turn_id: int) -> None:
@@ -321,3 +332,11 @@ class VoicePipeline:
         self._turn_task, self.turn = None, None
         if tasks:
             await asyncio.wait(tasks, timeout=self._config.turn.cancel_timeout_s)
+
+
+def _device_message(exc: XiaoyouError) -> str:
+    """What a device (and whoever reads its log) is told: no file paths or backend detail for
+    model failures (those are in the server log and the admin API)."""
+    if isinstance(exc, ModelError):
+        return f"model unavailable ({exc.code}); see the server log"
+    return exc.message

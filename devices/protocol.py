@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from core.errors import ProtocolError
 
@@ -26,6 +26,7 @@ FRAME_TYPE_OPUS = 0
 FRAME_TYPE_JSON = 1
 _V2_HEADER = struct.Struct(">HHIII")  # version, type, reserved, timestamp_ms, payload_size
 _V3_HEADER = struct.Struct(">BBH")  # type, reserved, payload_size
+MAX_MESSAGE_BYTES = 1024 * 1024  # no JSON message of the protocol comes near this
 
 
 class _Message(BaseModel):
@@ -37,6 +38,10 @@ class _Message(BaseModel):
         return self.model_dump_json(exclude_none=True)
 
 
+OPUS_SAMPLE_RATES_HZ = (8_000, 12_000, 16_000, 24_000, 48_000)  # the rates Opus codes at
+OPUS_FRAME_MS = (10, 20, 40, 60, 80, 100, 120)  # whole-millisecond Opus packet durations
+
+
 class AudioParams(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -44,6 +49,22 @@ class AudioParams(BaseModel):
     sample_rate: int = Field(16_000, description="Hz")
     channels: Literal[1] = 1
     frame_duration: int = Field(60, description="ms")
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _opus_rate(cls, value: int) -> int:
+        if value not in OPUS_SAMPLE_RATES_HZ:
+            raise ValueError(f"{value} Hz is not an Opus rate; use one of {OPUS_SAMPLE_RATES_HZ}")
+        return value
+
+    @field_validator("frame_duration")
+    @classmethod
+    def _opus_frame(cls, value: int) -> int:
+        if value not in OPUS_FRAME_MS:
+            raise ValueError(
+                f"{value} ms is not an Opus frame duration; use one of {OPUS_FRAME_MS}"
+            )
+        return value
 
 
 # -- device → server ---------------------------------------------------------------------------
@@ -132,10 +153,16 @@ _SERVER_ADAPTER: TypeAdapter[Any] = TypeAdapter(
 
 
 def _load_object(text: str | bytes) -> dict[str, Any]:
+    if len(text) > MAX_MESSAGE_BYTES:  # checked again per frame by the connection
+        raise ProtocolError(f"message of {len(text)} bytes is over {MAX_MESSAGE_BYTES}")
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+    except RecursionError as exc:  # nested thousands deep
+        raise ProtocolError("malformed JSON: nested too deeply") from exc
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ProtocolError(f"malformed JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(data).__name__}")
     if not isinstance(data.get("type"), str):

@@ -136,7 +136,12 @@ class DeviceSimulator:
     async def connect(self, *, timeout_s: float = 10.0) -> dict[str, Any]:
         """Open, say hello as firmware does, wait for the server's hello."""
         await self.open()
+        return await self.connect_on_open(timeout_s=timeout_s)
+
+    async def connect_on_open(self, *, timeout_s: float = 10.0) -> dict[str, Any]:
+        """On a socket already open: say hello, wait for the server's hello."""
         start_s = time.monotonic()
+        start = len(self.received)
         await self.send_json(
             {
                 "type": "hello",
@@ -151,7 +156,7 @@ class DeviceSimulator:
                 },
             }
         )
-        hello = await self.wait_message("hello", timeout_s=timeout_s)
+        hello = await self.wait_message("hello", timeout_s=timeout_s, start=start)
         self.hello_rtt_s = time.monotonic() - start_s
         self.session_id = hello.get("session_id")
         self.downlink_rate_hz = int(hello.get("audio_params", {}).get("sample_rate", 24_000))

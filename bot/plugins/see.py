@@ -7,6 +7,8 @@ Without configured weights it answers at once that the feature is not set up.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nonebot import get_plugin_config, on_message
 from nonebot.adapters.onebot.v11 import Bot, MessageEvent, MessageSegment
 from nonebot.log import logger
@@ -28,6 +30,14 @@ class SeeConfig(BaseModel):
     download_timeout_s: float = Field(10.0, gt=0)
     default_question: str = "请描述这张图片。"
     max_reply_chars: int = Field(1500, ge=50)
+    allow_private_urls: bool = Field(
+        False, description="fetch image URLs on loopback/private networks (SSRF guard off)"
+    )
+    local_image_dirs: list[Path] = Field(
+        default_factory=list,
+        description="directories a get_image file path may be read from (shared with the"
+        " OneBot implementation); empty: never read local files",
+    )
 
 
 class Config(BaseModel):
@@ -84,6 +94,8 @@ async def handle_see(bot: Bot, matcher: Matcher, event: MessageEvent) -> None:
             segment,
             max_bytes=config.max_image_bytes,
             timeout_s=config.download_timeout_s,
+            allow_private=config.allow_private_urls,
+            local_dirs=config.local_image_dirs,
         )
     except ImageTooLarge:
         limit_mb = config.max_image_bytes / 1024 / 1024

@@ -32,11 +32,12 @@ Introspection for the admin API: ``stats()``, ``jobs(...)``, ``job(id)``, ``canc
 
 from core.scheduler.context import JobContext
 from core.scheduler.handle import JobHandle
-from core.scheduler.scheduler import Scheduler
+from core.scheduler.scheduler import SHUTDOWN_REASON, Scheduler
 from core.scheduler.settings import SchedulerSettings
 from core.scheduler.types import ExecMode, JobSpec, JobStatus, Lane, TraceEvent, TraceKind
 
 __all__ = [
+    "SHUTDOWN_REASON",
     "ExecMode",
     "JobContext",
     "JobHandle",

@@ -36,6 +36,7 @@ from core.scheduler.types import SCHEDULED, ExecMode, JobSpec, JobStatus, Lane, 
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_REASON = "server shutting down"  # the JobCancelled message of shutdown cancellations
 _SLOT = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
 
 
@@ -107,13 +108,22 @@ class Scheduler(Dispatch, Execution, Introspection):
     def accepting(self) -> bool:
         return self._state == "running"
 
-    async def stop(self) -> None:
-        """Stop admission, let work finish for ``drain_timeout_s``, then cancel what is left."""
+    async def stop(self, *, cancel_queued: bool = False) -> None:
+        """Stop admission, let work finish for ``drain_timeout_s``, then cancel what is left.
+
+        ``cancel_queued``: jobs that have not started are cancelled at once (reason
+        :data:`SHUTDOWN_REASON`), so their submitters can say so while running jobs finish."""
         if self._state == "new":
             self._state = "stopped"
         if self._state != "running":
             return
         self._state = "draining"
+        if cancel_queued:
+            queued = [job for job in self._jobs.values() if job.status is JobStatus.QUEUED]
+            for job in queued:
+                self._cancel(job, SHUTDOWN_REASON)
+            if queued:
+                log.info("shutdown: cancelled %d queued jobs", len(queued))
         if not await self._wait_drained(self.settings.drain_timeout_s):
             log.warning(
                 "scheduler drain timed out with %d jobs left; cancelling them", len(self._jobs)

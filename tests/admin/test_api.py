@@ -16,7 +16,7 @@ from core.models.manager import ModelManager
 from core.models.settings import ModelsSettings
 from core.scheduler import JobSpec, JobStatus, Lane, Scheduler
 from core.services import Services
-from tests.admin.conftest import AUTH, TOKEN, Blocker, double, make_app, run_some
+from tests.admin.conftest import AUTH, TOKEN, Blocker, FakeModels, double, make_app, run_some
 from tests.models_llm.conftest import FakeBackend
 
 
@@ -286,7 +286,8 @@ async def test_readiness_waits_for_the_warm_start_models(services: Services) -> 
 async def test_readiness_reports_a_warm_start_model_that_failed(services: Services) -> None:
     (_, _, after), _ = await _ready_after_warm_up(services, fail=True)
     assert after.status_code == 503 and after.json()["scheduler_accepting"] is True
-    assert "corrupt weights" in after.json()["models"]["errors"]["llm"]
+    assert after.json()["failed_models"] == ["llm"]  # the name; the detail is for admins
+    assert "corrupt weights" not in after.text
     assert after.json()["models"]["loaded"] == ["vad"]
 
 
@@ -301,3 +302,21 @@ async def test_readiness_without_warm_start_needs_no_model(services: Services) -
     assert r.status_code == 200 and r.json()["models"]["warm_start"] is False
     assert not any(row["loaded"] for row in services.models.snapshot())
     await services.models.close()
+
+
+async def test_readiness_reflects_a_failed_default_model(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """Issue #16 item 13: /readyz stayed 200 while the LLM could not load. Now 503 with the
+    model's name, and no path (the detail is in /admin/models for admins)."""
+    models = services.models
+    assert isinstance(models, FakeModels)
+    models.entries["llm"]["load_error"] = "llm: load failed: /models/llm/x.gguf: bad magic"
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["failed_models"] == ["llm"]
+    assert "/models" not in r.text
+    detail = (await client.get("/admin/models", headers=AUTH)).json()
+    assert any(e.get("load_error") for e in detail)
+    models.entries["sd"]["load_error"] = "optional model"
+    models.entries["llm"]["load_error"] = None
+    assert (await client.get("/readyz")).status_code == 200  # an optional model does not count

@@ -7,6 +7,7 @@ Usage: python -m tests.bot.e2e_server PORT ONEBOT_TOKEN ADMIN_TOKEN
 from __future__ import annotations
 
 import sys
+import tempfile
 from typing import Any, cast
 
 import uvicorn
@@ -36,7 +37,16 @@ def main(port: int, onebot_token: str, admin_token: str) -> None:
         ),
     )
     app = create_app(
-        settings, services=services, plugin_config={"see": {"download_timeout_s": 2.0}}
+        settings,
+        services=services,
+        plugin_config={
+            # the test plays a OneBot implementation on this machine: get_image may name a
+            # file under the temp dir, and its "expired" URL is on 127.0.0.1
+            "see": {
+                "download_timeout_s": 2.0,
+                "local_image_dirs": [tempfile.gettempdir()],
+            }
+        },
     )
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -SIGTERM
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

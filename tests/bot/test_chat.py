@@ -5,6 +5,7 @@ from __future__ import annotations
 from nonebot.adapters.onebot.v11 import Bot
 from nonebug import App
 
+from bot.replies import MODEL_FAILURE
 from bot.runtime import BotRuntime
 from core.errors import InferenceError
 from core.scheduler import Lane
@@ -98,7 +99,7 @@ async def test_failed_job_gets_error_reply_and_no_context(app: App, runtime: Bot
         bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
         event = group_event("你好")
         ctx.receive_event(bot, event)
-        ctx.should_call_send(event, "模型出错了：llama exploded", result={"message_id": 1})
+        ctx.should_call_send(event, MODEL_FAILURE, result={"message_id": 1})
         ctx.should_finished(chat)
     assert runtime.conversations.history("group:30003") == []
 

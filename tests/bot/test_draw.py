@@ -11,6 +11,7 @@ from nonebot.adapters.onebot.v11 import Bot, MessageSegment
 from nonebug import App
 from PIL import Image
 
+from bot.replies import MODEL_FAILURE
 from bot.runtime import BotRuntime
 from core.errors import InferenceError
 from core.models.sd import DrawRequest
@@ -168,7 +169,7 @@ async def test_failed_draw_gets_error_reply(app: App, runtime: BotRuntime) -> No
         ctx.should_call_send(event, Matching(anything), result={"message_id": 1})
         ctx.should_call_send(
             event,
-            MessageSegment.reply(event.message_id) + "模型出错了：out of memory",
+            MessageSegment.reply(event.message_id) + MODEL_FAILURE,
             result={"message_id": 2},
         )
         ctx.should_finished(draw)

@@ -12,6 +12,7 @@ from nonebot.adapters.onebot.v11 import Bot, Message, MessageSegment
 from nonebot.adapters.onebot.v11.event import Reply, Sender
 from nonebug import App
 
+from bot.replies import MODEL_FAILURE
 from bot.runtime import BotRuntime
 from core.errors import InferenceError
 from core.scheduler import Lane
@@ -129,7 +130,7 @@ async def test_see_model_failure_gets_error_reply(
         ctx.receive_event(bot, event)
         ctx.should_call_send(
             event,
-            MessageSegment.reply(event.message_id) + "模型出错了：vision model crashed",
+            MessageSegment.reply(event.message_id) + MODEL_FAILURE,
             result={"message_id": 1},
         )
     assert fake_inference(runtime).calls[-1].args[1] == "请描述这张图片。"
@@ -175,7 +176,7 @@ async def test_say_rejects_long_text_and_reports_failures(app: App, runtime: Bot
     fake_inference(runtime).errors["speak"] = InferenceError("no voice")
     for text, reply in (
         ("/say " + "长" * 21, "太长了，最多 20 个字。"),
-        ("/say 你好", "模型出错了：no voice"),
+        ("/say 你好", MODEL_FAILURE),
     ):
         async with app.test_matcher(say) as ctx:
             bot = ctx.create_bot(base=Bot, self_id=SELF_ID)

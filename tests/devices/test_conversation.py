@@ -141,7 +141,11 @@ async def test_two_devices_talking_at_once_are_both_answered(
     assert len({s["session_id"] for s in server.hub.snapshot()}) == 2
 
 
-async def test_empty_transcript_sends_no_tts(start_hub: StartHub, fake: FakeInference) -> None:
+async def test_empty_transcript_in_manual_mode_ends_the_turn(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """No stt, no LLM, no speech, but ``tts stop``: push-to-talk firmware waits for an answer
+    (issue #16 item 15: it used to get nothing at all)."""
     fake.transcript = "  "
     server = await start_hub(fake)
     sim = server.device()
@@ -155,7 +159,8 @@ async def test_empty_transcript_sends_no_tts(start_hub: StartHub, fake: FakeInfe
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.1)
     assert fake.finished.get("asr") == 1 and "llm" not in fake.started
-    assert sim.messages("tts") == [] and sim.messages("stt") == []
+    assert sim.messages("tts") == [{"type": "tts", "state": "stop", "session_id": sim.session_id}]
+    assert sim.messages("stt") == []
 
 
 async def test_query_parameter_fallback(start_hub: StartHub, fake: FakeInference) -> None:

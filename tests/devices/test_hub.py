@@ -24,7 +24,11 @@ async def test_ota_answers_websocket_url_token_time_firmware(
         )
     body = r.json()
     assert r.status_code == 200
-    assert body["websocket"] == {"url": server.url, "token": "tok1", "version": 1}
+    assert body["websocket"] == {
+        "url": server.url,
+        "token": "",
+        "version": 1,
+    }  # static tokens stay secret
     assert (
         body["firmware"]["version"] == "1.2.3"
         and body["server_time"]["timestamp"] > 1_600_000_000_000
@@ -55,6 +59,7 @@ async def test_snapshot_lists_devices_with_fields(start_hub: StartHub, fake: Fak
         "connected_since",
         "remote",
         "mcp_tools",
+        "dropped_audio_frames",
     }
     assert snap["session_id"] == sim.session_id and snap["state"] == "ready"
     await sim.close()

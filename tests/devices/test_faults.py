@@ -1,0 +1,43 @@
+"""Faults inside a turn (issue #16 item 13): the device's turn is always closed."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import InferenceError, ModelLoadError
+from tests.devices.conftest import StartHub
+from tests.devices.fakes import FakeInference, tone_pcm
+
+
+@pytest.mark.parametrize("mode", ["manual", "auto"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ModelLoadError("llm: load failed: ValueError: /models/secret/llm.gguf: bad magic"),
+        InferenceError("llm exploded"),
+        RuntimeError("a bug"),
+    ],
+)
+async def test_failed_model_sends_error_then_tts_stop(
+    start_hub: StartHub, fake: FakeInference, error: Exception, mode: str
+) -> None:
+    """The LLM fails before its first piece: nothing was spoken, the device used to get only
+    ``error`` (which firmware ignores) and waited forever."""
+    fake.chat_error = error
+    server = await start_hub(fake)
+    sim = server.device()
+    await sim.connect()
+    await sim.listen("start", mode)
+    await sim.stream_pcm(tone_pcm(0.4), speed=4.0)
+    if mode == "manual":
+        await sim.listen("stop", "manual")
+    else:
+        await sim.stream_silence(1.0, speed=4.0)
+    failure = await sim.wait_message("error", timeout_s=10)
+    stop = await sim.wait_message("tts", state="stop", timeout_s=5)
+    assert stop["state"] == "stop"
+    assert "/models/" not in failure["message"]  # no paths to whoever reads the device log
+    fake.chat_error = None
+    if mode == "manual":  # the session goes on
+        result = await sim.converse(tone_pcm(0.4), mode="manual", speed=4.0)
+        assert result.stt == fake.transcript and result.packets > 0
