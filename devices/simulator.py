@@ -10,6 +10,7 @@ downlink audio. Used by tests, benches and ``xiaoyou simulate-device``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -213,7 +214,13 @@ class DeviceSimulator:
         else:
             return
         answer = {"jsonrpc": "2.0", "id": payload["id"], "result": result}
-        await self.send_json({"type": "mcp", "payload": answer})
+        # sent from its own task: the reader must never wait on a send (if the server waits on
+        # us to read meanwhile, both sides stall and the close handshake times out)
+        self._tasks.spawn(self._send_answer({"type": "mcp", "payload": answer}), "mcp-answer")
+
+    async def _send_answer(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.send_json(message)
 
     @property
     def closed(self) -> bool:

@@ -46,6 +46,7 @@ class SlowChat(BotFake):
         owner: str,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        max_sentences: int | None = None,
     ) -> JobHandle[str]:
         async def work(ctx: JobContext) -> None:
             await asyncio.sleep(self.chat_delay_s)
