@@ -19,7 +19,7 @@ messages with the call's ``tool_call_id``.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -121,6 +121,44 @@ class RemoteLlm(Llm):
         temperature: float,
     ) -> AsyncGenerator[ChatEvent, None]:
         """Text pieces and tool calls; cancelling the consumer closes the response."""
+
+    @abstractmethod
+    def blocking_stream(
+        self, make: Callable[[], AsyncIterator[ChatEvent]], check: CancelCheck
+    ) -> Iterator[ChatEvent]:
+        """Iterate ``make()`` from a thread (core.models.remote.RemoteBackend provides it)."""
+
+    # the blocking interface (THREAD jobs, scripts): the async stream, driven from a thread
+    def stream_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float,
+        check: CancelCheck,
+    ) -> Iterator[str]:
+        for event in self.stream_chat_events(
+            messages, tools=(), max_tokens=max_tokens, temperature=temperature, check=check
+        ):
+            if isinstance(event, str):
+                yield event
+
+    def stream_chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec],
+        max_tokens: int,
+        temperature: float,
+        check: CancelCheck,
+    ) -> Iterator[ChatEvent]:
+        check()
+        yield from self.blocking_stream(
+            lambda: self.astream_chat(
+                messages, tools=tools, max_tokens=max_tokens, temperature=temperature
+            ),
+            check,
+        )
 
 
 def estimate_tokens(text: str) -> int:

@@ -12,13 +12,12 @@ native API; both work with provider ``openai`` too.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
 
 from core.errors import InferenceError, ModelLoadError
-from core.models.base import CancelCheck
 from core.models.llm import ChatEvent, ChatMessage, LlmSettings, RemoteLlm, ToolCall, ToolSpec
 from core.models.openai_compat.llm import tool_json
 from core.models.remote import RemoteBackend, RetryPolicy, bearer, check_status, with_retries
@@ -144,34 +143,3 @@ class OllamaLlm(RemoteBackend, RemoteLlm):
                     break
         for call in calls:
             yield call
-
-    def stream_chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float,
-        check: CancelCheck,
-    ) -> Iterator[str]:
-        for event in self.stream_chat_events(
-            messages, tools=(), max_tokens=max_tokens, temperature=temperature, check=check
-        ):
-            if isinstance(event, str):
-                yield event
-
-    def stream_chat_events(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolSpec],
-        max_tokens: int,
-        temperature: float,
-        check: CancelCheck,
-    ) -> Iterator[ChatEvent]:
-        check()
-        yield from self.blocking_stream(
-            lambda: self.astream_chat(
-                messages, tools=tools, max_tokens=max_tokens, temperature=temperature
-            ),
-            check,
-        )

@@ -17,14 +17,13 @@ backend's private loop.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from core.errors import InferenceError, ModelLoadError
-from core.models.base import CancelCheck
 from core.models.llm import ChatEvent, ChatMessage, LlmSettings, RemoteLlm, ToolCall, ToolSpec
 from core.models.remote import (
     RemoteBackend,
@@ -228,35 +227,3 @@ class OpenAiCompatLlm(RemoteBackend, RemoteLlm):
                     break
         for call in parser.calls():
             yield call
-
-    # -- blocking interface (THREAD jobs, scripts) --------------------------------------------
-    def stream_chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float,
-        check: CancelCheck,
-    ) -> Iterator[str]:
-        for event in self.stream_chat_events(
-            messages, tools=(), max_tokens=max_tokens, temperature=temperature, check=check
-        ):
-            if isinstance(event, str):
-                yield event
-
-    def stream_chat_events(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolSpec],
-        max_tokens: int,
-        temperature: float,
-        check: CancelCheck,
-    ) -> Iterator[ChatEvent]:
-        check()
-        yield from self.blocking_stream(
-            lambda: self.astream_chat(
-                messages, tools=tools, max_tokens=max_tokens, temperature=temperature
-            ),
-            check,
-        )
