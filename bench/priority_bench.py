@@ -51,6 +51,7 @@ QQ_TEXTS = (
 # -- the server (child process) ----------------------------------------------------------------
 async def _serve() -> None:
     logging.basicConfig(level=logging.WARNING, format="  server: %(message)s")
+    logging.getLogger("devices.turn").setLevel(logging.INFO)  # each turn's stage timings
     import uvicorn
     from fastapi import FastAPI
 
@@ -105,6 +106,19 @@ async def _serve() -> None:
     @app.get("/bench/llm_busy")
     async def llm_busy() -> dict[str, Any]:
         return {"used": scheduler.stats()["resources"].get("model:llm", {}).get("used", 0)}
+
+    @app.get("/bench/jobs")
+    async def owner_jobs(owner: str, after: int = 0) -> dict[str, Any]:
+        """The owner's jobs newer than ``after`` (id), oldest first: where a turn waited."""
+        rows = [j for j in scheduler.jobs(owner=owner, limit=200) if int(str(j["id"])) > after]
+        lag = scheduler.stats()["loop_lag_ms"]
+        cpu = os.times()
+        return {
+            "jobs": rows[::-1],
+            "loop_lag_ms": lag,
+            "cpu_s": cpu.user + cpu.system,
+            "load": os.getloadavg()[0],
+        }
 
     @app.post("/bench/rt_starts")
     async def rt_starts(jobs: int) -> dict[str, Any]:
@@ -189,12 +203,40 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def _turns(sim: DeviceSimulator, pcm: np.ndarray, n: int) -> list[float]:
+async def _turns(
+    sim: DeviceSimulator, pcm: np.ndarray, n: int, server: Server | None = None
+) -> list[float]:
+    """``n`` turns; with ``server`` (--profile) each turn's jobs: kind, wait, run, yields."""
     firsts = []
+    owner = f"device:{sim.device_id}"
+    last = 0
+    cpu_s = 0.0
+    if server is not None:
+        data = await server.call("GET", "/bench/jobs", owner=owner)
+        last = max((int(j["id"]) for j in data["jobs"]), default=0)
+        cpu_s = data["cpu_s"]
     for _ in range(n):
+        t0 = asyncio.get_running_loop().time()
         result = await sim.converse(pcm, silence_s=10.0, timeout_s=300)
+        wall_s = asyncio.get_running_loop().time() - t0
         if result.first_audio_latency_s is not None:
             firsts.append(result.first_audio_latency_s)
+        if server is not None:
+            data = await server.call("GET", "/bench/jobs", owner=owner, after=last)
+            jobs = [j for j in data["jobs"] if j["kind"] != "vad"]
+            last = max((int(j["id"]) for j in data["jobs"]), default=last)
+            print(
+                f"  turn: first audio {result.first_audio_latency_s}  lag {data['loop_lag_ms']}"
+                f"  server cpu {data['cpu_s'] - cpu_s:.1f}s in {wall_s:.1f}s wall"
+                f"  load {data['load']:.1f}"
+            )
+            cpu_s = data["cpu_s"]
+            for j in jobs:
+                print(
+                    f"    {j['kind']:<5} {j['status']:<9} wait {j['wait_s']:.3f}s"
+                    f" run {j['run_s'] if j['run_s'] is None else round(j['run_s'], 3)}s"
+                    f" yields {j['yields']} {j['label']}"
+                )
         await asyncio.sleep(0.3)
     return firsts
 
@@ -225,7 +267,9 @@ async def main(args: argparse.Namespace) -> None:
     )
     pcm = read_wav_16k(WAV)
     rows: list[tuple[str, list[float]]] = []
+    waits: list[tuple[str, list[float]]] = []
     async with Server() as server:
+        profile = server if args.profile else None
         sim = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:01")
         await sim.connect()
         await _turns(sim, pcm, 1)  # warm-up turn (first use of every stage)
@@ -233,27 +277,11 @@ async def main(args: argparse.Namespace) -> None:
 
         await server.call("POST", "/bench/chats", n=args.chats)
         await _until_llm_busy(server)
-        rows.append((f"{args.chats} QQ chats queued", await _turns(sim, pcm, args.turns)))
+        rows.append((f"{args.chats} QQ chats queued", await _turns(sim, pcm, args.turns, profile)))
         await server.call("POST", "/bench/stop_chats")
-
-        talker = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:02")
-        await talker.connect()
-        stop = asyncio.Event()
-        talking = asyncio.create_task(_talk_without_pause(talker, _talker_speech(), stop))
-        await asyncio.sleep(3.0)
-        rows.append(("one device talking without pause", await _turns(sim, pcm, args.turns)))
-        stop.set()
-        await talking
-        await talker.close()
-        await asyncio.sleep(1.0)
-        rows.append(("idle again", await _turns(sim, pcm, args.turns)))
+        if not args.only_flood:
+            await _talker_and_rt(server, sim, pcm, args, rows, waits)
         await sim.close()
-
-        idle_waits = (await server.call("POST", "/bench/rt_starts", jobs=args.rt_jobs))["waits"]
-        await server.call("POST", "/bench/chats", n=args.rt_chats)
-        await _until_llm_busy(server)
-        busy_waits = (await server.call("POST", "/bench/rt_starts", jobs=args.rt_jobs))["waits"]
-        await server.call("POST", "/bench/stop_chats")
 
     idle = statistics.median(rows[0][1])
     print("\n== device first audio after the end of speech (median of turns), ratio to idle ==")
@@ -265,12 +293,44 @@ async def main(args: argparse.Namespace) -> None:
             f" {med / idle:>5.2f}x"
         )
     print("  target: ≤ 2x idle with 200 chats and with a talker (issue 14; 28x before)")
-    print(f"\n== REALTIME ASR start wait, {args.rt_jobs} jobs (scheduled → started) ==")
-    for name, waits in (("idle", idle_waits), (f"{args.rt_chats} chats on a busy LLM", busy_waits)):
+    if waits:
+        print(f"\n== REALTIME ASR start wait, {args.rt_jobs} jobs (scheduled → started) ==")
+    for name, values in waits:
         print(
-            f"{name:<28} p50 {_pct(waits, 0.5) * 1000:7.2f} ms  p99 {_pct(waits, 0.99) * 1000:7.2f}"
-            f" ms  max {max(waits) * 1000:7.2f} ms"
+            f"{name:<28} p50 {_pct(values, 0.5) * 1000:7.2f} ms"
+            f"  p99 {_pct(values, 0.99) * 1000:7.2f} ms  max {max(values) * 1000:7.2f} ms"
         )
+
+
+async def _talker_and_rt(
+    server: Server,
+    sim: DeviceSimulator,
+    pcm: np.ndarray,
+    args: argparse.Namespace,
+    rows: list[tuple[str, list[float]]],
+    waits: list[tuple[str, list[float]]],
+) -> None:
+    """The talker scenario, idle again, then the REALTIME start waits (idle vs busy LLM)."""
+    profile = server if args.profile else None
+    talker = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:02")
+    await talker.connect()
+    stop = asyncio.Event()
+    talking = asyncio.create_task(_talk_without_pause(talker, _talker_speech(), stop))
+    await asyncio.sleep(3.0)
+    rows.append(("one device talking without pause", await _turns(sim, pcm, args.turns, profile)))
+    stop.set()
+    await talking
+    await talker.close()
+    await asyncio.sleep(1.0)
+    rows.append(("idle again", await _turns(sim, pcm, args.turns)))
+
+    idle_waits = (await server.call("POST", "/bench/rt_starts", jobs=args.rt_jobs))["waits"]
+    await server.call("POST", "/bench/chats", n=args.rt_chats)
+    await _until_llm_busy(server)
+    busy_waits = (await server.call("POST", "/bench/rt_starts", jobs=args.rt_jobs))["waits"]
+    await server.call("POST", "/bench/stop_chats")
+    waits.append(("idle", idle_waits))
+    waits.append((f"{args.rt_chats} chats on a busy LLM", busy_waits))
 
 
 if __name__ == "__main__":
@@ -280,5 +340,7 @@ if __name__ == "__main__":
     parser.add_argument("--chats", type=int, default=200)
     parser.add_argument("--rt-chats", type=int, default=20)
     parser.add_argument("--rt-jobs", type=int, default=40)
+    parser.add_argument("--profile", action="store_true", help="print each loaded turn's jobs")
+    parser.add_argument("--only-flood", action="store_true", help="skip the talker and rt parts")
     ns = parser.parse_args()
     asyncio.run(_serve() if ns.serve else main(ns))

@@ -2,7 +2,7 @@
 
 Audio is cut into the VAD's windows and scored in batches: at most one ``detect_speech`` job per
 device is in flight, and whatever arrived meanwhile forms the next batch (natural batching, no
-job per packet under load). The endpointer (core.models.endpointer) turns probabilities into
+job per packet under load). The endpointer (devices.endpointer) turns probabilities into
 speech start/end; an utterance keeps ``preroll_ms`` before the detected start and
 ``tail_ms`` after the detected end. Manual mode skips VAD: everything between ``listen start``
 and ``listen stop`` is the utterance.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.models.endpointer import Endpointer, EndpointKind
 from core.scheduler import Lane
+from devices.endpointer import Endpointer, EndpointKind
 from devices.ports import VoiceInference
 from devices.tasks import TaskOwner
 

@@ -1,7 +1,7 @@
 """The model manager: lazy load, idle unload and LRU eviction of the configured models.
 
-One entry per model kind ("vad", "asr", "llm", "tts", "vl", "sd"). A model loads on first use,
-inside the scheduler job that needs it (a THREAD job holding the model's resources: ``vram:N``
+One entry per model kind of the one registry (:data:`core.models.registry.MODELS`). A model
+loads on first use, inside the scheduler job that needs it (a THREAD job holding the model's resources: ``vram:N``
 = footprint on cuda:N, ``cpu`` = 1 on CPU, and ``model:<name>`` = one of the model's
 ``concurrency`` slots, so a job starts only when its model is free and never waits on a lock
 inside the job), so a load counts against the VRAM budget; an
@@ -18,7 +18,8 @@ bound how many load together); :meth:`ModelManager.warm_up_status` says whether 
 loaded, which ``/readyz`` reports.
 
 Backends are built by factories ``(kind settings, cache_dir) -> ModelBackend``; the defaults
-are the ``create_*`` registries, and tests inject doubles through ``factories=``.
+are the one registry :data:`core.models.registry.MODELS`, and tests inject doubles through
+``factories=``.
 
 Remote models (a provider whose settings say ``remote``: OpenAI-compatible, Ollama, Edge) are
 held on the loop instead: :meth:`ModelManager.use_async` loads them with ``await aload()``
@@ -43,36 +44,18 @@ from typing import Any, TypeVar
 import psutil
 
 from core.errors import ModelError, ModelLoadError, ModelNotConfigured, XiaoyouError
-from core.models.asr import create_asr
 from core.models.base import CancelCheck, ModelBackend, never_cancelled
-from core.models.llm import create_llm
-from core.models.model_entry import Factory, ModelEntry
-from core.models.sd import create_sd
+from core.models.model_entry import ModelEntry
+from core.models.registry import MODEL_NAMES, MODELS, Factory
 from core.models.settings import ModelsSettings
-from core.models.tts import create_tts
-from core.models.vad import create_vad
-from core.models.vl import create_vl
 from core.scheduler import ExecMode, JobContext, JobSpec, Lane, Scheduler
 
 log = logging.getLogger(__name__)
 
 B = TypeVar("B")
 
-MODEL_NAMES = ("vad", "asr", "llm", "tts", "vl", "sd")
 _WAIT_POLL_S = 0.05  # a job waiting for another job's load re-checks for cancellation this often
 _MIN_SWEEP_S = 0.01
-
-
-def default_factories() -> dict[str, Factory]:
-    """The explicit registry: model name -> the ``create_*`` factory of its kind."""
-    return {
-        "vad": lambda s, _cache: create_vad(s),
-        "asr": create_asr,
-        "llm": create_llm,
-        "tts": lambda s, _cache: create_tts(s),
-        "vl": lambda s, _cache: create_vl(s),
-        "sd": lambda s, _cache: create_sd(s),
-    }
 
 
 @dataclass(slots=True)
@@ -127,7 +110,7 @@ class ModelManager:
         self._settings = settings
         self._scheduler = scheduler
         self._cache_dir = cache_dir
-        chosen = {**default_factories(), **(factories or {})}
+        chosen = {**MODELS, **(factories or {})}
         self._entries = {
             name: ModelEntry.build(name, getattr(settings, name), chosen[name], settings)
             for name in MODEL_NAMES

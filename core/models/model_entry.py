@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from core.errors import ModelError
 from core.models.base import ModelBackend
+from core.models.registry import Factory
 from core.models.settings import ModelsSettings
-
-# (the kind's settings, cache_dir) -> a backend object, not yet loaded
-Factory = Callable[[Any, Path], ModelBackend]
 
 
 def remote_resource(name: str) -> str:

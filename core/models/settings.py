@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from core.models.asr import AsrSettings
 from core.models.llm import LlmSettings
+from core.models.registry import MODEL_NAMES
 from core.models.sd import SdSettings
 from core.models.tts import TtsSettings
 from core.models.vad import VadSettings
@@ -80,10 +81,9 @@ class ModelsSettings(BaseModel):
     @field_validator("warm_start_models")
     @classmethod
     def _known_models(cls, names: list[str]) -> list[str]:
-        known = ("vad", "asr", "llm", "tts", "vl", "sd")
-        unknown = [n for n in names if n not in known]
+        unknown = [n for n in names if n not in MODEL_NAMES]
         if unknown:
-            raise ValueError(f"unknown models {unknown}; known: {list(known)}")
+            raise ValueError(f"unknown models {unknown}; known: {list(MODEL_NAMES)}")
         return list(dict.fromkeys(names))
 
     def warm(self, name: str) -> bool:

@@ -14,7 +14,7 @@ in two parts:
     p = vad.speech_probability(frame)        # frame: int16, vad.frame_samples long
     vad.reset()                              # between utterances
 
-Turning probabilities into speech start/end events is :mod:`core.models.endpointer`.
+Turning probabilities into speech start/end events is :mod:`devices.endpointer`.
 """
 
 from __future__ import annotations

@@ -14,17 +14,17 @@ from core.errors import SchedulerError
 from core.scheduler.channel import ChannelClosed
 
 if TYPE_CHECKING:
+    from core.scheduler.dispatch import Dispatcher
     from core.scheduler.job import Job
-    from core.scheduler.scheduler import Scheduler
 
 
 class JobContext:
-    __slots__ = ("_job", "_loop", "_scheduler", "cancel_error", "job_id")
+    __slots__ = ("_dispatcher", "_job", "_loop", "cancel_error", "job_id")
 
-    def __init__(self, job: Job, scheduler: Scheduler, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, job: Job, dispatcher: Dispatcher, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job.id
         self._job = job
-        self._scheduler = scheduler
+        self._dispatcher = dispatcher  # pause(): the only thing a job asks of the scheduler
         self._loop = loop
         self.cancel_error: SchedulerError | None = None  # set when cancelled or expired
 
@@ -51,7 +51,7 @@ class JobContext:
         """A safe point: raises if cancelled; yields resources while a higher lane needs them."""
         self.raise_if_cancelled()
         if self._job.yield_requested:
-            await self._scheduler._yield_job(self._job)
+            await self._dispatcher.pause(self._job)
             self.raise_if_cancelled()
 
     # -- blocking jobs (called from an executor thread) ------------------------------------------

@@ -1,13 +1,17 @@
-"""Dispatch: which queued jobs start now (a mixin of :class:`core.scheduler.Scheduler`).
+"""The dispatcher: which queued jobs start now, and which running ones pause for them.
 
-Dispatch is synchronous (:meth:`Dispatch._pump`), run whenever something changes: a submit,
-a finish, a cancel, a preemption. It walks the lanes in priority order; within a lane it
+It owns the lane queues, the starvation counters, the set of running preemptible jobs and
+the counted resources' accounting (acquire on start and resume, release on pause and finish).
+It never runs a job: a job that may start is handed to the :class:`~core.scheduler.execution.
+Runners`. Dispatch is synchronous (:meth:`Dispatcher.pump`), run whenever something changes: a
+submit, a finish, a cancel, a preemption. It walks the lanes in priority order; within a lane it
 looks at the head job of each owner in round-robin order. A job starts only when all its
 resources fit after subtracting what blocked higher-priority jobs are waiting for (so lower
 lanes can backfill without delaying them). A lane passed over ``starvation_bound`` times
 while non-empty is looked at first once. A blocked job asks running preemptible jobs of
-lower lanes holding what it lacks to yield at their next step; a job resumed after a yield
-runs ``preempt_grace_steps`` more steps before it pauses again (it always makes progress).
+lower lanes holding what it lacks to yield at their next step (:meth:`Dispatcher.pause` is
+that step); a job resumed after a yield runs ``preempt_grace_steps`` more steps before it
+pauses again (it always makes progress).
 """
 
 from __future__ import annotations
@@ -24,37 +28,67 @@ from core.scheduler.settings import SchedulerSettings
 from core.scheduler.types import QUEUED, RUNNING, STARTED, JobStatus, Lane, TraceKind
 
 if TYPE_CHECKING:
-    from core.scheduler.scheduler import _Runner
+    from core.scheduler.execution import Runners
 
 SCAN_LIMIT = 16  # head jobs examined per lane and pass: bounds dispatch cost with huge queues
 BLOCKED_LIMIT = 4  # blocked heads per lane and pass before the pass leaves the lane
 _ORDER = tuple(int(lane) for lane in Lane)
 _NONE: frozenset[int] = frozenset()
+Record = Callable[[tuple[float, TraceKind, int, Lane, str, str, str]], None]
 
 
-class Dispatch:
-    settings: SchedulerSettings
-    _pool: ResourcePool
-    _lanes: list[LaneQueue]
-    _bypassed: list[int]
-    _running: dict[int, Job]
-    _preemptible: dict[int, Job]
-    _idle: list[_Runner]
-    _loop: asyncio.AbstractEventLoop | None
-    _pumping: bool
-    _repump: bool
-    _dirty: bool
-    _record: Callable[[tuple[float, TraceKind, int, Lane, str, str, str]], None]
+class Dispatcher:
+    __slots__ = (
+        "_bound",
+        "_grace_steps",
+        "_on_deadline",
+        "_pool",
+        "_record",
+        "_runners",
+        "bypassed",
+        "dirty",
+        "lanes",
+        "preemptible",
+        "pumping",
+        "repump",
+    )
 
-    if TYPE_CHECKING:  # provided by Execution (a stub here would shadow it in the MRO)
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        pool: ResourcePool,
+        record: Record,
+        on_deadline: Callable[[Job], None],
+    ) -> None:
+        self._pool = pool
+        self._record = record
+        self._on_deadline = on_deadline  # a queued job found past its deadline during a pass
+        self._bound = settings.starvation_bound
+        self._grace_steps = settings.preempt_grace_steps
+        self._runners: Runners | None = (
+            None  # bind(): the runners and the dispatcher know each other
+        )
+        self.lanes = [LaneQueue() for _ in Lane]
+        self.bypassed = [0 for _ in Lane]
+        self.preemptible: dict[int, Job] = {}  # running preemptible jobs (preemption victims)
+        self.pumping = False
+        self.repump = False
+        self.dirty = True  # something may have become startable since the last pass
 
-        def _on_deadline(self, job: Job) -> None: ...
+    def bind(self, runners: Runners) -> None:
+        """The runners a startable job is handed to (they call :meth:`finished` back)."""
+        self._runners = runners
 
-    def _can_start_directly(self, index: int, needs: Mapping[str, int]) -> bool:
+    @property
+    def queued(self) -> bool:
+        lanes = self.lanes
+        return bool(lanes[0].live or lanes[1].live or lanes[2].live)
+
+    def can_start_directly(self, index: int, needs: Mapping[str, int]) -> bool:
         """Nothing queued at this lane or above, no starved lane below, and the job fits."""
-        if self._pumping:
+        if self.pumping:
             return False
-        lanes, bypassed, bound = self._lanes, self._bypassed, self.settings.starvation_bound
+        lanes, bypassed, bound = self.lanes, self.bypassed, self._bound
         for k in range(len(lanes)):
             live = lanes[k].live
             if live and (k <= index or bypassed[k] >= bound):
@@ -62,18 +96,18 @@ class Dispatch:
         return self._pool.fits(needs)
 
     # -- dispatch -------------------------------------------------------------------------------
-    def _pump(self) -> None:
-        if self._pumping:
-            self._repump = True  # something changed during a pass: look once more afterwards
+    def pump(self) -> None:
+        if self.pumping:
+            self.repump = True  # something changed during a pass: look once more afterwards
             return
-        self._pumping = True
+        self.pumping = True
         try:
-            self._repump = True
-            while self._repump:
-                self._repump = False
+            self.repump = True
+            while self.repump:
+                self.repump = False
                 self._dispatch_pass()
         finally:
-            self._pumping = False
+            self.pumping = False
 
     def _hand_off(self, freed: Mapping[str, int]) -> bool:
         """A finished job just gave back ``freed`` and nothing else changed since the last pass
@@ -82,9 +116,9 @@ class Dispatch:
         find everything else still blocked by the same free resources; start it here instead
         of running the pass. False: run a full pass (also after starting the head when the
         owner's next job, a head no pass has looked at yet, may fit)."""
-        if self._pumping:
+        if self.pumping:
             return False
-        lanes, bypassed, bound = self._lanes, self._bypassed, self.settings.starvation_bound
+        lanes, bypassed, bound = self.lanes, self.bypassed, self._bound
         index = 0 if lanes[0].live else 1 if lanes[1].live else 2
         for lower in range(index + 1, len(lanes)):
             if bypassed[lower] >= bound and lanes[lower].live:
@@ -98,8 +132,8 @@ class Dispatch:
         if head.deadline_at is not None and time.monotonic() >= head.deadline_at:
             return False
         queue.take(head)
-        self._start(head)
-        self._account_bypass(index, head)
+        self.start(head)
+        self.account_bypass(index, head)
         # the owner's next job is a head no pass has seen: if it might fit, let a pass decide
         following = queue.head_of(head.spec.owner)
         return following is None or (
@@ -109,8 +143,8 @@ class Dispatch:
     def _dispatch_pass(self) -> None:
         """Start everything that may start now. Resources only shrink during a pass, so once
         a lane has nothing more that fits, later lanes cannot change that: one pass suffices."""
-        self._dirty = False
-        lanes, bound, bypassed = self._lanes, self.settings.starvation_bound, self._bypassed
+        self.dirty = False
+        lanes, bound, bypassed = self.lanes, self._bound, self.bypassed
         if not (lanes[0].live or lanes[1].live or lanes[2].live):
             return
         if (bypassed[1] >= bound and lanes[1].live) or (bypassed[2] >= bound and lanes[2].live):
@@ -142,26 +176,26 @@ class Dispatch:
                     needs = job.declared if resuming else job.needs
                     if self._pool.fits(needs, reserved):
                         queue.take(job)
-                        self._resume(job) if resuming else self._start(job)
-                        self._account_bypass(index, job)
+                        self._resume(job) if resuming else self.start(job)
+                        self.account_bypass(index, job)
                         dispatched = True
                         continue
                     blocked_ids.add(job.id)
                     blocked_here += 1
                     if index not in promoted:
-                        if self._preemptible:
+                        if self.preemptible:
                             self._maybe_preempt(job, needs)
                         for name, amount in needs.items():
                             reserved[name] = reserved.get(name, 0) + amount
                     if blocked_here >= BLOCKED_LIMIT:
                         break
 
-    def _account_bypass(self, index: int, job: Job) -> None:
+    def account_bypass(self, index: int, job: Job) -> None:
         """A job of lane ``index`` started: lower lanes with queued jobs were passed over once,
         unless the job declares no resources (VAD: it takes nothing a lower lane waits for;
         counting its frequent dispatches would promote a chat lane every second and let it take
         back what a waiting voice job just preempted)."""
-        bypassed, lanes = self._bypassed, self._lanes
+        bypassed, lanes = self.bypassed, self.lanes
         bypassed[index] = 0
         if not job.spec.resources:
             return
@@ -169,30 +203,54 @@ class Dispatch:
             if lanes[lower].live:
                 bypassed[lower] += 1
 
-    def _start(self, job: Job) -> None:
+    def start(self, job: Job) -> None:
         self._pool.acquire(job.needs)
         job.holding = True
         job.status = RUNNING
         job.started_at = now = time.monotonic()
-        self._running[job.id] = job
         spec = job.spec
         if spec.preemptible:
-            self._preemptible[job.id] = job
+            self.preemptible[job.id] = job
         stats = job.stats
         stats.started += 1
         stats.wait.append(now - job.submitted_at)
         self._record((time.time(), STARTED, job.id, spec.lane, spec.kind, spec.owner, ""))
-        runner = self._idle.pop()
-        runner.job = job
-        waiter = runner.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        runners = self._runners
+        assert runners is not None, "bind() the runners before dispatching"
+        runners.assign(job)
+
+    def finished(self, job: Job) -> None:
+        """The job's code has returned (its runner is idle again): give back everything it
+        holds and start what may start now."""
+        freed = job.needs if job.holding else None
+        if job.holding:
+            self._pool.release(job.needs)  # declared resources and the slot
+            job.holding = False
+        else:  # preempted and then stopped: only the slot and keep_on_yield are still held
+            self._pool.release(job.kept())
+        if job.spec.preemptible:
+            self.preemptible.pop(job.id, None)
+        lanes = self.lanes
+        if not (lanes[0].live or lanes[1].live or lanes[2].live):
+            self.dirty = True  # nothing queued: the next job that queues runs a pass
+            return
+        if self.dirty or freed is None or not self._hand_off(freed):
+            self.dirty = True
+            self.pump()
+
+    def discard(self, job: Job) -> None:
+        """A queued or paused job was stopped: it leaves its lane (lazily), and a paused one's
+        checkpoint wakes up to raise the error."""
+        self.lanes[job.spec.lane].discard(job)
+        self.dirty = True  # the owner's next job may now be a head
+        if job.resume is not None and not job.resume.done():
+            job.resume.set_result(None)
 
     def _resume(self, job: Job) -> None:
         self._pool.acquire(job.declared)
         job.holding = True
         job.status = JobStatus.RUNNING
-        job.grace = self.settings.preempt_grace_steps  # the starvation bound of preemption
+        job.grace = self._grace_steps  # the starvation bound of preemption
         spec = job.spec
         self._record((time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner, ""))
         if job.resume is not None and not job.resume.done():
@@ -205,7 +263,7 @@ class Dispatch:
         for name, missing in short.items():
             victims = [
                 j
-                for j in self._preemptible.values()
+                for j in self.preemptible.values()
                 if j.holding and j.spec.lane > blocked.spec.lane and j.declared.get(name, 0) > 0
             ]
             victims.sort(key=lambda j: (-j.spec.lane, -j.id))
@@ -228,14 +286,13 @@ class Dispatch:
                         )
                     )
 
-    async def _yield_job(self, job: Job) -> None:
+    async def pause(self, job: Job) -> None:
         """At a checkpoint of a job asked to yield: give its resources back until re-admitted."""
         if not job.yield_requested or job.status is not JobStatus.RUNNING:
             return
         if job.grace > 0:  # resumed a moment ago: a few steps of progress before pausing again
             job.grace -= 1
             return
-        assert self._loop is not None
         job.yield_requested = False
         self._pool.release(job.declared)
         job.holding = False
@@ -244,10 +301,10 @@ class Dispatch:
         spec = job.spec
         job.stats.yielded += 1
         self._record((time.time(), TraceKind.YIELDED, job.id, spec.lane, spec.kind, spec.owner, ""))
-        self._lanes[spec.lane].push_resumed(job)
-        job.resume = self._loop.create_future()
-        self._dirty = True
-        self._pump()
+        self.lanes[spec.lane].push_resumed(job)
+        job.resume = asyncio.get_running_loop().create_future()
+        self.dirty = True
+        self.pump()
         try:
             await job.resume
         finally:

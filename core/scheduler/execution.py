@@ -1,10 +1,13 @@
-"""Running, finishing and cancelling jobs (a mixin of :class:`core.scheduler.Scheduler`).
+"""The runners: a fixed set of coroutines that execute the jobs the dispatcher starts.
 
-Runners are a fixed set of coroutines owned by the scheduler. A runner executes async jobs
-inline (no task per job); to stop a running async job at once, the scheduler cancels the
-runner's task on the job's behalf and the runner absorbs that cancellation. Blocking jobs
-are awaited on the executors and stop cooperatively (their thread cannot be killed): they keep
-their resources until their code returns, but their submitter is answered at once.
+:class:`Runners` owns the runner coroutines, the executors (thread and process pools) and the
+table of running jobs. A runner executes async jobs inline (no task per job); to stop a
+running async job at once, :meth:`Runners.kill` cancels the runner's task on the job's behalf
+and the runner absorbs that cancellation. Blocking jobs are awaited on the executors and stop
+cooperatively (their thread cannot be killed): they keep their resources until their code
+returns, but their submitter is answered at once. When a job's code has returned, the runner
+records how it ended (:meth:`Runners.settle`), goes idle, and tells the dispatcher
+(:meth:`~core.scheduler.dispatch.Dispatcher.finished`), which releases what the job held.
 """
 
 from __future__ import annotations
@@ -12,53 +15,88 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from core.errors import DeadlineExceeded, JobCancelled, SchedulerError, WorkerDied
+from core.errors import JobCancelled, WorkerDied
+from core.scheduler.dispatch import Dispatcher, Record
 from core.scheduler.executors import Executors
 from core.scheduler.job import Job
-from core.scheduler.queues import LaneQueue
-from core.scheduler.resources import ResourcePool
-from core.scheduler.stats import Counters, TraceBuffer
-from core.scheduler.types import ASYNC, COMPLETED, DONE, ExecMode, JobStatus, Lane, TraceKind
-
-if TYPE_CHECKING:
-    from core.scheduler.scheduler import _Runner
+from core.scheduler.types import ASYNC, COMPLETED, DONE, ExecMode, JobStatus, TraceKind
 
 log = logging.getLogger(__name__)
 
 
-class Execution:
-    _pool: ResourcePool
-    _lanes: list[LaneQueue]
-    _jobs: dict[int, Job]
-    _running: dict[int, Job]
-    _preemptible: dict[int, Job]
-    _history: deque[Job]
-    _counters: Counters
-    _trace: TraceBuffer
-    _idle: list[_Runner]
-    _executors: Executors | None
-    _loop: asyncio.AbstractEventLoop | None
-    _drain_waiter: asyncio.Future[None] | None
-    _record: Callable[[tuple[float, TraceKind, int, Lane, str, str, str]], None]
-    _dirty: bool
+class Runner:
+    """One runner coroutine and the job it was handed (idle when both are None)."""
 
-    def _pump(self) -> None:
-        raise NotImplementedError
+    __slots__ = ("current", "job", "name", "task", "waiter")
 
-    def _hand_off(self, freed: Mapping[str, int]) -> bool:
-        raise NotImplementedError  # Dispatch._hand_off: start the next job without a pass
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.job: Job | None = None  # assigned, not yet started
+        self.current: Job | None = None  # executing now
+        self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
 
-    async def _runner_main(self, runner: _Runner) -> None:
+
+class Runners:
+    __slots__ = ("_dispatcher", "_forget", "_record", "all", "executors", "idle", "running")
+
+    def __init__(
+        self, dispatcher: Dispatcher, record: Record, forget: Callable[[Job], None]
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._record = record
+        self._forget = forget  # the scheduler's job table: the job is done with
+        self.all: list[Runner] = []
+        self.idle: list[Runner] = []
+        self.running: dict[int, Job] = {}  # started, code not yet returned (incl. paused)
+        self.executors: Executors | None = None
+
+    async def start(self, count: int, executors: Executors) -> None:
+        """Create ``count`` runner tasks (owned here, cancelled by :meth:`stop`)."""
+        self.executors = executors
+        loop = asyncio.get_running_loop()
+        for i in range(count):
+            runner = Runner(f"scheduler-runner-{i}")
+            runner.task = loop.create_task(self._main(runner), name=runner.name)
+            self.all.append(runner)
+            self.idle.append(runner)
+
+    async def stop(self, timeout_s: float) -> None:
+        for runner in self.all:
+            if runner.task is not None:
+                runner.task.cancel()
+        tasks = [r.task for r in self.all if r.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s or None)
+        if self.executors is not None:
+            self.executors.shutdown()
+
+    def assign(self, job: Job) -> None:
+        """Hand a started job to an idle runner (the dispatcher checked the slot is free)."""
+        self.running[job.id] = job
+        runner = self.idle.pop()
+        runner.job = job
+        waiter = runner.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def kill(self, job: Job) -> None:
+        """Stop a running async job at once: cancel its runner's task on its behalf."""
+        runner = job.runner
+        if runner is not None and runner.task is not None and not job.kill_requested:
+            job.kill_requested = True
+            runner.task.cancel()
+
+    async def _main(self, runner: Runner) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        idle = self._idle
+        idle, running, dispatcher = self.idle, self.running, self._dispatcher
         while True:
             job = runner.job
             if job is None:
@@ -79,34 +117,36 @@ class Execution:
                     result = await self._run_blocking(job, loop)
             except asyncio.CancelledError:
                 if not (job.kill_requested and task.cancelling()):
-                    self._settle(job, None, JobCancelled("scheduler stopped"))
+                    self.settle(job, None, JobCancelled("scheduler stopped"))
                     raise
                 task.uncancel()  # the cancellation was aimed at this job, not at the runner
-                self._settle(job, None, JobCancelled("cancelled"))
+                self.settle(job, None, JobCancelled("cancelled"))
             except BrokenProcessPool:
-                assert self._executors is not None
-                self._executors.replace_broken_process_pool()
-                self._settle(job, None, WorkerDied(f"the worker process running job {job.id} died"))
+                assert self.executors is not None
+                self.executors.replace_broken_process_pool()
+                self.settle(job, None, WorkerDied(f"the worker process running job {job.id} died"))
             except Exception as exc:  # noqa: BLE001 - a job's own failure goes to its submitter only
-                self._settle(job, None, exc)
+                self.settle(job, None, exc)
             else:
-                self._settle(job, result, None)
+                self.settle(job, result, None)
                 if job.kill_requested and task.cancelling():
                     await _absorb_cancel(task)  # cancelled itself, then returned without waiting
             runner.current = None
             job.runner = None
-            idle.append(runner)  # before releasing: the pump may hand this runner the next job
-            self._release(job)
+            idle.append(runner)  # before the dispatcher runs: it may hand this runner the next job
+            del running[job.id]
+            self._forget(job)
+            dispatcher.finished(job)
 
     async def _run_blocking(self, job: Job, loop: asyncio.AbstractEventLoop) -> Any:
-        executors = self._executors
+        executors = self.executors
         assert executors is not None
         if job.spec.mode is ExecMode.THREAD:
             return await loop.run_in_executor(executors.threads, _call_blocking, job)
         assert executors.processes is not None, "process_workers is 0: PROCESS jobs are disabled"
         return await loop.run_in_executor(executors.processes, partial(job.fn, *job.args))
 
-    def _settle(self, job: Job, result: Any, error: BaseException | None) -> None:
+    def settle(self, job: Job, result: Any, error: BaseException | None) -> None:
         """Record how the job's code ended; its submitter may already have been answered."""
         job.finished_at = now = time.monotonic()
         if job.status.finished:  # cancelled or expired while running: already answered
@@ -130,90 +170,9 @@ class Execution:
             stats.failed += 1
             log.info("job %d (%s) failed: %r", job.id, spec.kind, error)
         job.error = f"{type(error).__name__}: {error}"
-        _fail_future(job.future, error)
+        fail_future(job.future, error)
         job.close_channel(error)
         self._record((time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error))
-
-    def _release(self, job: Job) -> None:
-        """The job's code has returned: give back everything it held and dispatch."""
-        freed = job.needs if job.holding else None
-        if job.holding:
-            self._pool.release(job.needs)  # declared resources and the slot
-            job.holding = False
-        else:  # preempted and then stopped: only the slot and keep_on_yield are still held
-            self._pool.release(job.kept())
-        del self._running[job.id]
-        if job.spec.preemptible:
-            self._preemptible.pop(job.id, None)
-        self._forget(job)
-        lanes = self._lanes
-        if not (lanes[0].live or lanes[1].live or lanes[2].live):
-            self._dirty = True  # nothing queued: the next job that queues runs a pass
-            return
-        if self._dirty or freed is None or not self._hand_off(freed):
-            self._dirty = True
-            self._pump()
-
-    def _forget(self, job: Job) -> None:
-        if job.deadline_timer is not None:
-            job.deadline_timer.cancel()
-            job.deadline_timer = None
-        jobs = self._jobs
-        if jobs.pop(job.id, None) is not None:
-            self._history.append(job)
-        if not jobs and self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
-
-    # -- cancellation and deadlines ---------------------------------------------------------------
-    def _cancel(self, job: Job, reason: str) -> bool:
-        return self._stop_job(job, JobCancelled(reason), JobStatus.CANCELLED)
-
-    def _on_deadline(self, job: Job) -> None:
-        job.deadline_timer = None
-        spec = job.spec
-        self._stop_job(
-            job,
-            DeadlineExceeded(f"job {job.id} ({spec.kind}) passed its {spec.deadline_s}s deadline"),
-            JobStatus.EXPIRED,
-        )
-
-    def _stop_job(self, job: Job, error: SchedulerError, status: JobStatus) -> bool:
-        if job.status.finished:
-            return False
-        spec, ctx = job.spec, job.ctx
-        assert ctx is not None and self._loop is not None
-        previous = job.status
-        if previous in (JobStatus.QUEUED, JobStatus.YIELDED):
-            self._lanes[spec.lane].discard(job)
-            self._dirty = True  # the owner's next job may now be a head
-        job.status = status
-        job.error = str(error)
-        ctx.cancel_error = error
-        _fail_future(job.future, error)
-        job.close_channel(error)
-        if status is JobStatus.CANCELLED:
-            job.stats.cancelled += 1
-            trace = TraceKind.CANCELLED
-        else:
-            job.stats.expired += 1
-            trace = TraceKind.EXPIRED
-        self._record((time.time(), trace, job.id, spec.lane, spec.kind, spec.owner, job.error))
-        if previous is JobStatus.QUEUED:
-            job.finished_at = time.monotonic()
-            self._forget(job)
-            return True
-        if previous is JobStatus.YIELDED and job.resume is not None and not job.resume.done():
-            job.resume.set_result(None)  # its checkpoint wakes up and raises the error
-        runner = job.runner
-        if (
-            spec.mode is ExecMode.ASYNC
-            and runner is not None
-            and runner.task is not None
-            and not job.kill_requested
-        ):
-            job.kill_requested = True
-            runner.task.cancel()
-        return True
 
 
 async def _absorb_cancel(task: asyncio.Task[Any]) -> None:
@@ -228,7 +187,7 @@ def _call_blocking(job: Job) -> Any:
     return job.fn(job.ctx, *job.args)
 
 
-def _fail_future(future: asyncio.Future[Any], error: BaseException) -> None:
+def fail_future(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
         future.exception()  # mark retrieved: an unawaited failed job is not an "unhandled" error

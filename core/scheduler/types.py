@@ -23,6 +23,32 @@ class ExecMode(StrEnum):
     PROCESS = "process"  # GIL-holding Python in the fixed process pool: fn(*args), picklable
 
 
+class SchedulerState(StrEnum):
+    """The scheduler's lifecycle: CREATED → RUNNING → DRAINING → STOPPED (or CREATED → STOPPED:
+    stopped before it started). Only RUNNING admits jobs; every other move is refused."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    DRAINING = "draining"  # stop(): no admission; running work finishes, then is cancelled
+    STOPPED = "stopped"
+
+    def can_move_to(self, target: SchedulerState) -> bool:
+        return target in _MOVES[self]
+
+
+_MOVES: dict[SchedulerState, frozenset[SchedulerState]] = {
+    SchedulerState.CREATED: frozenset({SchedulerState.RUNNING, SchedulerState.STOPPED}),
+    SchedulerState.RUNNING: frozenset({SchedulerState.DRAINING}),
+    SchedulerState.DRAINING: frozenset({SchedulerState.STOPPED}),
+    SchedulerState.STOPPED: frozenset(),
+}
+
+
+# the implicit slot each mode takes (budgets: settings runners, thread_workers, process_workers)
+SLOT_OF_MODE = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
+SLOTS = tuple(SLOT_OF_MODE.values())
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from core.errors import ModelLoadError
-from core.models.endpointer import Endpointer, EndpointKind
 from core.models.silero.vad import SileroVadModel
 from core.models.vad import Vad, VadModel, VadSettings, create_vad
+from devices.endpointer import Endpointer, EndpointKind
 from tests.models_audio.conftest import Clip
 
 PAD_S = 1.0

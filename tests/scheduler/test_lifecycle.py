@@ -108,11 +108,11 @@ async def test_no_leaks_after_10k_mixed_jobs() -> None:
     await asyncio.sleep(0.01)
     assert len(asyncio.all_tasks()) == tasks_before
     assert set(threading.enumerate()) - threads_before == set()  # no thread was added
-    assert s._jobs == {} and s._running == {}
+    assert s._jobs == {} and s._runners.running == {}
     assert s.stats()["queued_total"] == 0
     assert all(v["used"] == 0 for v in s.stats()["resources"].values())
     assert all(v["used"] == 0 for v in s.stats()["slots"].values())
-    assert all(r.job is None and r.current is None for r in s._runners)
+    assert all(r.job is None and r.current is None for r in s._runners.all)
     await s.stop()
     del handles
     gc.collect()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.models.endpointer import Endpointer, EndpointKind
 from core.models.vad import VadSettings
+from devices.endpointer import Endpointer, EndpointKind
 
 
 def _run(ep: Endpointer, probs: list[float]) -> list[tuple[EndpointKind, float]]:
