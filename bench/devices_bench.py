@@ -86,14 +86,20 @@ class StandIn:
         return result
 
     async def transcribe(
-        self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
+        self,
+        pcm: np.ndarray,
+        *,
+        lane: Lane,
+        owner: str,
+        language: str | None = None,
+        supersedes: str = "",
     ) -> Transcript:
         def run(ctx: JobContext) -> Transcript:
             time.sleep(0.3)
             return Transcript("what is the capital of australia", "en", len(pcm) / 16_000)
 
         result: Transcript = await self.scheduler.submit(
-            run, spec=self._spec("asr", owner, lane)
+            run, spec=dataclasses.replace(self._spec("asr", owner, lane), supersedes=supersedes)
         ).result()
         return result
 

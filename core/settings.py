@@ -137,7 +137,12 @@ class DeviceSettings(BaseModel):
         description="the reply's first sentence goes to TTS at the first space past this many"
         " characters if no punctuation came yet (first audio sooner; a prosody seam)",
     )
-    max_utterance_s: float = Field(30.0, gt=0)
+    max_utterance_s: float = Field(
+        30.0,
+        gt=0,
+        description="longest utterance: at this length it ends (auto and manual alike) and the"
+        " device gets its answer (stt, the reply, tts stop) without a pause or listen stop",
+    )
     max_exchanges: int = Field(6, ge=0, description="conversation memory per device")
     system_prompt: str = Field(
         DEVICE_SYSTEM_PROMPT, min_length=1, description="the voice assistant's system prompt"

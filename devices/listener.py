@@ -109,10 +109,13 @@ class Listener:
 
     def feed(self, pcm: np.ndarray) -> None:
         """Decoded 16 kHz int16 audio from the device."""
-        if not self.use_vad:  # manual: keep everything up to max_utterance_s, drop the rest
-            kept_s = sum(len(w) for w in self._windows) / self._vad.sample_rate_hz
-            if kept_s < self._config.max_utterance_s:
-                self._windows.append(pcm)
+        if not self.use_vad:  # manual: everything until 'listen stop' or max_utterance_s
+            rate_hz = self._vad.sample_rate_hz
+            room = int(self._config.max_utterance_s * rate_hz) - sum(len(w) for w in self._windows)
+            self._windows.append(pcm[:room])
+            if len(pcm) >= room:  # a held button or a stuck client: the utterance ends here and
+                # the device gets its clear end (stt, the reply, tts stop) without 'listen stop'
+                self._emit(self._utterance(self._windows))
             return
         self._pending = np.concatenate([self._pending, pcm])
         self._kick()

@@ -29,8 +29,15 @@ class VoiceInference(Protocol):
     ) -> list[float]: ...
 
     async def transcribe(
-        self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
-    ) -> Transcript: ...
+        self,
+        pcm: np.ndarray,
+        *,
+        lane: Lane,
+        owner: str,
+        language: str | None = None,
+        supersedes: str = "",
+    ) -> Transcript:
+        """``supersedes``: a key; this job cancels the owner's older job with the same key."""
 
     def chat(
         self,

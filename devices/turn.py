@@ -121,6 +121,9 @@ class TurnTimings:
         return spans + (" (speculative)" if self.speculative else "")
 
 
+# a device's newer transcription cancels its older one (a speculation made stale by a new
+# pause, a realtime utterance replacing the last): continuous speech never stacks ASR jobs
+ASR_KEY = "device-asr"
 # LLM pieces generated ahead of the reader: small, so the LLM pauses while the first
 # sentence is synthesised instead of competing with TTS for the CPU
 LLM_AHEAD_PIECES = 2
@@ -211,7 +214,7 @@ class Turn:
             if pcm is None:
                 raise ValueError("a turn needs pcm or text")
             transcript = await self._inference.transcribe(
-                pcm, lane=cfg.lane, owner=cfg.owner, language=cfg.language
+                pcm, lane=cfg.lane, owner=cfg.owner, language=cfg.language, supersedes=ASR_KEY
             )
             text = transcript.text
         self.timings.transcribed_s = time.monotonic()

@@ -19,6 +19,7 @@ slot) back, and resumes afterwards.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -110,11 +111,18 @@ class Inference:
 
     # -- speech recognition --------------------------------------------------------------------
     async def transcribe(
-        self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
+        self,
+        pcm: np.ndarray,
+        *,
+        lane: Lane,
+        owner: str,
+        language: str | None = None,
+        supersedes: str = "",
     ) -> Transcript:
         """Long audio is recognised in windows of ``asr.window_s`` cut at the quietest moment
         near each boundary, with a cancel/preemption point between windows: a cancelled or
-        superseded job stops within one window."""
+        superseded job stops within one window. ``supersedes``: a newer job of ``owner`` with
+        the same key cancels this one (a device's speculative transcriptions never stack)."""
         window_samples = int(self._settings.asr.window_s * 16_000)
 
         def run(ctx: JobContext) -> Transcript:
@@ -143,6 +151,8 @@ class Inference:
             preemptible=True,
             stateless_steps=True,
         )
+        if supersedes:
+            spec = dataclasses.replace(spec, supersedes=supersedes)
         job = run_remote if self._manager.is_remote("asr") else run
         result: Transcript = await self._scheduler.submit(job, spec=spec).result()
         return result

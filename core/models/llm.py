@@ -173,7 +173,16 @@ class LlmSettings(BaseModel):
 
     PROVIDER_FIELDS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         **dict.fromkeys(
-            ("model_path", "embedded", "n_threads", "n_gpu_layers", "seed", "warmup"), ("llamacpp",)
+            (
+                "model_path",
+                "embedded",
+                "n_threads",
+                "n_gpu_layers",
+                "seed",
+                "warmup",
+                "prompt_cache_entries",
+            ),
+            ("llamacpp",),
         ),
         **dict.fromkeys(
             (
@@ -218,6 +227,13 @@ class LlmSettings(BaseModel):
     n_ctx: int = Field(2048, ge=256, description="context window in tokens (openai: the server's)")
     n_threads: int = Field(2, ge=1, description="llama.cpp CPU threads (pass explicitly)")
     n_gpu_layers: int = Field(-1, description="layers offloaded when device is cuda (-1: all)")
+    prompt_cache_entries: int = Field(
+        16,
+        ge=0,
+        description="llama.cpp: finished conversations whose KV cache is kept (a few MB each), so"
+        " a device's next turn is not evaluated from scratch after QQ chats used the context;"
+        " 0: off",
+    )
     seed: int = 0
     warmup: bool = Field(
         True,

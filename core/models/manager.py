@@ -1,10 +1,10 @@
 """The model manager: lazy load, idle unload and LRU eviction of the configured models.
 
 One entry per model kind of the one registry (:data:`core.models.registry.MODELS`). A model
-loads on first use, inside the scheduler job that needs it (a THREAD job holding the model's resources: ``vram:N``
-= footprint on cuda:N, ``cpu`` = 1 on CPU, and ``model:<name>`` = one of the model's
-``concurrency`` slots, so a job starts only when its model is free and never waits on a lock
-inside the job), so a load counts against the VRAM budget; an
+loads on first use, inside the scheduler job that needs it (a THREAD job holding the model's
+resources: ``vram:N`` = footprint on cuda:N, ``cpu`` = 1 on CPU, and ``model:<name>`` = one
+of the model's ``concurrency`` slots, so a job starts only when its model is free and never
+waits on a lock inside the job), so a load counts against the VRAM budget; an
 explicit :meth:`ModelManager.load` submits its own ``load:<name>`` job. Concurrent first uses
 share one load. Before a load onto a GPU, least-recently-used idle models on that GPU are
 unloaded until the resident footprints fit ``scheduler.settings.resources["vram:N"]``. An owned

@@ -66,6 +66,7 @@ class Scheduler:
             mode: {slot: 1} for mode, slot in _SLOT.items() if budgets[slot] >= 1
         }
         self._jobs: dict[int, Job] = {}  # not finished, or finished but still running its code
+        self._latest: dict[tuple[str, str], Job] = {}  # (owner, supersedes key) -> newest job
         self._history: deque[Job] = deque(maxlen=settings.history_capacity)
         self._ids = itertools.count(1)
         self._counters = Counters(settings.sample_capacity)
@@ -184,6 +185,8 @@ class Scheduler:
         if spec.deadline_s is not None:
             job.deadline_timer = loop.call_later(spec.deadline_s, self._on_deadline, job)
         self._jobs[job.id] = job
+        if spec.supersedes:
+            self._supersede(job)
         stats.submitted += 1
         self._record((job.submitted_ts, SCHEDULED, job.id, index, spec.kind, spec.owner, ""))
         if not dispatcher.pumping and not (lanes[0].live or lanes[1].live or lanes[2].live):
@@ -263,11 +266,23 @@ class Scheduler:
         self._record((time.time(), TraceKind.REJECTED, 0, spec.lane, spec.kind, spec.owner, why))
 
     # -- the job table, cancellation and deadlines -----------------------------------------------
+    def _supersede(self, job: Job) -> None:
+        """``job`` replaces its owner's older job of the same ``supersedes`` key."""
+        key = (job.spec.owner, job.spec.supersedes)
+        older = self._latest.get(key)
+        self._latest[key] = job
+        if older is not None:
+            self._cancel(older, f"superseded by job {job.id}")
+
     def _forget(self, job: Job) -> None:
         """The job is done with (finished and its code returned, or never started)."""
         if job.deadline_timer is not None:
             job.deadline_timer.cancel()
             job.deadline_timer = None
+        if job.spec.supersedes:
+            key = (job.spec.owner, job.spec.supersedes)
+            if self._latest.get(key) is job:
+                del self._latest[key]
         jobs = self._jobs
         if jobs.pop(job.id, None) is not None:
             self._history.append(job)

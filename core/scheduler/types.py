@@ -83,6 +83,10 @@ class JobSpec:
     # per-job state lives in the model object (an SD pipeline's noise schedule)
     keep_on_yield: frozenset[str] = frozenset()
     stream_buffer: int | None = None  # chunks buffered before emit() waits (None: setting)
+    # a newer job of the same owner with the same key cancels this one (queued: it leaves;
+    # running: it stops at its next checkpoint): a device's speculative transcriptions never
+    # stack, whatever its code does with the older handle
+    supersedes: str = ""
     label: str = ""  # free text for the admin UI ("draw: a cat")
 
 

@@ -71,6 +71,7 @@ class FakeInference:
         owner: str,
         lane: Lane,
         stream_buffer: int | None = None,
+        supersedes: str = "",
     ) -> JobHandle[Any]:
         async def job(ctx: JobContext, *a: Any) -> Any:
             self._count(self.started, kind)
@@ -88,6 +89,7 @@ class FakeInference:
             owner=owner,
             resources=self.resources,
             stream_buffer=stream_buffer,
+            supersedes=supersedes,
         )
         return self.scheduler.submit(job, *args, spec=spec)
 
@@ -106,7 +108,13 @@ class FakeInference:
         return result
 
     async def transcribe(
-        self, pcm: np.ndarray, *, lane: Lane, owner: str, language: str | None = None
+        self,
+        pcm: np.ndarray,
+        *,
+        lane: Lane,
+        owner: str,
+        language: str | None = None,
+        supersedes: str = "",
     ) -> Transcript:
         self.asr_audio_s.append(len(pcm) / 16_000)
 
@@ -116,7 +124,7 @@ class FakeInference:
                 await ctx.checkpoint()
             return Transcript(self.transcript, language or "en", len(pcm) / 16_000)
 
-        handle = self._submit("asr", run, owner=owner, lane=lane)
+        handle = self._submit("asr", run, owner=owner, lane=lane, supersedes=supersedes)
         try:
             result: Transcript = await handle.result()
         except asyncio.CancelledError:

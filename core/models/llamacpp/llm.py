@@ -17,6 +17,12 @@ from typing import Any
 from core.errors import InferenceError, ModelLoadError
 from core.models.base import CancelCheck
 from core.models.llamacpp.embedded import embedded_gguf
+from core.models.llamacpp.prompt_cache import (
+    MessagesKey,
+    PromptCache,
+    common_messages,
+    messages_key,
+)
 from core.models.llm import ChatMessage, Llm, LlmSettings
 
 
@@ -26,12 +32,15 @@ class _SavedSequence:
     n_tokens: int
     tokens: Any  # numpy int array: the evaluated tokens
     sampler: Any  # the generation's sampler chain (penalty history, RNG)
+    key: MessagesKey = ()  # the conversation the context held
 
 
 class LlamaCppLlm(Llm):
     """One ``llama_cpp.Llama``. A context is not thread-safe: the scheduler runs one job on it
     at a time (resource ``model:llm``). A job paused between tokens hands the context over:
-    :meth:`save_state` keeps its KV cache, :meth:`restore_state` puts it back on resume."""
+    :meth:`save_state` keeps its KV cache, :meth:`restore_state` puts it back on resume.
+    Finished conversations' KV caches are kept in a :class:`PromptCache`, so a conversation's
+    next prompt is not evaluated from scratch after other conversations used the context."""
 
     pause_keeps_model = False
 
@@ -40,6 +49,8 @@ class LlamaCppLlm(Llm):
         self._cache_dir = cache_dir
         self._llama: Any = None
         self.model_path: Path | None = settings.model_path
+        self.prompt_cache: PromptCache[_SavedSequence] = PromptCache(settings.prompt_cache_entries)
+        self._context_key: MessagesKey = ()  # the conversation the context's tokens belong to
 
     def load(self) -> None:
         path = self._settings.model_path or embedded_gguf(self._settings.embedded, self._cache_dir)
@@ -78,6 +89,8 @@ class LlamaCppLlm(Llm):
             raise ModelLoadError(f"llama.cpp could not run {path}: {exc}") from exc
 
     def unload(self) -> None:
+        self.prompt_cache = PromptCache(self._settings.prompt_cache_entries)
+        self._context_key = ()
         llama, self._llama = self._llama, None
         if llama is not None:
             llama.close()
@@ -109,11 +122,17 @@ class LlamaCppLlm(Llm):
             n_tokens,
             llama.input_ids[:n_tokens].copy(),
             llama._sampler,
+            self._context_key,
         )
 
     def restore_state(self, state: object) -> None:
+        if isinstance(state, _SavedSequence):
+            self._load_sequence(state)
+            self._llama._sampler = state.sampler
+
+    def _load_sequence(self, state: _SavedSequence) -> None:
         llama = self._llama
-        if llama is None or not isinstance(state, _SavedSequence):
+        if llama is None:
             return
         import llama_cpp
 
@@ -124,7 +143,27 @@ class LlamaCppLlm(Llm):
             raise InferenceError("llama.cpp could not restore a paused generation")
         llama.n_tokens = state.n_tokens
         llama.input_ids[: state.n_tokens] = state.tokens
-        llama._sampler = state.sampler
+        self._context_key = state.key
+
+    def _continue_cached(self, key: MessagesKey) -> None:
+        """Start from the cached conversation ``key`` continues furthest, if it continues it
+        further than what the context holds (beyond the system prompt)."""
+        hit = self.prompt_cache.best(key)
+        held = common_messages(self._context_key, key)
+        if hit is None or hit.shared <= max(held, 1):
+            if held <= 1:
+                self.prompt_cache.misses += 1
+            return
+        self._load_sequence(hit.state)
+        self.prompt_cache.used(hit)
+
+    def _keep(self, key: MessagesKey) -> None:
+        """Cache the finished conversation ``key`` (the context now holds it)."""
+        self._context_key = key
+        if self.prompt_cache.capacity > 0:
+            saved = self.save_state()
+            if isinstance(saved, _SavedSequence):
+                self.prompt_cache.put(key, saved)
 
     def stream_chat(
         self,
@@ -147,6 +186,9 @@ class LlamaCppLlm(Llm):
         if self._llama is None:
             raise InferenceError("llama.cpp model is not loaded")
         check()
+        key = messages_key(messages)
+        self._continue_cached(key)
+        self._context_key = key
         chunks = self._llama.create_chat_completion(
             messages=[{"role": m.role, "content": m.content} for m in messages],
             max_tokens=max_tokens,
@@ -154,17 +196,29 @@ class LlamaCppLlm(Llm):
             repeat_penalty=self._settings.repeat_penalty,
             stream=True,
         )
+        reply: list[str] = []
         try:
             while True:
                 check()  # before each token: a cancel stops generation within one token
                 try:
                     chunk = next(chunks)
                 except StopIteration:
-                    return
+                    break
                 except (RuntimeError, ValueError) as exc:
                     raise InferenceError(f"llama.cpp generation failed: {exc}") from exc
                 piece = chunk["choices"][0]["delta"].get("content")
                 if piece:
+                    reply.append(piece)
                     yield piece
-        finally:
+        except GeneratorExit:
+            # closed by the job's own code while it holds the context (the reply guard, a
+            # cancel at emit): what was generated is a conversation worth keeping
             chunks.close()
+            self._keep(messages_key(messages, "".join(reply)))
+            raise
+        except BaseException:
+            # e.g. cancelled while paused: another job may be using the context right now
+            chunks.close()
+            raise
+        chunks.close()
+        self._keep(messages_key(messages, "".join(reply)))

@@ -1,0 +1,103 @@
+"""A conversation's next prompt continues from its cached KV cache after other conversations
+used the one llama.cpp context (issue 14: a device's turn under a QQ flood re-evaluated its
+whole conversation before the first reply token)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.models.base import never_cancelled
+from core.models.llamacpp.llm import LlamaCppLlm
+from core.models.llamacpp.prompt_cache import PromptCache, messages_key
+from core.models.llm import ChatMessage, LlmSettings
+
+pytestmark = pytest.mark.slow
+
+DEVICE = [
+    ChatMessage("system", "You are a friendly voice assistant. Answer in one short sentence."),
+    ChatMessage("user", "What is the capital of France? Tell me something about the city."),
+]
+QQ_CHAT = [
+    ChatMessage("system", "You are a QQ group bot. Be funny and answer with a joke."),
+    ChatMessage("user", "Tell me a joke about cats and dogs living together."),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
+    settings = LlmSettings(n_threads=1, n_ctx=1024, embedded="smollm2-135m")  # 1 thread: busy box
+    llm = LlamaCppLlm(settings, cache_dir=Path("unused"))
+    llm.load()
+    yield llm
+    llm.unload()
+
+
+def run(llm: LlamaCppLlm, messages: list[ChatMessage], tokens: int = 12) -> tuple[str, int]:
+    """The greedy reply and how many tokens llama.cpp evaluated for it."""
+    llama: Any = llm._llama
+    evaluated = 0
+    original = llama.eval
+
+    def counting(batch: Any) -> None:
+        nonlocal evaluated
+        evaluated += len(batch)
+        original(batch)
+
+    llama.eval = counting
+    try:
+        text = "".join(
+            llm.stream_chat(messages, max_tokens=tokens, temperature=0.0, check=never_cancelled)
+        )
+    finally:
+        del llama.eval
+    return text, evaluated
+
+
+def second_turn(llm: LlamaCppLlm) -> tuple[str, int]:
+    """Device turn 1, a QQ chat on the same context, then device turn 2."""
+    first, _ = run(llm, DEVICE)
+    run(llm, QQ_CHAT)
+    follow_up = [*DEVICE, ChatMessage("assistant", first), ChatMessage("user", "And of Spain?")]
+    return run(llm, follow_up)
+
+
+def test_the_next_turn_continues_from_the_cached_conversation(smollm2: LlamaCppLlm) -> None:
+    smollm2.prompt_cache = PromptCache(0)  # what the old code did: no cache
+    uncached_text, uncached_tokens = second_turn(smollm2)
+    smollm2.prompt_cache = PromptCache(8)
+    cached_text, cached_tokens = second_turn(smollm2)
+    assert cached_text == uncached_text  # the same greedy reply
+    assert smollm2.prompt_cache.hits == 1
+    # only the new user message (and the reply) are evaluated, not the whole conversation
+    assert cached_tokens < uncached_tokens / 2, (cached_tokens, uncached_tokens)
+
+
+def test_a_guard_closing_the_reply_early_still_keeps_the_conversation(
+    smollm2: LlamaCppLlm,
+) -> None:
+    smollm2.prompt_cache = PromptCache(8)
+    pieces = smollm2.stream_chat(DEVICE, max_tokens=24, temperature=0.0, check=never_cancelled)
+    got = [next(pieces), next(pieces)]
+    pieces.close()  # what the reply guard does at max_sentences
+    assert smollm2.prompt_cache.best(messages_key(DEVICE, "".join(got))) is not None
+    assert len(smollm2.prompt_cache) == 1
+
+
+def test_a_flood_of_one_off_chats_does_not_evict_a_continuing_conversation() -> None:
+    cache: PromptCache[str] = PromptCache(4)
+    device = messages_key(DEVICE, "Paris.")
+    cache.put(device, "turn1")
+    hit = cache.best(messages_key([*DEVICE, ChatMessage("assistant", "Paris."), DEVICE[1]]))
+    assert hit is not None and hit.state == "turn1"
+    cache.used(hit)
+    for group in range(50):
+        cache.put(messages_key([QQ_CHAT[0], ChatMessage("user", f"chat {group}")], "ha"), "qq")
+    assert cache.best(device) is not None and cache.best(device).state == "turn1"  # type: ignore[union-attr]
+    longer = messages_key([*DEVICE, ChatMessage("assistant", "Paris."), DEVICE[1]], "Madrid.")
+    cache.put(longer, "turn2")  # the conversation continued: it replaces its shorter entry
+    assert len(cache) == 4
+    assert cache.best(longer).state == "turn2"  # type: ignore[union-attr]
