@@ -10,7 +10,8 @@ the same run, each reported as a ratio to the idle figure:
 
 * idle: nothing else runs;
 * QQ flood: ``--chats`` Chinese QQ group chats (INTERACTIVE, one owner per group, through
-  ``Inference.chat`` exactly as the chat plugin submits them) are queued on the LLM;
+  ``Inference.chat`` exactly as the chat plugin submits them) are queued on the LLM; idle and
+  flood turns alternate, one pair per round, so the box's other load drifts over both alike;
 * talker: a second device streams speech without a pause in realtime listen mode (a TV beside
   it): endpointed utterances, speculation at every pause, barge-in.
 
@@ -273,12 +274,18 @@ async def main(args: argparse.Namespace) -> None:
         sim = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:01")
         await sim.connect()
         await _turns(sim, pcm, 1)  # warm-up turn (first use of every stage)
-        rows.append(("idle", await _turns(sim, pcm, args.turns)))
-
-        await server.call("POST", "/bench/chats", n=args.chats)
-        await _until_llm_busy(server)
-        rows.append((f"{args.chats} QQ chats queued", await _turns(sim, pcm, args.turns, profile)))
-        await server.call("POST", "/bench/stop_chats")
+        # alternating rounds: an idle turn, then a turn with the flood queued, so the load
+        # other work puts on a shared box drifts over both alike
+        idle: list[float] = []
+        flooded: list[float] = []
+        for _ in range(args.turns):
+            idle += await _turns(sim, pcm, 1, profile)
+            await server.call("POST", "/bench/chats", n=args.chats)
+            await _until_llm_busy(server)
+            flooded += await _turns(sim, pcm, 1, profile)
+            await server.call("POST", "/bench/stop_chats")
+        rows.append(("idle", idle))
+        rows.append((f"{args.chats} QQ chats queued", flooded))
         if not args.only_flood:
             await _talker_and_rt(server, sim, pcm, args, rows, waits)
         await sim.close()

@@ -45,6 +45,8 @@ class Dispatcher:
         "_pool",
         "_record",
         "_runners",
+        "_slice_s",
+        "_slice_timer",
         "bypassed",
         "dirty",
         "lanes",
@@ -65,6 +67,8 @@ class Dispatcher:
         self._on_deadline = on_deadline  # a queued job found past its deadline during a pass
         self._bound = settings.starvation_bound
         self._grace_steps = settings.preempt_grace_steps
+        self._slice_s = settings.owner_slice_s
+        self._slice_timer: asyncio.TimerHandle | None = None  # a pass when a slice ends
         self._runners: Runners | None = (
             None  # bind(): the runners and the dispatcher know each other
         )
@@ -78,6 +82,11 @@ class Dispatcher:
     def bind(self, runners: Runners) -> None:
         """The runners a startable job is handed to (they call :meth:`finished` back)."""
         self._runners = runners
+
+    def close(self) -> None:
+        if self._slice_timer is not None:
+            self._slice_timer.cancel()
+            self._slice_timer = None
 
     @property
     def queued(self) -> bool:
@@ -207,7 +216,7 @@ class Dispatcher:
         self._pool.acquire(job.needs)
         job.holding = True
         job.status = RUNNING
-        job.started_at = now = time.monotonic()
+        job.started_at = job.slice_at = now = time.monotonic()
         spec = job.spec
         if spec.preemptible:
             self.preemptible[job.id] = job
@@ -251,26 +260,43 @@ class Dispatcher:
         job.holding = True
         job.status = JobStatus.RUNNING
         job.grace = self._grace_steps  # the starvation bound of preemption
+        job.slice_at = time.monotonic()
+        job.sliced = False
         spec = job.spec
         self._record((time.time(), TraceKind.RESUMED, job.id, spec.lane, spec.kind, spec.owner, ""))
         if job.resume is not None and not job.resume.done():
             job.resume.set_result(None)
 
     def _maybe_preempt(self, blocked: Job, needs: Mapping[str, int]) -> None:
-        """Ask running preemptible jobs of lower lanes that hold what ``blocked`` lacks (and
-        give it back when paused) to yield at their next step."""
+        """Ask running preemptible jobs that hold what ``blocked`` lacks (and give it back when
+        paused) to yield at their next step: jobs of lower lanes, and in the REALTIME lane jobs
+        of other owners that have run ``owner_slice_s`` since their last start or resume."""
         short = self._pool.shortfall(needs)
+        lane, owner = blocked.spec.lane, blocked.spec.owner
+        sliced = self._slice_s > 0 and lane is Lane.REALTIME
+        now = time.monotonic()
         for name, missing in short.items():
-            victims = [
-                j
-                for j in self.preemptible.values()
-                if j.holding and j.spec.lane > blocked.spec.lane and j.declared.get(name, 0) > 0
-            ]
+            victims = []
+            for j in self.preemptible.values():
+                if not j.holding or j.declared.get(name, 0) <= 0:
+                    continue
+                if j.spec.lane > lane:
+                    victims.append(j)
+                elif sliced and j.spec.lane == lane and j.spec.owner != owner:
+                    due_s = j.slice_at + self._slice_s - now
+                    if due_s <= 0:
+                        victims.append(j)
+                    else:
+                        self._pass_at(due_s)
             victims.sort(key=lambda j: (-j.spec.lane, -j.id))
             for victim in victims:
                 if missing <= 0:
                     break
                 missing -= victim.declared[name]
+                if victim.spec.lane > lane:
+                    victim.sliced = False  # a higher lane needs it: it resumes first in its lane
+                elif not victim.yield_requested:
+                    victim.sliced = True  # its owner's slice is over: it resumes after the others
                 if not victim.yield_requested:
                     victim.yield_requested = True
                     s = victim.spec
@@ -285,6 +311,20 @@ class Dispatcher:
                             "requested",
                         )
                     )
+
+    def _pass_at(self, delay_s: float) -> None:
+        """Run a dispatch pass in ``delay_s`` (a running job's slice ends then)."""
+        timer = self._slice_timer
+        if timer is not None:
+            if timer.when() <= asyncio.get_running_loop().time() + delay_s:
+                return
+            timer.cancel()
+        self._slice_timer = asyncio.get_running_loop().call_later(delay_s, self._slice_due)
+
+    def _slice_due(self) -> None:
+        self._slice_timer = None
+        self.dirty = True
+        self.pump()
 
     async def pause(self, job: Job) -> None:
         """At a checkpoint of a job asked to yield: give its resources back until re-admitted."""

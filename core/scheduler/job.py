@@ -41,6 +41,8 @@ class Job:
     resume: asyncio.Future[None] | None = None
     yields: int = 0
     grace: int = 0  # checkpoints a resumed job still runs after a new yield request
+    slice_at: float = 0.0  # time.monotonic() of its last start or resume (owner_slice_s)
+    sliced: bool = False  # paused for another owner of its lane: resumes after their heads
     error: str = ""
     stream_size: int = 32
     channel: Channel[Any] | None = None  # created on first emit or stream()

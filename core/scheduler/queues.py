@@ -45,11 +45,17 @@ class LaneQueue:
             self.owner_live[owner] -= 1
 
     def candidates(self, limit: int) -> Iterator[Job]:
-        """Head jobs in dispatch order (resumed first, then one per owner in RR order)."""
+        """Head jobs in dispatch order: resumed jobs first, then one per owner in RR order,
+        then jobs paused at the end of their owner's slice (round-robin at step level)."""
         resumed = self.resumed
         while resumed and resumed[0].status is not JobStatus.YIELDED:
             resumed.popleft()  # cancelled while yielded: already accounted for
-        yield from list(resumed)[:limit]
+        paused = list(resumed)[:limit]
+        yield from (j for j in paused if not j.sliced)
+        yield from self._owner_heads(limit)
+        yield from (j for j in paused if j.sliced and j.status is JobStatus.YIELDED)
+
+    def _owner_heads(self, limit: int) -> Iterator[Job]:
         seen = 0
         for owner in list(islice(self.owners, 2 * limit)):
             q = self.owners.get(owner)

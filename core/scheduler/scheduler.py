@@ -133,6 +133,7 @@ class Scheduler:
         if not await self._wait_drained(self.settings.cancel_timeout_s):
             log.error("%d jobs ignored cancellation at shutdown", len(self._runners.running))
         self._move(SchedulerState.STOPPED)
+        self._dispatcher.close()
         await self._runners.stop(self.settings.cancel_timeout_s)
         await self._lag.stop()
 

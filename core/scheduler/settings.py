@@ -40,6 +40,13 @@ class SchedulerSettings(BaseModel):
         description="a preempted job, once resumed, runs this many more steps before it yields"
         " again (with starvation_bound: lower lanes always make progress under voice load)",
     )
+    owner_slice_s: float = Field(
+        0.5,
+        ge=0,
+        description="a preemptible REALTIME job that has run this long yields at its next step"
+        " to another owner's REALTIME job waiting for what it holds (round-robin between devices"
+        " at step granularity: a device that talks without pause cannot hold the ASR); 0: off",
+    )
     drain_timeout_s: float = Field(
         10.0, ge=0, description="shutdown: time to finish work before cancelling"
     )

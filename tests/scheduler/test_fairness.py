@@ -81,3 +81,36 @@ async def test_supersedes_is_per_owner_and_per_key(make_scheduler: MakeScheduler
     plain = s.submit(record, [], 4, spec=JobSpec(kind="asr", owner="device:a", lane=Lane.REALTIME))
     gate.opened.set()
     assert await asyncio.gather(busy, a, b, c, plain) == ["gate", 1, 2, 3, 4]
+
+
+async def test_a_long_realtime_job_of_one_owner_yields_to_another_owner_after_its_slice(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """The talker's 30 s utterance is recognised window by window; another device's short
+    utterance waits for one window of it, not for all of them."""
+    s = await make_scheduler(owner_slice_s=0.05)
+    order: list[str] = []
+    running = asyncio.Event()
+
+    async def windows(ctx: JobContext, owner: str, n: int) -> str:
+        for i in range(n):
+            running.set()
+            await ctx.checkpoint()
+            order.append(f"{owner}{i}")
+            await asyncio.sleep(0.02)  # one window of ASR
+        return owner
+
+    def spec(owner: str) -> JobSpec:
+        return JobSpec(
+            kind="asr", lane=Lane.REALTIME, owner=owner, resources={"cpu": 1}, preemptible=True
+        )
+
+    talker = s.submit(windows, "tv", 40, spec=spec("device:tv"))
+    await running.wait()
+    device = s.submit(windows, "b", 2, spec=spec("device:b"))
+    assert await device == "b"
+    assert await talker == "tv"
+    first_b = order.index("b0")
+    assert first_b <= 8, order  # a slice (0.05 s) of the talker, not its 40 windows
+    assert order.index("b1") == first_b + 1  # b then ran on: its own slice
+    assert order[-1] == "tv39"  # and the talker finished
