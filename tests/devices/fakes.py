@@ -55,6 +55,7 @@ class FakeInference:
     resources: dict[str, int] = field(default_factory=dict)  # declared by every job
     chat_error: Exception | None = None  # raised by the LLM job before its first piece
     asr_audio_s: list[float] = field(default_factory=list)
+    asr_supersedes: list[str] = field(default_factory=list)  # the key of each ASR job
     # CPU sharing: TTS chunks take this many times longer while an LLM job computes a token
     # (real backends on 2 cores: Piper ~1.7x slower beside llama.cpp)
     tts_contention: float = 1.0
@@ -117,6 +118,7 @@ class FakeInference:
         supersedes: str = "",
     ) -> Transcript:
         self.asr_audio_s.append(len(pcm) / 16_000)
+        self.asr_supersedes.append(supersedes)
 
         async def run(ctx: JobContext) -> Transcript:
             for _ in range(10):

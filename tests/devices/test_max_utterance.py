@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from devices.turn import ASR_KEY
 from tests.devices.conftest import HubServer, StartHub
 from tests.devices.fakes import FakeInference, tone_pcm
 from tests.devices.firmware_emulator import FirmwareEmulator
@@ -36,6 +37,7 @@ async def test_speech_longer_than_the_maximum_ends_the_utterance_for_the_device(
     await emu.wait_message("tts", state="stop", start=start, timeout_s=10)
     assert emu.decoded_audio().size > 0
     assert len(fake.asr_audio_s) == 1 and fake.asr_audio_s[0] <= MAX_S + 0.1
+    assert fake.asr_supersedes == [ASR_KEY]  # a newer transcription would cancel this one
     # the firmware's own reaction to tts stop: auto listens again, manual goes idle
     assert emu.state == ("listening" if mode == "auto" else "idle")
     if mode == "manual":  # the button is released later: nothing more happens
