@@ -192,6 +192,12 @@ class BotSettings(BaseModel):
     max_message_chars: int = Field(
         4000, ge=100, description="incoming QQ messages are cut to this before any parsing"
     )
+    screen_unaddressed: bool = Field(
+        True,
+        description="group messages not addressed to the bot (no @, reply, nickname or non-empty"
+        " command start) are dropped before NoneBot parses them: no xiaoyou plugin reads them,"
+        " and each cost the event loop milliseconds of matcher checks (false: NoneBot sees all)",
+    )
     superusers: list[str] = Field(default_factory=list)
     nickname: list[str] = Field(default_factory=lambda: ["xiaoyou", "小优"])
     command_start: list[str] = Field(default_factory=lambda: ["/", ""])
