@@ -32,7 +32,7 @@ import httpx
 import websockets
 
 from devices.simulator import DeviceSimulator
-from tests.abuse.conftest import Served, group_message, onebot_client, run_server
+from tests.abuse.conftest import NO_GROUP_LIMIT, Served, group_message, onebot_client, run_server
 from tests.devices.fakes import tone_pcm
 
 HEALTH_TIMEOUT_S = 3.0
@@ -270,8 +270,11 @@ SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "fuzz": (device_fuzz, {}),
     "audio": (audio_flood, {}),
     "idle": (idle_flood, {"server": {"handshake_timeout_s": 2.0}}),
-    "qq": (qq_chatter, {}),
-    "sigterm": (sigterm_under_load, {"chat_delay_s": 0.3, "drain_timeout_s": 1.0}),
+    "qq": (qq_chatter, {"bot": NO_GROUP_LIMIT}),
+    "sigterm": (
+        sigterm_under_load,
+        {"chat_delay_s": 0.3, "drain_timeout_s": 1.0, "bot": NO_GROUP_LIMIT},
+    ),
     "model": (bad_model, {"broken_llm": True}),
     "disk": (full_disk, {}),
 }

@@ -167,6 +167,7 @@ def create_app(
     }
     if settings.bot.enabled:
         services.health["onebot"] = OneBotAdapter.counters
+        services.health["rate_limits"] = runtime.limits.snapshot
 
     if device_hub is not None and settings.devices.enabled:
         app.include_router(device_hub.router())

@@ -184,6 +184,31 @@ class DeviceSettings(BaseModel):
     )
 
 
+class RateLimit(BaseModel):
+    """Token buckets of one bot feature; a rate of 0 turns that bucket off."""
+
+    user_per_minute: float = Field(ge=0, description="messages per user per minute (refill)")
+    user_burst: int = Field(ge=1, description="messages a user may send at once")
+    group_per_minute: float = Field(ge=0, description="messages per group per minute (refill)")
+    group_burst: int = Field(ge=1, description="messages a group may send at once")
+
+
+class BotLimitSettings(BaseModel):
+    """Rate limits before any model work; over them a user gets one short reply per streak."""
+
+    chat: RateLimit = Field(
+        default_factory=lambda: RateLimit(
+            user_per_minute=10, user_burst=5, group_per_minute=30, group_burst=10
+        )
+    )
+    say: RateLimit = Field(
+        default_factory=lambda: RateLimit(
+            user_per_minute=4, user_burst=2, group_per_minute=12, group_burst=4
+        )
+    )
+    exempt_superusers: bool = Field(True, description="bot.superusers are never limited")
+
+
 class BotSettings(BaseModel):
     """The NoneBot2 side (bot/). Plugin slices live in NoneBot's own config."""
 
@@ -199,6 +224,7 @@ class BotSettings(BaseModel):
         " and each cost the event loop milliseconds of matcher checks (false: NoneBot sees all)",
     )
     superusers: list[str] = Field(default_factory=list)
+    limits: BotLimitSettings = Field(default_factory=BotLimitSettings)
     nickname: list[str] = Field(default_factory=lambda: ["xiaoyou", "小优"])
     command_start: list[str] = Field(default_factory=lambda: ["/", ""])
 

@@ -24,6 +24,9 @@ from tests.abuse.server import ADMIN_TOKEN, ONEBOT_TOKEN, SELF_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP_ID = 30003
+# server option for floods of many users in one group that must all be answered
+NO_GROUP_LIMIT = {"limits": {"chat": {"user_per_minute": 10, "user_burst": 5,
+                                      "group_per_minute": 0, "group_burst": 1}}}  # fmt: skip
 
 
 def free_port() -> int:
