@@ -187,25 +187,26 @@ class DeviceSettings(BaseModel):
 class RateLimit(BaseModel):
     """Token buckets of one bot feature; a rate of 0 turns that bucket off."""
 
-    user_per_minute: float = Field(ge=0, description="messages per user per minute (refill)")
-    user_burst: int = Field(ge=1, description="messages a user may send at once")
-    group_per_minute: float = Field(ge=0, description="messages per group per minute (refill)")
-    group_burst: int = Field(ge=1, description="messages a group may send at once")
+    user_per_minute: float = Field(10, ge=0, description="messages per user per minute (refill)")
+    user_burst: int = Field(5, ge=1, description="messages a user may send at once")
+    group_per_minute: float = Field(30, ge=0, description="messages per group per minute (refill)")
+    group_burst: int = Field(10, ge=1, description="messages a group may send at once")
+
+
+class SayRateLimit(RateLimit):
+    """/say costs a TTS run per message: tighter than chat."""
+
+    user_per_minute: float = Field(4, ge=0, description="messages per user per minute (refill)")
+    user_burst: int = Field(2, ge=1, description="messages a user may send at once")
+    group_per_minute: float = Field(12, ge=0, description="messages per group per minute (refill)")
+    group_burst: int = Field(4, ge=1, description="messages a group may send at once")
 
 
 class BotLimitSettings(BaseModel):
     """Rate limits before any model work; over them a user gets one short reply per streak."""
 
-    chat: RateLimit = Field(
-        default_factory=lambda: RateLimit(
-            user_per_minute=10, user_burst=5, group_per_minute=30, group_burst=10
-        )
-    )
-    say: RateLimit = Field(
-        default_factory=lambda: RateLimit(
-            user_per_minute=4, user_burst=2, group_per_minute=12, group_burst=4
-        )
-    )
+    chat: RateLimit = Field(default_factory=RateLimit)
+    say: SayRateLimit = Field(default_factory=SayRateLimit)
     exempt_superusers: bool = Field(True, description="bot.superusers are never limited")
 
 
