@@ -18,6 +18,7 @@ import ipaddress
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -82,6 +83,18 @@ def log_records_at(level: str) -> None:
         filter=nonebot_log.default_filter,
         format=nonebot_log.default_format,
     )
+
+
+def data_dir_health(data_dir: Path) -> dict[str, object]:
+    """Free space where state files and assembled models live; ``low`` below the margin an
+    assembly keeps (a full disk is why quota saves and model assemblies fail)."""
+    from core.models.storage import FREE_MARGIN_BYTES, free_bytes
+
+    try:
+        free = free_bytes(data_dir.resolve())
+    except OSError as exc:
+        return {"path": str(data_dir), "error": str(exc), "low": True}
+    return {"path": str(data_dir), "free_mb": round(free / 1e6, 1), "low": free < FREE_MARGIN_BYTES}
 
 
 def _is_loopback(host: str) -> bool:
@@ -165,6 +178,7 @@ def create_app(
         "bot_quotas": runtime.quotas.state_error,
         "device_activations": device_hub.auth.state_error if device_hub else None,
     }
+    services.health["data_dir"] = lambda: data_dir_health(settings.server.data_dir)
     if settings.bot.enabled:
         services.health["onebot"] = OneBotAdapter.counters
         services.health["rate_limits"] = runtime.limits.snapshot

@@ -163,7 +163,8 @@ def create_admin_router(services: Services) -> APIRouter:
             for entry in services.models.snapshot()
             if entry.get("load_error")
         }
-        problems = any(state_errors.values()) or bool(model_errors)
+        data_dir = sections.get("data_dir", {})
+        problems = any(state_errors.values()) or bool(model_errors) or bool(data_dir.get("low"))
         return {
             "status": "degraded" if problems else "ok",
             "state_errors": state_errors,

@@ -141,4 +141,5 @@ class ModelEntry:
             "loads": self.loads,
             "idle_unload_s": self.idle_unload_s,
             "load_error": None if self.load_error is None else self.load_error.message,
+            "load_error_code": None if self.load_error is None else self.load_error.code,
         }
