@@ -42,6 +42,8 @@ class Served:
         self.http = f"http://127.0.0.1:{port}"
         self.ws = f"ws://127.0.0.1:{port}"
         self.admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self.data_dir: Path | None = None  # set by callers that gave it one (bench: full disk)
+        self.data_dir_kind = ""
 
     def output(self) -> str:
         if self.proc.poll() is None:
