@@ -1,6 +1,6 @@
 """Event-loop lag of ``xiaoyou serve`` under OneBot floods, this tree against a baseline commit.
 
-    PYTHONPATH=. .venv/bin/python -m bench.onebot_loop_lag --baseline 8129efb
+    PYTHONPATH=. .venv/bin/python -m bench.onebot_loop_lag --baseline 8129efb --unscreened
     PYTHONPATH=. .venv/bin/python -m bench.onebot_loop_lag --profile   # where the loop's time goes
 
 For each tree (``--baseline REV`` is unpacked with ``git archive`` into a temporary folder) a
@@ -11,12 +11,18 @@ other, sends
 
 * ``chatter``: ordinary group chatter not addressed to the bot, ``--rate`` messages per
   second for ``--seconds`` (the issue: 100 per second → 1.66 s lag);
-* ``malformed``: ``--malformed`` bad events in one burst (not JSON, JSON that is no event,
-  events of the right shape with fields of the wrong type; the issue: 1,000 → 3.8–5.6 s).
+* ``malformed``: ``--malformed`` bad events in one burst (JSON that is no event, events of
+  the right shape with fields of the wrong type, and last frames that are not JSON at all;
+  the issue: 1,000 → 3.8–5.6 s).
+
+The row ``chatter backlog`` is the time after the chatter stopped until the server answered
+promptly again (what the chatter left queued).
 
 Meanwhile a probe asks ``GET /healthz`` every 20 ms on one kept-alive connection: its extra
-latency is the lag every socket of the server suffers (p50/p99/max per phase; both trees are
-measured by this same script on the same box, one after the other). ``--profile`` runs the
+latency is the lag every socket of the server suffers (p50/p99/max per phase, a request
+counted in the phase it was sent in; before the malformed burst the script waits until the
+chatter's backlog is gone). Every tree is measured by this same script on the same box, one
+after the other. ``--profile`` runs the
 current tree's server under cProfile and prints the functions that took the loop's time.
 """
 
@@ -48,6 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SELF_ID = 10001
 TOKEN = "bench-onebot-token"
 PROBE_INTERVAL_S = 0.02
+UNSCREENED = "XIAOYOU_BOT__SCREEN_UNADDRESSED"
+SETTLED_S = 0.1
 CHATTER = (
     "今天晚上吃什么好呢？",
     "哈哈哈哈哈，笑死我了",
@@ -132,6 +140,16 @@ class Probe:
                 self.samples.append((started, time.monotonic() - started))
                 await asyncio.sleep(PROBE_INTERVAL_S)
 
+    async def settled(self, timeout_s: float = 120.0) -> None:
+        """Until a request sent from now on is answered within SETTLED_S: the backlog of
+        the previous phase is gone, so it is not counted in the next one."""
+        since = time.monotonic()
+        deadline = since + timeout_s
+        while time.monotonic() < deadline:
+            if any(at >= since and lag < SETTLED_S for at, lag in self.samples):
+                return
+            await asyncio.sleep(0.05)
+
     def between(self, start: float, end: float) -> list[float]:
         return [lag for at, lag in self.samples if start <= at < end]
 
@@ -159,14 +177,16 @@ prewarm = false
 
 
 @contextlib.asynccontextmanager
-async def served(tree: Path, tmp: Path, *, profile: Path | None) -> AsyncIterator[str]:
+async def served(
+    tree: Path, tmp: Path, *, profile: Path | None, env_extra: dict[str, str]
+) -> AsyncIterator[str]:
     port = _free_port()
     config = _config(tmp, port)
     command = [sys.executable]
     if profile is not None:
         command += ["-m", "cProfile", "-o", str(profile)]
     command += ["-m", "bot.cli", "serve", "--config", str(config)]
-    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", **env_extra}
     log = (tmp / "server.log").open("w")
     proc = await asyncio.create_subprocess_exec(
         *command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -228,8 +248,11 @@ async def measure(http: str, args: argparse.Namespace) -> dict[str, list[float]]
             await asyncio.sleep(max(0.0, started + i / args.rate - time.monotonic()))
             await ws.send(chatter_frame(i))
         await asyncio.sleep(1.0)
+        marks.append(("chatter backlog", time.monotonic()))
+        await probe.settled()
         marks.append(("malformed", time.monotonic()))
-        for i in range(args.malformed):
+        # frames that are not JSON last: upstream, the first of them ends the bot's session
+        for i in sorted(range(args.malformed), key=lambda i: i % 5 == 0):
             await ws.send(malformed_frame(i))
         await asyncio.sleep(2.0)
         marks.append(("end", time.monotonic()))
@@ -270,17 +293,21 @@ async def main(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="loop-lag-") as tmp_name:
         tmp = Path(tmp_name)
-        trees: list[tuple[str, Path]] = []
+        trees: list[tuple[str, Path, dict[str, str]]] = []
         if args.baseline:
             base = tmp / "baseline"
             base.mkdir()
-            trees.append((f"baseline {args.baseline}", _unpack(args.baseline, base)))
-        trees.append(("this tree", ROOT))
-        for name, tree in trees:
+            trees.append((f"baseline {args.baseline}", _unpack(args.baseline, base), {}))
+        if args.unscreened:  # what the log level and the stricter event check alone give
+            trees.append(("this tree, screen off", ROOT, {UNSCREENED: "false"}))
+        trees.append(("this tree", ROOT, {}))
+        for name, tree, env_extra in trees:
             work = tmp / f"run-{len(results)}"
             work.mkdir()
-            profile = work / "serve.prof" if args.profile and tree == ROOT else None
-            async with served(tree, work, profile=profile) as http:
+            profile = (
+                work / "serve.prof" if args.profile and not env_extra and tree == ROOT else None
+            )
+            async with served(tree, work, profile=profile, env_extra=env_extra) as http:
                 results[name] = await measure(http, args)
             print(f"done: {name}", file=sys.stderr)
             if profile is not None and profile.exists():
@@ -295,8 +322,8 @@ async def main(args: argparse.Namespace) -> int:
     for name, phases in results.items():
         for phase, samples in phases.items():
             print(_row(name, phase, samples))
-    if len(results) == 2:
-        (_, old), (_, new) = results.items()
+    if args.baseline and len(results) >= 2:
+        old, new = results[f"baseline {args.baseline}"], results["this tree"]
         for phase in ("chatter", "malformed"):
             for label, q in (("p99", 99.0), ("max", 100.0)):
                 before = _percentile(old[phase], q) if q < 100 else max(old[phase], default=0)
@@ -313,6 +340,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--malformed", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="cProfile this tree's server")
+    parser.add_argument(
+        "--unscreened", action="store_true", help="also this tree with bot.screen_unaddressed off"
+    )
     parser.add_argument("--profile-lines", type=int, default=30)
     random.seed(0)
     sys.exit(asyncio.run(main(parser.parse_args())))
