@@ -163,12 +163,23 @@ def create_admin_router(services: Services) -> APIRouter:
             for entry in services.models.snapshot()
             if entry.get("load_error")
         }
+        storage_errors = {
+            str(entry["name"]): entry["storage_error"]
+            for entry in services.models.snapshot()
+            if entry.get("storage_error")
+        }
         data_dir = sections.get("data_dir", {})
-        problems = any(state_errors.values()) or bool(model_errors) or bool(data_dir.get("low"))
+        problems = (
+            any(state_errors.values())
+            or bool(model_errors)
+            or bool(storage_errors)
+            or bool(data_dir.get("low"))
+        )
         return {
             "status": "degraded" if problems else "ok",
             "state_errors": state_errors,
             "model_errors": model_errors,
+            "model_storage_errors": storage_errors,
             **sections,
         }
 

@@ -338,3 +338,9 @@ async def test_readiness_says_why_without_paths_and_health_has_the_detail(
     health = (await client.get("/admin/health", headers=AUTH)).json()
     assert health["status"] == "degraded" and health["model_errors"] == {"llm": message}
     assert (await client.get("/admin/health")).status_code == 401
+    models.entries["llm"]["load_error"] = None
+    assert (await client.get("/admin/health", headers=AUTH)).json()["status"] == "ok"
+    models.entries["llm"]["storage_error"] = "no room to assemble whisper-base: 0 MB free"
+    health = (await client.get("/admin/health", headers=AUTH)).json()
+    assert health["status"] == "degraded"  # loaded from memory, not the cache: admins see why
+    assert health["model_storage_errors"] == {"llm": models.entries["llm"]["storage_error"]}
