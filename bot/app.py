@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -65,6 +67,36 @@ def build_services(settings: Settings) -> tuple[Services, DeviceHub]:
     return services, hub
 
 
+def log_records_at(level: str) -> None:
+    """Give NoneBot's stdout handler the configured level as its own. NoneBot adds it at
+    level 0 with a filter, so every debug call (several per QQ event: matcher checks, parser
+    errors with their exception) builds a whole loguru record, frame and time included, only
+    for the filter to drop it; with the level on the handler loguru returns at once."""
+    from nonebot import log as nonebot_log
+
+    with contextlib.suppress(ValueError):  # already replaced (create_app in one more test)
+        logger.remove(nonebot_log.logger_id)
+    nonebot_log.logger_id = logger.add(
+        sys.stdout,
+        level=level.upper(),
+        diagnose=False,
+        filter=nonebot_log.default_filter,
+        format=nonebot_log.default_format,
+    )
+
+
+def data_dir_health(data_dir: Path) -> dict[str, object]:
+    """Free space where state files and assembled models live; ``low`` below the margin an
+    assembly keeps (a full disk is why quota saves and model assemblies fail)."""
+    from core.models.storage import FREE_MARGIN_BYTES, free_bytes
+
+    try:
+        free = free_bytes(data_dir.resolve())
+    except OSError as exc:
+        return {"path": str(data_dir), "error": str(exc), "low": True}
+    return {"path": str(data_dir), "free_mb": round(free / 1e6, 1), "low": free < FREE_MARGIN_BYTES}
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -109,9 +141,13 @@ def create_app(
     for note in unselected_provider_settings(settings.models):
         logger.warning(note)
     nonebot.init(**(plugin_config or {}), **nonebot_options(settings))
+    log_records_at(settings.server.log_level)
     driver = nonebot.get_driver()
     if settings.bot.enabled:
         OneBotAdapter.max_message_chars = settings.bot.max_message_chars
+        OneBotAdapter.screen_unaddressed = settings.bot.screen_unaddressed
+        OneBotAdapter.nicknames = tuple(settings.bot.nickname)
+        OneBotAdapter.command_starts = tuple(settings.bot.command_start)
         driver.register_adapter(OneBotAdapter)  # the v11 adapter, constant-time token check
         if settings.bot.onebot_access_token is None and not _is_loopback(settings.server.host):
             logger.warning(
@@ -138,6 +174,14 @@ def create_app(
         quotas=QuotaBook(path=settings.server.data_dir / QUOTA_FILE),
     )
     install_runtime(app, runtime)
+    services.health["state_errors"] = lambda: {
+        "bot_quotas": runtime.quotas.state_error,
+        "device_activations": device_hub.auth.state_error if device_hub else None,
+    }
+    services.health["data_dir"] = lambda: data_dir_health(settings.server.data_dir)
+    if settings.bot.enabled:
+        services.health["onebot"] = OneBotAdapter.counters
+        services.health["rate_limits"] = runtime.limits.snapshot
 
     if device_hub is not None and settings.devices.enabled:
         app.include_router(device_hub.router())

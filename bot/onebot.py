@@ -3,7 +3,9 @@
 The upstream adapter compares the access token (and the HTTP POST signature) with ``!=``,
 whose run time depends on how many leading characters match. This subclass keeps every other
 behaviour and compares with :func:`hmac.compare_digest`. It also cuts incoming messages to
-``bot.max_message_chars`` before NoneBot parses them (no plugin or model sees more).
+``bot.max_message_chars`` before NoneBot parses them (no plugin or model sees more), and
+drops malformed events and group chatter not addressed to the bot before NoneBot parses them
+or runs a matcher (``bot.screen_unaddressed``; :mod:`bot.onebot_screen`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from nonebot.adapters.onebot.v11 import Adapter as OneBotV11Adapter
 from nonebot.adapters.onebot.v11 import Event
 from nonebot.drivers import Request, Response, WebSocket
 from nonebot.log import logger
+
+from bot.onebot_screen import addressed, well_formed
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -57,31 +61,17 @@ def _cap_message(json_data: dict[str, Any], max_chars: int) -> bool:
     return cut
 
 
-_POST_TYPES = {"message", "message_sent", "notice", "request", "meta_event"}
-_MESSAGE_TYPES = {"private", "group"}
-
-
-def _plausible(event: dict[str, Any]) -> bool:
-    """The fields every OneBot v11 event has, of the right JSON types (cheap, no parsing)."""
-    if event.get("post_type") not in _POST_TYPES:
-        return False
-    if not isinstance(event.get("time"), int) or not isinstance(event.get("self_id"), int | str):
-        return False
-    if event["post_type"] in ("message", "message_sent"):
-        return (
-            event.get("message_type") in _MESSAGE_TYPES
-            and isinstance(event.get("user_id"), int | str)
-            and isinstance(event.get("message"), list | str)
-        )
-    return True
+def _every_so_often(count: int) -> bool:
+    return count in (1, 10, 100) or count % 1000 == 0
 
 
 class _ScreenedSocket:
     """The OneBot WebSocket as the adapter sees it, minus frames that are not JSON objects:
     upstream, one malformed frame ended the bot's session (and each logged a traceback)."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, counts: type[OneBotAdapter]) -> None:
         self._websocket = websocket
+        self._counts = counts
         self.malformed = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -96,32 +86,63 @@ class _ScreenedSocket:
             except (ValueError, RecursionError):
                 pass
             self.malformed += 1
-            if self.malformed in (1, 10, 100) or self.malformed % 1000 == 0:
+            self._counts.malformed_frames += 1
+            if _every_so_often(self.malformed):
                 logger.warning(f"OneBot: ignored {self.malformed} malformed frame(s) so far")
 
 
 class OneBotAdapter(OneBotV11Adapter):
-    max_message_chars: ClassVar[int] = DEFAULT_MAX_MESSAGE_CHARS  # set by bot.app.create_app
+    # set by bot.app.create_app from the settings
+    max_message_chars: ClassVar[int] = DEFAULT_MAX_MESSAGE_CHARS
+    screen_unaddressed: ClassVar[bool] = True
+    nicknames: ClassVar[tuple[str, ...]] = ()
+    command_starts: ClassVar[tuple[str, ...]] = ()
+    malformed_frames: ClassVar[int] = 0  # not a JSON object
     malformed_events: ClassVar[int] = 0
+    unaddressed_messages: ClassVar[int] = 0  # group chatter dropped before NoneBot saw it
 
     async def _handle_ws(self, websocket: WebSocket) -> None:
-        await super()._handle_ws(cast(WebSocket, _ScreenedSocket(websocket)))
+        await super()._handle_ws(cast(WebSocket, _ScreenedSocket(websocket, type(self))))
+
+    @classmethod
+    def counters(cls) -> dict[str, object]:
+        """What the screens dropped since start-up (``/admin/health``)."""
+        return {
+            "malformed_frames": cls.malformed_frames,
+            "malformed_events": cls.malformed_events,
+            "unaddressed_messages": cls.unaddressed_messages,
+            "screen_unaddressed": cls.screen_unaddressed,
+        }
 
     @classmethod
     def json_to_event(cls, json_data: Any) -> Event | None:
-        """Huge messages (8 MiB of text cost 18 s of CPU and 930 MB) are cut before parsing."""
-        if isinstance(json_data, dict) and "post_type" in json_data and not _plausible(json_data):
-            cls.malformed_events += 1
-            if cls.malformed_events in (1, 10, 100) or cls.malformed_events % 1000 == 0:
-                logger.warning(f"OneBot: dropped {cls.malformed_events} malformed event(s) so far")
-            return None  # upstream logs a full traceback per bad event: seconds of loop time
+        """Malformed events and group chatter not addressed to the bot are dropped here, before
+        NoneBot parses them or runs a matcher (bot/onebot_screen.py says why); huge messages
+        (8 MiB of text cost 18 s of CPU and 930 MB) are cut before parsing."""
+        if isinstance(json_data, dict) and "post_type" in json_data:
+            if not well_formed(json_data):
+                cls.malformed_events += 1
+                if _every_so_often(cls.malformed_events):
+                    logger.warning(f"OneBot: dropped {cls.malformed_events} malformed event(s)")
+                return None  # upstream logs a full traceback per bad event: seconds of loop time
+            if cls.screen_unaddressed and not addressed(
+                json_data, nicknames=cls.nicknames, command_starts=cls.command_starts
+            ):
+                cls.unaddressed_messages += 1
+                return None
         message = isinstance(json_data, dict) and json_data.get("post_type") == "message"
         if message and _cap_message(json_data, cls.max_message_chars):
             logger.warning(
                 f"OneBot message {json_data.get('message_id')} from {json_data.get('user_id')}"
                 f" cut to {cls.max_message_chars} characters"
             )
-        return super().json_to_event(json_data)
+        event = super().json_to_event(json_data)
+        if type(event) is Event:  # no model of its post type fits: nothing can handle it
+            cls.malformed_events += 1
+            if _every_so_often(cls.malformed_events):
+                logger.warning(f"OneBot: dropped {cls.malformed_events} malformed event(s)")
+            return None
+        return event
 
     def _check_access_token(self, request: Request) -> Response | None:
         expected = self.onebot_config.onebot_access_token

@@ -10,6 +10,7 @@ import re
 
 from core.errors import (
     DeadlineExceeded,
+    DiskFull,
     JobCancelled,
     ModelError,
     ModelLoadError,
@@ -29,6 +30,7 @@ SHUTDOWN_REPLY = "服务正在重启，这条没来得及处理，请稍后再�
 _SHUTDOWN_REASONS = (SHUTDOWN_REASON, "scheduler shutting down", "scheduler stopped")
 MODEL_LOAD_FAILURE = "模型没能加载，暂时用不了，请联系管理员。"
 MODEL_FAILURE = "模型运行出错了，请稍后再试。"
+DISK_FULL = "服务器的存储空间满了，这个功能暂时用不了，请联系管理员。"
 
 
 def describe_error(exc: BaseException) -> str:
@@ -51,6 +53,8 @@ def describe_error(exc: BaseException) -> str:
         return "这个功能还没有配置模型，请联系管理员。"
     # model errors carry backend detail (file paths, exception text): admins read it in the
     # log and /admin/models; users get a plain sentence
+    if isinstance(exc, DiskFull):
+        return DISK_FULL
     if isinstance(exc, ModelLoadError):
         return MODEL_LOAD_FAILURE
     if isinstance(exc, ModelError):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import nonebot
 
+from bot.limits import RateLimiter
 from bot.state import ConversationStore, JobTracker, QuotaBook
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class BotRuntime:
     jobs: JobTracker = field(default_factory=JobTracker)
     conversations: ConversationStore = field(default_factory=ConversationStore)
     quotas: QuotaBook = field(default_factory=QuotaBook)
+    limits: RateLimiter = field(default_factory=RateLimiter)  # chat and /say
 
     async def aclose(self) -> None:
         await self.http.aclose()

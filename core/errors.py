@@ -15,12 +15,15 @@ operation may be retried is data (``retryable``), not a guess made from the clas
     ├── ModelError                    raised by core.models
     │   ├── ModelNotConfigured        no model of that name / kind in settings
     │   ├── ModelLoadError            loading failed (bad path, corrupt weights, missing extra)
+    │   │   └── DiskFull              no room in the data dir to assemble an embedded model
     │   └── InferenceError            the backend failed while running a request
     ├── ProtocolError                 a peer (device, OneBot implementation) sent bad input
     └── QuotaExceeded                 a user hit a cooldown or daily quota (bot plugins)
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class XiaoyouError(Exception):
@@ -95,6 +98,19 @@ class ModelNotConfigured(ModelError):
 
 class ModelLoadError(ModelError):
     code = "model_load_failed"
+
+
+class DiskFull(ModelLoadError):
+    """The data dir has no room (ENOSPC, EDQUOT) for a file the model needs written."""
+
+    code = "disk_full"
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in DISK_FULL_ERRNOS
 
 
 class InferenceError(ModelError):

@@ -6,6 +6,7 @@ so the admin API can list them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -36,3 +37,6 @@ class Services:
     devices: Directory = field(default_factory=_Empty)
     bots: Directory = field(default_factory=_Empty)
     started_at: float = 0.0  # time.time() at start-up, for uptime
+    # /admin/health sections by name, each a JSON-friendly snapshot; "state_errors" maps a
+    # state file (quotas, device activations) to its last write error or None
+    health: dict[str, Callable[[], dict[str, object]]] = field(default_factory=dict)

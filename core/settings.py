@@ -189,6 +189,32 @@ class DeviceSettings(BaseModel):
     )
 
 
+class RateLimit(BaseModel):
+    """Token buckets of one bot feature; a rate of 0 turns that bucket off."""
+
+    user_per_minute: float = Field(10, ge=0, description="messages per user per minute (refill)")
+    user_burst: int = Field(5, ge=1, description="messages a user may send at once")
+    group_per_minute: float = Field(30, ge=0, description="messages per group per minute (refill)")
+    group_burst: int = Field(10, ge=1, description="messages a group may send at once")
+
+
+class SayRateLimit(RateLimit):
+    """/say costs a TTS run per message: tighter than chat."""
+
+    user_per_minute: float = Field(4, ge=0, description="messages per user per minute (refill)")
+    user_burst: int = Field(2, ge=1, description="messages a user may send at once")
+    group_per_minute: float = Field(12, ge=0, description="messages per group per minute (refill)")
+    group_burst: int = Field(4, ge=1, description="messages a group may send at once")
+
+
+class BotLimitSettings(BaseModel):
+    """Rate limits before any model work; over them a user gets one short reply per streak."""
+
+    chat: RateLimit = Field(default_factory=RateLimit)
+    say: SayRateLimit = Field(default_factory=SayRateLimit)
+    exempt_superusers: bool = Field(True, description="bot.superusers are never limited")
+
+
 class BotSettings(BaseModel):
     """The NoneBot2 side (bot/). Plugin slices live in NoneBot's own config."""
 
@@ -197,7 +223,14 @@ class BotSettings(BaseModel):
     max_message_chars: int = Field(
         4000, ge=100, description="incoming QQ messages are cut to this before any parsing"
     )
+    screen_unaddressed: bool = Field(
+        True,
+        description="group messages not addressed to the bot (no @, reply, nickname or non-empty"
+        " command start) are dropped before NoneBot parses them: no xiaoyou plugin reads them,"
+        " and each cost the event loop milliseconds of matcher checks (false: NoneBot sees all)",
+    )
     superusers: list[str] = Field(default_factory=list)
+    limits: BotLimitSettings = Field(default_factory=BotLimitSettings)
     nickname: list[str] = Field(default_factory=lambda: ["xiaoyou", "小优"])
     command_start: list[str] = Field(default_factory=lambda: ["/", ""])
 

@@ -37,14 +37,15 @@ def create_ops_router(services: Services) -> APIRouter:
         models = services.models.warm_up_status()
         # names only: the load errors carry paths and are for admins (/admin/models, the log)
         warm_errors = models.pop("errors", {})
-        failed = sorted(
-            {
-                str(entry["name"])
-                for entry in services.models.snapshot()
-                if entry.get("name") in DEFAULT_MODELS and entry.get("load_error")
-            }
-            | set(warm_errors if isinstance(warm_errors, dict) else ())
-        )
+        # why, as error codes only (e.g. "disk_full"): no paths for an unauthenticated route
+        reasons = {
+            str(entry["name"]): str(entry.get("load_error_code") or "model_load_failed")
+            for entry in services.models.snapshot()
+            if entry.get("name") in DEFAULT_MODELS and entry.get("load_error")
+        }
+        for name in warm_errors if isinstance(warm_errors, dict) else ():
+            reasons.setdefault(str(name), "model_load_failed")
+        failed = sorted(reasons)
         ready = accepting and bool(models["ready"]) and not failed
         code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
         body: dict[str, object] = {
@@ -54,6 +55,7 @@ def create_ops_router(services: Services) -> APIRouter:
         }
         if failed:
             body["failed_models"] = failed
+            body["reasons"] = {name: reasons[name] for name in failed}
         return JSONResponse(body, status_code=code)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

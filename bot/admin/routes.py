@@ -154,6 +154,35 @@ def create_admin_router(services: Services) -> APIRouter:
     async def devices() -> list[dict[str, object]]:
         return services.devices.snapshot()
 
+    @api.get("/health", summary="State-file errors, failed models and what the screens dropped")
+    async def health() -> dict[str, object]:
+        sections = {name: snapshot() for name, snapshot in services.health.items()}
+        state_errors = sections.pop("state_errors", {})
+        model_errors = {
+            str(entry["name"]): entry["load_error"]
+            for entry in services.models.snapshot()
+            if entry.get("load_error")
+        }
+        storage_errors = {
+            str(entry["name"]): entry["storage_error"]
+            for entry in services.models.snapshot()
+            if entry.get("storage_error")
+        }
+        data_dir = sections.get("data_dir", {})
+        problems = (
+            any(state_errors.values())
+            or bool(model_errors)
+            or bool(storage_errors)
+            or bool(data_dir.get("low"))
+        )
+        return {
+            "status": "degraded" if problems else "ok",
+            "state_errors": state_errors,
+            "model_errors": model_errors,
+            "model_storage_errors": storage_errors,
+            **sections,
+        }
+
     @api.get("/bots", summary="Connected OneBot accounts")
     async def bots() -> list[dict[str, object]]:
         return services.bots.snapshot()

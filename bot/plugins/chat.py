@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from bot.chat_text import DEFAULT_PERSONA, LANGUAGE_HINTS, strip_speaker_prefix, with_language_hint
 from bot.events import conversation_key, display_name, explicit_command, owner_of, user_key
+from bot.gate import enforce_limits
 from bot.replies import GENERIC_FAILURE, describe_error, split_text
 from bot.runtime import get_runtime
 from core.errors import XiaoyouError
@@ -79,6 +80,7 @@ async def handle_reset(matcher: Matcher, event: MessageEvent) -> None:
 
 @chat.handle()
 async def handle_chat(matcher: Matcher, event: MessageEvent) -> None:
+    await enforce_limits(matcher, event, "chat")  # before any model work, or any reply
     text = event.get_plaintext().strip()
     if not text:
         await matcher.finish(config.empty_mention_reply)

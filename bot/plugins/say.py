@@ -14,6 +14,7 @@ from nonebot.plugin import PluginMetadata
 from pydantic import BaseModel, Field
 
 from bot.events import explicit_command, owner_of, user_key
+from bot.gate import enforce_limits
 from bot.media import pcm_to_wav
 from bot.replies import GENERIC_FAILURE, describe_error
 from bot.runtime import get_runtime
@@ -48,6 +49,7 @@ say = on_command("say", aliases={"说"}, rule=explicit_command(), priority=10, b
 async def handle_say(
     matcher: Matcher, event: MessageEvent, arg: Annotated[Message, CommandArg()]
 ) -> None:
+    await enforce_limits(matcher, event, "say")  # before any model work, or any reply
     text = arg.extract_plain_text().strip()
     if not text:
         await matcher.finish(f"用法：{__plugin_meta__.usage}")

@@ -137,4 +137,7 @@ class ModelEntry:
             "loads": self.loads,
             "idle_unload_s": self.idle_unload_s,
             "load_error": None if self.load_error is None else self.load_error.message,
+            "load_error_code": None if self.load_error is None else self.load_error.code,
+            # loaded, but not as configured: e.g. whisper-base from memory on a full data dir
+            "storage_error": getattr(self.backend, "storage_error", None),
         }

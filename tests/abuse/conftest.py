@@ -24,6 +24,9 @@ from tests.abuse.server import ADMIN_TOKEN, ONEBOT_TOKEN, SELF_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP_ID = 30003
+# server option for floods of many users in one group that must all be answered
+NO_GROUP_LIMIT = {"limits": {"chat": {"user_per_minute": 10, "user_burst": 5,
+                                      "group_per_minute": 0, "group_burst": 1}}}  # fmt: skip
 
 
 def free_port() -> int:
@@ -39,6 +42,8 @@ class Served:
         self.http = f"http://127.0.0.1:{port}"
         self.ws = f"ws://127.0.0.1:{port}"
         self.admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self.data_dir: Path | None = None  # set by callers that gave it one (bench: full disk)
+        self.data_dir_kind = ""
 
     def output(self) -> str:
         if self.proc.poll() is None:

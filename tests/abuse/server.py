@@ -68,7 +68,12 @@ def main(port: int, options: dict[str, Any]) -> None:
             **options.get("server", {}),
         },
         admin={"token": ADMIN_TOKEN},
-        bot={"onebot_access_token": ONEBOT_TOKEN, "nickname": ["小优"], "command_start": ["/"]},
+        bot={
+            "onebot_access_token": ONEBOT_TOKEN,
+            "nickname": ["小优"],
+            "command_start": ["/"],
+            **options.get("bot", {}),
+        },
         devices=options.get("devices", {}),
         scheduler={
             "prewarm": False,

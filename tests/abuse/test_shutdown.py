@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 
 from devices.simulator import DeviceSimulator
-from tests.abuse.conftest import StartServer, group_message, onebot_client
+from tests.abuse.conftest import NO_GROUP_LIMIT, StartServer, group_message, onebot_client
 from tests.devices.fakes import tone_pcm
 
 SHUTDOWN_REPLY_PREFIX = "服务正在重启"
@@ -15,7 +15,9 @@ SHUTDOWN_REPLY_PREFIX = "服务正在重启"
 async def test_sigterm_tells_queued_users_and_closes_with_1001(
     start_server: StartServer,
 ) -> None:
-    served = start_server(chat_delay_s=0.3, drain_timeout_s=1.0, device_token_s=0.2)
+    served = start_server(
+        chat_delay_s=0.3, drain_timeout_s=1.0, device_token_s=0.2, bot=NO_GROUP_LIMIT
+    )
     sent = 30  # 0.3 s each on one slot: most are still queued at SIGTERM
     async with onebot_client(served) as qq:
         device = DeviceSimulator(f"{served.ws}/xiaozhi/v1/")

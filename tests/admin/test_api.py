@@ -320,3 +320,27 @@ async def test_readiness_reflects_a_failed_default_model(
     models.entries["sd"]["load_error"] = "optional model"
     models.entries["llm"]["load_error"] = None
     assert (await client.get("/readyz")).status_code == 200  # an optional model does not count
+
+
+async def test_readiness_says_why_without_paths_and_health_has_the_detail(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """Issue #16 item 14: a model that cannot be assembled on a full data dir; /readyz
+    names the reason as a code, /admin/health (admins) the whole message."""
+    models = services.models
+    assert isinstance(models, FakeModels)
+    message = "no room to assemble the embedded chat model in /data/models: 3 MB free"
+    models.entries["llm"]["load_error"] = message
+    models.entries["llm"]["load_error_code"] = "disk_full"
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["reasons"] == {"llm": "disk_full"}
+    assert "/data" not in r.text
+    health = (await client.get("/admin/health", headers=AUTH)).json()
+    assert health["status"] == "degraded" and health["model_errors"] == {"llm": message}
+    assert (await client.get("/admin/health")).status_code == 401
+    models.entries["llm"]["load_error"] = None
+    assert (await client.get("/admin/health", headers=AUTH)).json()["status"] == "ok"
+    models.entries["llm"]["storage_error"] = "no room to assemble whisper-base: 0 MB free"
+    health = (await client.get("/admin/health", headers=AUTH)).json()
+    assert health["status"] == "degraded"  # loaded from memory, not the cache: admins see why
+    assert health["model_storage_errors"] == {"llm": models.entries["llm"]["storage_error"]}

