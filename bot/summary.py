@@ -149,12 +149,22 @@ def _describe_voice(tts: BaseModel, provider: str) -> str:
     return provider
 
 
+def _describe_route(tts: BaseModel, language: str, provider: str) -> str:
+    """One route of provider auto; a remote voice says which of its voices speaks it."""
+    own = getattr(tts, provider, None)
+    voices = getattr(own, "voices", None)
+    if provider in ("edge", "openai") and isinstance(voices, dict):
+        voice = voices.get(language) or getattr(own, "voice", None) or next(iter(voices), "")
+        return f"{provider} {voice}（远程）"
+    return _describe_voice(tts, provider)
+
+
 def _describe_tts(tts: BaseModel) -> str:
     provider = str(getattr(tts, "provider", "?"))
     languages = getattr(tts, "languages", None)
     if provider == "auto" and isinstance(languages, dict):  # one voice per language
         routes = "；".join(
-            f"{lang} → {_describe_voice(tts, str(v))}" for lang, v in languages.items()
+            f"{lang} → {_describe_route(tts, lang, str(v))}" for lang, v in languages.items()
         )
         return f"按语言选择：{routes}"
     return _describe_voice(tts, provider)

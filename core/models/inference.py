@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,9 +33,11 @@ from core.models.chat_context import fit_prompt
 from core.models.chat_guard import ReplyGuard
 from core.models.llm import ChatEvent, ChatMessage, Llm, RemoteLlm, ToolSpec
 from core.models.manager import ModelManager
+from core.models.registry import TTS_REMOTE
 from core.models.sd import DrawRequest, ImageGenerator, sd_configured
 from core.models.settings import ModelsSettings
 from core.models.tts import PcmChunk, RemoteTts, Tts
+from core.models.tts_routing import route_parts
 from core.models.vad import Vad, VadModel
 from core.models.vl import VisionLanguage, vl_configured
 from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
@@ -318,27 +321,74 @@ class Inference:
     def speak(
         self, text: str, *, lane: Lane, owner: str, sample_rate_hz: int
     ) -> JobHandle[PcmChunk]:
-        """A streaming job: ``handle.stream()`` yields PcmChunk at ``sample_rate_hz``."""
+        """A streaming job: ``handle.stream()`` yields PcmChunk at ``sample_rate_hz``.
 
+        With mixed TTS routes (``tts.languages`` naming local and remote voices) a text whose
+        parts go to both is one relay job (no thread, no resources) that speaks each part as
+        its own job, in order: local parts as THREAD jobs on ``tts``, remote parts as ASYNC
+        jobs on ``tts_remote`` holding ``remote:tts``; the next part's job is submitted while
+        the current one streams, so it is ready when the current part ends."""
+        tts = self._settings.tts
+        if not tts.mixed_routes:
+            return self._speak_on("tts", text, lane=lane, owner=owner, rate_hz=sample_rate_hz)
+        parts = route_parts(text, tts.remote_routes())
+        if len(parts) <= 1:
+            model = TTS_REMOTE if parts and parts[0].remote else "tts"
+            return self._speak_on(model, text, lane=lane, owner=owner, rate_hz=sample_rate_hz)
+
+        async def relay(ctx: JobContext) -> None:
+            pending: deque[JobHandle[PcmChunk]] = deque()
+            queued = deque(parts)
+
+            def submit_next() -> None:
+                if queued:
+                    part = queued.popleft()
+                    model = TTS_REMOTE if part.remote else "tts"
+                    pending.append(
+                        self._speak_on(
+                            model, part.text, lane=lane, owner=owner, rate_hz=sample_rate_hz
+                        )
+                    )
+
+            submit_next()
+            try:
+                while pending:
+                    submit_next()  # the next part gets ready while this one streams
+                    async for chunk in pending[0].stream():
+                        await ctx.emit(chunk)
+                    pending.popleft()
+            finally:
+                for handle in pending:
+                    handle.cancel("the reply's speech was cancelled")
+
+        spec = JobSpec(
+            kind="tts:route",
+            lane=lane,
+            owner=owner,
+            mode=ExecMode.ASYNC,
+            resources={},
+            label=f"tts {len(parts)} parts: {text}"[:_LABEL_CHARS],
+        )
+        return self._scheduler.submit(relay, spec=spec)
+
+    def _speak_on(
+        self, model: str, text: str, *, lane: Lane, owner: str, rate_hz: int
+    ) -> JobHandle[PcmChunk]:
         def run(ctx: JobContext) -> None:
-            with self._manager.use("tts", Tts, ctx.checkpoint_blocking) as tts:
-                chunks = tts.synthesize(
-                    text, sample_rate_hz=sample_rate_hz, check=ctx.checkpoint_blocking
-                )
+            with self._manager.use(model, Tts, ctx.checkpoint_blocking) as tts:
+                chunks = tts.synthesize(text, sample_rate_hz=rate_hz, check=ctx.checkpoint_blocking)
                 _emit_all(ctx, chunks)
 
         async def run_remote(ctx: JobContext) -> None:
-            async with self._manager.use_async("tts", RemoteTts) as tts:
-                chunks = tts.asynthesize(text, sample_rate_hz=sample_rate_hz)
+            async with self._manager.use_async(model, RemoteTts) as tts:
+                chunks = tts.asynthesize(text, sample_rate_hz=rate_hz)
                 async with contextlib.aclosing(chunks):
                     async for chunk in chunks:
                         await ctx.emit(chunk)
 
-        job = run_remote if self._manager.is_remote("tts") else run
-        return self._scheduler.submit(
-            job,
-            spec=self._spec("tts", lane=lane, owner=owner, label=f"tts: {text}", preemptible=True),
-        )
+        job = run_remote if self._manager.is_remote(model) else run
+        spec = self._spec(model, lane=lane, owner=owner, label=f"tts: {text}", preemptible=True)
+        return self._scheduler.submit(job, spec=spec)
 
     # -- vision --------------------------------------------------------------------------------
     async def see(

@@ -1,7 +1,9 @@
 """The model manager: lazy load, idle unload and LRU eviction of the configured models.
 
-One entry per model kind of the one registry (:data:`core.models.registry.MODELS`). A model
-loads on first use, inside the scheduler job that needs it (a THREAD job holding the model's
+One entry per model kind of the one registry (:data:`core.models.registry.MODELS`), plus
+``tts_remote`` when the TTS routing table mixes local and remote voices (its remote routes;
+kind ``tts``, holding ``remote:tts``; :data:`core.models.registry.PARTS`). A model loads on
+first use, inside the scheduler job that needs it (a THREAD job holding the model's
 resources: ``vram:N`` = footprint on cuda:N, ``cpu`` = 1 on CPU, and ``model:<name>`` = one
 of the model's ``concurrency`` slots, so a job starts only when its model is free and never
 waits on a lock inside the job), so a load counts against the VRAM budget; an
@@ -46,7 +48,7 @@ import psutil
 from core.errors import ModelError, ModelLoadError, ModelNotConfigured, XiaoyouError
 from core.models.base import CancelCheck, ModelBackend, never_cancelled
 from core.models.model_entry import ModelEntry
-from core.models.registry import MODEL_NAMES, MODELS, Factory
+from core.models.registry import MODEL_NAMES, MODELS, PARTS, TTS_REMOTE, Factory
 from core.models.settings import ModelsSettings
 from core.scheduler import ExecMode, JobContext, JobSpec, Lane, Scheduler
 
@@ -110,11 +112,15 @@ class ModelManager:
         self._settings = settings
         self._scheduler = scheduler
         self._cache_dir = cache_dir
-        chosen = {**MODELS, **(factories or {})}
+        chosen = {**MODELS, **{n: f for n, (_k, f) in PARTS.items()}, **(factories or {})}
         self._entries = {
             name: ModelEntry.build(name, getattr(settings, name), chosen[name], settings)
             for name in MODEL_NAMES
         }
+        if settings.tts.mixed_routes:  # tts speaks the local routes, tts_remote the remote ones
+            self._entries[TTS_REMOTE] = ModelEntry.build(
+                TTS_REMOTE, settings.tts, chosen[TTS_REMOTE], settings, kind="tts", remote=True
+            )
         for entry in self._entries.values():  # a job starts only when its model is free
             slot = entry.model_resource
             if slot is not None:
@@ -122,7 +128,10 @@ class ModelManager:
         self._lock = threading.Lock()  # guards every entry's bookkeeping (jobs run on threads)
         self._idle_task: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
-        self._warm = WarmUp(settings.warm_start, tuple(settings.warm_start_models))
+        warm = list(settings.warm_start_models)
+        if TTS_REMOTE in self._entries and "tts" in warm:
+            warm.insert(warm.index("tts") + 1, TTS_REMOTE)
+        self._warm = WarmUp(settings.warm_start, tuple(warm))
         self._closed = False
 
     # -- queries (any thread) -------------------------------------------------------------------

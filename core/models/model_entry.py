@@ -34,6 +34,7 @@ class ModelEntry:
     cpu_slot: bool = True  # CPU jobs take one 'cpu' slot (False: microsecond work, e.g. VAD)
     remote: bool = False  # a network service: ASYNC jobs holding one 'remote:<name>' unit
     concurrency: int = 0  # jobs using the loaded model at once: resource 'model:<name>' (0: off)
+    kind: str = ""  # the model kind ("tts" for tts_remote): remote jobs hold 'remote:<kind>'
     backend: ModelBackend | None = None
     loaded: bool = False
     loading: concurrent.futures.Future[None] | None = None
@@ -48,15 +49,26 @@ class ModelEntry:
 
     @classmethod
     def build(
-        cls, name: str, settings: Any, factory: Factory, models: ModelsSettings
+        cls,
+        name: str,
+        settings: Any,
+        factory: Factory,
+        models: ModelsSettings,
+        *,
+        kind: str | None = None,
+        remote: bool | None = None,
     ) -> ModelEntry:
+        """``kind``/``remote``: for a model that is one part of a kind's settings (the remote
+        routes of a mixed TTS routing table, ``tts_remote``); default: ``name`` / the settings."""
+        kind = kind or name
         device = str(settings.device)
         device = "cuda:0" if device == "cuda" else device
         idle = settings.idle_unload_s
-        remote = bool(getattr(settings, "remote", False))
+        if remote is None:
+            remote = bool(getattr(settings, "remote", False))
         if remote and idle is None:
             idle = 0.0  # nothing to reclaim: keep the client (and its connections) warm
-        if idle is None and models.warm(name):
+        if idle is None and models.warm(kind):
             idle = 0.0  # loaded at start-up to be ready: it stays loaded
         return cls(
             name=name,
@@ -68,6 +80,7 @@ class ModelEntry:
             cpu_slot=name not in models.no_cpu_slot,
             remote=remote,
             concurrency=0 if remote else models.concurrency.get(name, 0),
+            kind=kind,
         )
 
     @property
@@ -82,7 +95,7 @@ class ModelEntry:
     @property
     def resources(self) -> dict[str, int]:
         if self.remote:
-            return {remote_resource(self.name): 1}
+            return {remote_resource(self.kind or self.name): 1}
         gpu = self.gpu_resource
         needs = {gpu: self.footprint_mb} if gpu is not None else {"cpu": 1} if self.cpu_slot else {}
         slot = self.model_resource
@@ -123,7 +136,7 @@ class ModelEntry:
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "kind": self.name,
+            "kind": self.kind or self.name,
             "provider": str(getattr(self.settings, "provider", "")),
             "device": "remote" if self.remote else self.device,
             "loaded": self.loaded,

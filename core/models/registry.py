@@ -28,8 +28,15 @@ MODELS: Mapping[str, Factory] = {
     "vad": lambda s, _cache: create_vad(s),
     "asr": create_asr,  # embedded models are assembled under cache_dir
     "llm": create_llm,
-    "tts": lambda s, _cache: create_tts(s),
+    "tts": lambda s, _cache: create_tts(s, "local" if s.mixed_routes else "all"),
     "vl": lambda s, _cache: create_vl(s),
     "sd": lambda s, _cache: create_sd(s),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+
+TTS_REMOTE = "tts_remote"  # the remote routes of a mixed TTS routing table (tts.mixed_routes)
+# models that are one part of a kind's settings, held only when that part exists:
+# name -> (the kind whose settings they read, factory)
+PARTS: Mapping[str, tuple[str, Factory]] = {
+    TTS_REMOTE: ("tts", lambda s, _cache: create_tts(s, "remote")),
+}

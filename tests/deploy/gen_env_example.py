@@ -130,6 +130,13 @@ def provider_section(key: str, providers: tuple[str, ...]) -> tuple[str, str | N
         return section, None
     kind_key = "XIAOYOU_" + "__".join(section.upper().split(".")) + "__PROVIDER"
     title = f"{section} (provider {' / '.join(providers)})"
+    routed = [p for p in providers if p != "auto"]
+    if "auto" in providers and routed:  # a voice that provider auto's routing table may name
+        routes_key = kind_key.removesuffix("PROVIDER") + "LANGUAGES"
+        return title, (
+            f"# read only when {kind_key}={' or '.join(routed)}, or =auto with a"
+            f" {routes_key} route to {' / '.join(routed)}"
+        )
     return title, f"# read only when {kind_key}={' or '.join(providers)}"
 
 

