@@ -11,7 +11,9 @@ Edge TTS through edge-tts): the same request against the same loopback stand-in 
 Part 2: a REALTIME voice job (the embedded Piper TTS, a THREAD job holding a ``cpu`` slot:
 what a device turn's first audio waits for) timed to its first audio chunk, idle vs while
 ``--slow`` remote LLM chats are in flight (300 tokens 100 ms apart: they stream through the
-whole series), in one run.
+whole series), in one run, in interleaved rounds; as a control the same chats streamed by
+another process (the box's CPU cost without this process's loop and GIL); with each row the
+event loop's lag and the CPU used by this process, the stand-in server and the control client.
 For contrast, the same slow chats run the way the OpenAI provider ran before this change
 (blocking THREAD jobs holding a ``cpu`` slot) — the starvation the change removes.
 """
@@ -21,16 +23,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import os
+import pstats
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from core.models.inference import Inference
 from core.models.llm import ChatMessage, Llm
@@ -114,7 +121,7 @@ async def one_provider(name: str, models: dict[str, Any], calls: int, cache: Pat
 
 
 @contextlib.contextmanager
-def server_process(port: int) -> Iterator[str]:
+def server_process(port: int) -> Iterator[tuple[str, psutil.Process]]:
     """The stand-in in its own process (300-word replies, 100 ms per word), so its CPU use is
     not counted against this process's loop."""
     proc = subprocess.Popen(
@@ -135,13 +142,76 @@ def server_process(port: int) -> Iterator[str]:
     try:
         assert proc.stdout is not None
         proc.stdout.readline()  # "stand-in model services on ..."
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", psutil.Process(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-async def isolation(slow: int, url: str, cache: Path, turns: int, *, old_path: bool) -> None:
+@contextlib.contextmanager
+def client_process(url: str, slow: int) -> Iterator[psutil.Process]:
+    """``slow`` chats streamed by the same provider code in another process: what the box's
+    CPU pays for them, without this process's loop or GIL (the control row)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.remote_bench", "--client", url, "--slow", str(slow)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "streaming N chats"
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def client_main(url: str, slow: int) -> None:
+    """``--client``: stream ``slow`` chats again and again until terminated."""
+    from core.models.llm import LlmSettings
+    from core.models.openai_compat.llm import OpenAiCompatLlm
+
+    llm = OpenAiCompatLlm(LlmSettings(provider="openai", base_url=url, model="m"))
+    await llm.aload()
+    started = 0
+    all_started = asyncio.Event()
+
+    async def chat() -> None:
+        nonlocal started
+        while True:
+            first = True
+            async for _ in llm.astream_chat(HI, max_tokens=16, temperature=0):
+                if first:
+                    started, first = started + 1, False
+                    if started >= slow:
+                        all_started.set()
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.ensure_future(chat()) for _ in range(slow)]
+    await all_started.wait()
+    print(f"streaming {slow} chats", flush=True)
+    await asyncio.gather(*tasks)
+
+
+@dataclass
+class Series:
+    first_audio_ms: list[float] = field(default_factory=list)
+    lag_p50_ms: list[float] = field(default_factory=list)
+    lag_p99_ms: list[float] = field(default_factory=list)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # process → % of one core
+
+
+async def isolation(
+    slow: int,
+    url: str,
+    server: psutil.Process,
+    cache: Path,
+    turns: int,
+    rounds: int,
+    *,
+    old_path: bool,
+    profile: bool,
+) -> None:
     settings = ModelsSettings.model_validate(
         {
             "llm": {"provider": "openai", "base_url": url, "model": "m"},
@@ -156,6 +226,7 @@ async def isolation(slow: int, url: str, cache: Path, turns: int, *, old_path: b
     await manager.load("tts")
     await manager.load("llm")
     sentence = "Hello there."
+    me = psutil.Process()
 
     async def first_audio_ms() -> float:
         t0 = time.perf_counter()
@@ -169,58 +240,100 @@ async def isolation(slow: int, url: str, cache: Path, turns: int, *, old_path: b
             pass
         return ms
 
-    open_seen: list[int] = []
-
-    async def series() -> list[float]:
-        out = []
+    async def series(into: Series, others: dict[str, psutil.Process]) -> None:
+        procs = {"front": me, "server": server, **others}
+        cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+        t0 = time.perf_counter()
+        scheduler.loop_lag.reset()
         for _ in range(turns):
-            out.append(await first_audio_ms())
-            open_seen.append(sum(h.status == "running" for h in remote))
+            into.first_audio_ms.append(await first_audio_ms())
             await asyncio.sleep(0.05)
-        return out
+        wall = time.perf_counter() - t0
+        lag = scheduler.loop_lag.snapshot()
+        into.lag_p50_ms.append(float(lag.get("p50", 0.0)))
+        into.lag_p99_ms.append(float(lag.get("p99", 0.0)))
+        for k, p in procs.items():
+            used = sum(p.cpu_times()[:2]) - cpu0[k]
+            into.cpu.setdefault(k, []).append(100 * used / wall)
 
-    remote: list[Any] = []
+    async def in_process(into: Series) -> None:
+        remote = [
+            inference.chat(HI, lane=Lane.INTERACTIVE, owner=f"qq:group:{i}") for i in range(slow)
+        ]
+        consumers = [asyncio.ensure_future(_drain(h)) for h in remote]
+        for _ in range(100):  # until every chat streams
+            if sum(h.status == "running" for h in remote) >= slow:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()  # the loop thread only
+        await series(into, {})
+        if profiler is not None:
+            profiler.disable()
+            print("\nprofile of the loop thread, 50 remote chats streaming (top by own time):")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
+        for handle in remote:
+            handle.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+
+    async def other_process(into: Series) -> None:
+        with client_process(url, slow) as client:
+            await asyncio.sleep(0.5)
+            await series(into, {"client": client})
+
     await first_audio_ms()
-    idle = await series()
-
-    remote = [inference.chat(HI, lane=Lane.INTERACTIVE, owner=f"qq:group:{i}") for i in range(slow)]
-    consumers = [asyncio.ensure_future(_drain(h)) for h in remote]
-    for _ in range(100):  # until every chat streams
-        if sum(h.status == "running" for h in remote) >= slow:
-            break
-        await asyncio.sleep(0.1)
-    open_seen.clear()
-    busy_new = await series()
-    in_flight = min(open_seen)
-    for handle in remote:
-        handle.cancel()
-    await asyncio.gather(*consumers, return_exceptions=True)
+    idle, busy, control = Series(), Series(), Series()
+    for r in range(rounds):  # interleaved: the box's other load drifts alike for each row
+        await series(idle, {})
+        await in_process(busy)
+        await other_process(control)
+        profile = False  # the first round only
+        print(f"round {r + 1}/{rounds} done", flush=True)
 
     busy_old = [float("nan")]
     if old_path:
-        busy_old = await old_style_series(slow, scheduler, manager, series)
+        old = Series()
+        await old_style_series(slow, scheduler, manager, lambda: series(old, {}))
+        busy_old = old.first_audio_ms
     await scheduler.stop()
     await manager.close()
 
     med = statistics.median
-    print(f"\npart 2: REALTIME Piper TTS first audio, median of {turns} turns (shared box)")
-    print(f"idle                                     {med(idle):8.1f} ms   1.00x")
+    base_ms = med(idle.first_audio_ms)
+    n = turns * rounds
     print(
-        f"{slow} slow remote chats (>= {in_flight} running)   {med(busy_new):8.1f} ms"
-        f"   {med(busy_new) / med(idle):.2f}x"
+        f"\npart 2: REALTIME Piper TTS first audio, median of {n} turns in {rounds} interleaved"
+        f" rounds (shared box, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )
     print(
-        f"{slow} slow chats as THREAD+cpu jobs (old)   {med(busy_old):8.1f} ms"
-        f"   {med(busy_old) / med(idle):.2f}x"
+        f"{'condition':<44} {'first audio':>11} {'ratio':>6} {'lag p50/p99 ms':>15}"
+        f" {'cpu % front/server/client':>26}"
     )
+
+    def row(name: str, got: Series) -> None:
+        ms = med(got.first_audio_ms)
+        cpu = "/".join(
+            f"{med(got.cpu[k]):.0f}" if k in got.cpu else "-" for k in ("front", "server", "client")
+        )
+        lag = f"{med(got.lag_p50_ms):.1f}/{med(got.lag_p99_ms):.1f}" if got.lag_p50_ms else "-"
+        print(f"{name:<44} {ms:>8.1f} ms {ms / base_ms:>5.2f}x {lag:>15} {cpu:>26}")
+
+    row("idle", idle)
+    row(f"{slow} slow remote chats in this process", busy)
+    row(f"{slow} slow remote chats in another process", control)
+    if old_path:
+        ms, name = med(busy_old), f"{slow} slow chats as THREAD+cpu jobs (old)"
+        print(f"{name:<44} {ms:>8.1f} ms {ms / base_ms:>5.2f}x")
 
 
 async def old_style_series(
     slow: int,
     scheduler: Scheduler,
     manager: ModelManager,
-    series: Callable[[], Awaitable[list[float]]],
-) -> list[float]:
+    series: Callable[[], Awaitable[None]],
+) -> None:
     llm: Llm = manager.backend("llm", Llm)
     llm.load()  # the blocking bridge: what a THREAD job of the old provider did
 
@@ -242,13 +355,12 @@ async def old_style_series(
         for i in range(slow)
     ]
     await asyncio.sleep(0.3)
-    busy_old = await series()
+    await series()
     for handle in old:
         handle.cancel()
     await asyncio.gather(*(h.result() for h in old), return_exceptions=True)
     await asyncio.sleep(0.2)  # cancelled THREAD jobs return at their next check
     llm.unload()
-    return busy_old
 
 
 async def _drain(handle: Any) -> None:
@@ -261,8 +373,17 @@ async def run(args: argparse.Namespace) -> None:
         cache = Path(tmp)
         if not args.skip_overhead:
             await overhead(args.calls, server.url, server.edge_url, cache)
-    with tempfile.TemporaryDirectory() as tmp, server_process(args.port) as url:
-        await isolation(args.slow, url, Path(tmp), args.turns, old_path=not args.skip_old)
+    with tempfile.TemporaryDirectory() as tmp, server_process(args.port) as (url, server):
+        await isolation(
+            args.slow,
+            url,
+            server,
+            Path(tmp),
+            args.turns,
+            args.rounds,
+            old_path=not args.skip_old,
+            profile=args.profile,
+        )
 
 
 def main() -> None:
@@ -273,7 +394,14 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-old", action="store_true", help="part 2 without the old path")
     parser.add_argument("--port", type=int, default=18097, help="part 2's stand-in process")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--rounds", type=int, default=3, help="part 2: interleaved rounds")
+    parser.add_argument("--profile", action="store_true", help="part 2: cProfile the loop")
+    parser.add_argument("--client", help=argparse.SUPPRESS)  # the control row's own process
+    args = parser.parse_args()
+    if args.client:
+        asyncio.run(client_main(args.client, args.slow))
+        return
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

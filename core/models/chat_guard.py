@@ -30,6 +30,7 @@ never ends in a fragment of the dropped part.
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 
@@ -206,7 +207,9 @@ class ReplyGuard:
     def _sentence_hold(self) -> int:
         """The sentence in progress, while it could still become an earlier one again."""
         begin = self._sentence_start
-        current = _normalize(self._text[begin:])
+        # == _normalize(self._text[begin:]), from the incremental copy: no per-character work
+        # per push (a long reply without a sentence end would be quadratic on the event loop)
+        current = self._text_norm[bisect.bisect_left(self._prompt_pos, begin) :]
         if current and any(seen.startswith(current) for seen in self._seen_sentences):
             return len(self._text) - begin
         return 0

@@ -3,6 +3,9 @@ cut, the sentence bound holds, and ordinary text flows through piece by piece.""
 
 from __future__ import annotations
 
+import pytest
+
+from core.models import chat_guard
 from core.models.chat_guard import ReplyGuard
 
 PERSONA = (
@@ -95,3 +98,22 @@ def test_code_blocks_may_repeat_lines() -> None:
 def test_sentence_bound_alone_when_loop_detection_is_off() -> None:
     text, reason, _ = run("好。" * 5, max_sentences=4, detect_loops=False)
     assert (text, reason) == ("好。" * 4, "max sentences")
+
+
+def test_work_per_piece_does_not_grow_with_the_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long reply without a sentence end (a cloud LLM's 300 tokens): each piece normalizes
+    only its own characters, not the whole sentence so far (quadratic on the event loop)."""
+    calls = 0
+    real = chat_guard._norm_char
+
+    def counted(ch: str) -> str:
+        nonlocal calls
+        calls += 1
+        return real(ch)
+
+    monkeypatch.setattr(chat_guard, "_norm_char", counted)
+    guard = ReplyGuard(system_prompt=PERSONA)
+    pieces = [f"字{i}" for i in range(600)]
+    out = "".join(guard.push(p) for p in pieces) + guard.finish()
+    assert out == "".join(pieces) and guard.stop_reason is None
+    assert calls < 3 * len(out)  # was ~len(out)**2 / 6
