@@ -84,6 +84,7 @@ class ReplyGuard:
         "_echo_scanned",
         "_prompt",
         "_prompt_pos",
+        "_scan_from",
         "_seen_sentences",
         "_sent",
         "_sentence_start",
@@ -117,6 +118,7 @@ class ReplyGuard:
         self._prompt_pos: list[int] = []
         self._sent = 0  # characters of _text already passed on
         self._sentence_start = 0
+        self._scan_from = 0  # sentence ends are searched from here on
         self._sentences = 0
         self._seen_sentences: dict[str, int] = {}
 
@@ -168,7 +170,13 @@ class ReplyGuard:
     def _loop_start(self, end: int) -> int | None:
         """Where the repeats of a back-to-back loop ending at ``end`` begin, if there is one."""
         text = self._text
-        for unit_len in range(1, min(MAX_UNIT_CHARS, end // 2) + 1):
+        # a unit of length u repeating back to back has text[end-1-u] == text[end-1]: only
+        # those u are tried (ascending, as rfind walks left), found by str.rfind in C
+        lowest = max(0, end - 1 - min(MAX_UNIT_CHARS, end // 2))
+        j = text.rfind(text[end - 1], lowest, end - 1) if end else -1
+        while j >= 0:
+            unit_len = end - 1 - j
+            j = text.rfind(text[end - 1], lowest, j)
             unit = text[end - unit_len : end]
             if unit.isspace():
                 continue
@@ -243,9 +251,12 @@ class ReplyGuard:
         out = ""
         text = self._text
         while self.stop_reason is None:
-            match = _SENTENCE_END.search(text, self._sentence_start, end)
+            # no sentence end starts before _scan_from (only a "." there may complete once
+            # its space arrives): each piece is searched once, not the whole sentence again
+            match = _SENTENCE_END.search(text, max(self._sentence_start, self._scan_from), end)
             if match is None or (match.end() == end and not final and text[-1] == "\n"):
                 # a newline run may continue in the next piece
+                self._scan_from = max(0, end - 1) if match is None else match.start()
                 if not final or self._sentence_start >= end:
                     break
                 stop = end
