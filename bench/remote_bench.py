@@ -199,6 +199,7 @@ class Series:
     lag_p50_ms: list[float] = field(default_factory=list)
     lag_p99_ms: list[float] = field(default_factory=list)
     cpu: dict[str, list[float]] = field(default_factory=dict)  # process → % of one core
+    cpu_us_per_token: list[float] = field(default_factory=list)  # this process, per token
 
 
 async def isolation(
@@ -256,23 +257,30 @@ async def isolation(
             used = sum(p.cpu_times()[:2]) - cpu0[k]
             into.cpu.setdefault(k, []).append(100 * used / wall)
 
-    async def in_process(into: Series) -> None:
+    async def in_process(into: Series, budget: int, *, profile: bool = False) -> None:
+        scheduler.define_resource("remote:llm", budget)  # models.remote.llm_concurrency
         remote = [
             inference.chat(HI, lane=Lane.INTERACTIVE, owner=f"qq:group:{i}") for i in range(slow)
         ]
-        consumers = [asyncio.ensure_future(_drain(h)) for h in remote]
-        for _ in range(100):  # until every chat streams
-            if sum(h.status == "running" for h in remote) >= slow:
+        tokens = [0]
+        consumers = [asyncio.ensure_future(_drain(h, tokens)) for h in remote]
+        for _ in range(100):  # until every chat that may run streams
+            if sum(h.status == "running" for h in remote) >= min(slow, budget):
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()  # the loop thread only
+        cpu0, tokens0 = sum(me.cpu_times()[:2]), tokens[0]
         await series(into, {})
+        if tokens[0] > tokens0:
+            into.cpu_us_per_token.append(
+                1e6 * (sum(me.cpu_times()[:2]) - cpu0) / (tokens[0] - tokens0)
+            )
         if profiler is not None:
             profiler.disable()
-            print("\nprofile of the loop thread, 50 remote chats streaming (top by own time):")
+            print(f"\nprofile of the loop thread, {slow} remote chats streaming (own time):")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
         for handle in remote:
             handle.cancel()
@@ -284,12 +292,15 @@ async def isolation(
             await series(into, {"client": client})
 
     await first_audio_ms()
-    idle, busy, control = Series(), Series(), Series()
+    if profile:  # a round of its own: the profiler slows the loop, so it is not counted
+        await in_process(Series(), slow, profile=True)
+    idle, busy, bounded, control = Series(), Series(), Series(), Series()
+    default_budget = ModelsSettings().remote.llm_concurrency
     for r in range(rounds):  # interleaved: the box's other load drifts alike for each row
         await series(idle, {})
-        await in_process(busy)
+        await in_process(busy, slow)
+        await in_process(bounded, default_budget)
         await other_process(control)
-        profile = False  # the first round only
         print(f"round {r + 1}/{rounds} done", flush=True)
 
     busy_old = [float("nan")]
@@ -309,7 +320,7 @@ async def isolation(
     )
     print(
         f"{'condition':<44} {'first audio':>11} {'ratio':>6} {'lag p50/p99 ms':>15}"
-        f" {'cpu % front/server/client':>26}"
+        f" {'cpu % front/server/client':>26} {'front µs/token':>14}"
     )
 
     def row(name: str, got: Series) -> None:
@@ -318,10 +329,12 @@ async def isolation(
             f"{med(got.cpu[k]):.0f}" if k in got.cpu else "-" for k in ("front", "server", "client")
         )
         lag = f"{med(got.lag_p50_ms):.1f}/{med(got.lag_p99_ms):.1f}" if got.lag_p50_ms else "-"
-        print(f"{name:<44} {ms:>8.1f} ms {ms / base_ms:>5.2f}x {lag:>15} {cpu:>26}")
+        per_token = f"{med(got.cpu_us_per_token):.0f}" if got.cpu_us_per_token else "-"
+        print(f"{name:<44} {ms:>8.1f} ms {ms / base_ms:>5.2f}x {lag:>15} {cpu:>26} {per_token:>14}")
 
     row("idle", idle)
     row(f"{slow} slow remote chats in this process", busy)
+    row(f"{slow} submitted, default budget {default_budget} streaming", bounded)
     row(f"{slow} slow remote chats in another process", control)
     if old_path:
         ms, name = med(busy_old), f"{slow} slow chats as THREAD+cpu jobs (old)"
@@ -363,9 +376,10 @@ async def old_style_series(
     llm.unload()
 
 
-async def _drain(handle: Any) -> None:
+async def _drain(handle: Any, tokens: list[int] | None = None) -> None:
     async for _ in handle.stream():
-        pass
+        if tokens is not None:
+            tokens[0] += 1
 
 
 async def run(args: argparse.Namespace) -> None:

