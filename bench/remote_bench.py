@@ -212,6 +212,7 @@ async def isolation(
     *,
     old_path: bool,
     profile: bool,
+    profile_budget: int | None = None,
 ) -> None:
     settings = ModelsSettings.model_validate(
         {
@@ -285,6 +286,7 @@ async def isolation(
         for handle in remote:
             handle.cancel()
         await asyncio.gather(*consumers, return_exceptions=True)
+        await asyncio.sleep(1.0)  # the cancelled jobs close their streams before the next row
 
     async def other_process(into: Series) -> None:
         with client_process(url, slow) as client:
@@ -293,7 +295,7 @@ async def isolation(
 
     await first_audio_ms()
     if profile:  # a round of its own: the profiler slows the loop, so it is not counted
-        await in_process(Series(), slow, profile=True)
+        await in_process(Series(), profile_budget or slow, profile=True)
     idle, busy, bounded, control = Series(), Series(), Series(), Series()
     default_budget = ModelsSettings().remote.llm_concurrency
     for r in range(rounds):  # interleaved: the box's other load drifts alike for each row
@@ -397,6 +399,7 @@ async def run(args: argparse.Namespace) -> None:
             args.rounds,
             old_path=not args.skip_old,
             profile=args.profile,
+            profile_budget=args.profile_budget,
         )
 
 
@@ -410,6 +413,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18097, help="part 2's stand-in process")
     parser.add_argument("--rounds", type=int, default=3, help="part 2: interleaved rounds")
     parser.add_argument("--profile", action="store_true", help="part 2: cProfile the loop")
+    parser.add_argument("--profile-budget", type=int, help="remote:llm of the profiled round")
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the control row's own process
     args = parser.parse_args()
     if args.client:

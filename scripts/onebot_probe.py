@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import io
 import itertools
 import json
 import sys
 import time
+import wave
 from typing import Any
 
 import websockets
@@ -50,11 +53,29 @@ def _group_message(message_id: int, text: str) -> str:
 
 
 def _text_of(message: Any) -> str:
+    """The text segments, and a voice record (``/say``) as ``[record: WAV, seconds]``."""
     if isinstance(message, str):
         return message
-    return "".join(
-        seg.get("data", {}).get("text", "") for seg in message if seg.get("type") == "text"
-    )
+    parts = []
+    for seg in message:
+        data = seg.get("data", {})
+        if seg.get("type") == "text":
+            parts.append(data.get("text", ""))
+        elif seg.get("type") == "record":
+            parts.append(_describe_record(str(data.get("file", ""))))
+    return "".join(parts)
+
+
+def _describe_record(file: str) -> str:
+    if not file.startswith("base64://"):
+        return f"[record: {file[:60]}]"
+    wav = base64.b64decode(file.removeprefix("base64://"))
+    try:
+        with wave.open(io.BytesIO(wav)) as w:
+            seconds = w.getnframes() / w.getframerate()
+            return f"[record: {len(wav)} bytes WAV, {w.getframerate()} Hz, {seconds:.2f} s]"
+    except (wave.Error, EOFError):
+        return f"[record: {len(wav)} bytes, not a WAV]"
 
 
 async def probe(url: str, token: str, text: str, timeout_s: float) -> str | None:
