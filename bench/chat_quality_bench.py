@@ -1,14 +1,21 @@
 """Chat quality of the embedded LLMs on everyday group-chat questions, side by side in one run.
 
     .venv/bin/python -m bench.chat_quality_bench [--models qwen2.5-coder-0.5b,smollm2-135m]
-        [--limit N] [--no-hint] [--show] [--save run.json]
+        [--prompts main|heldout|all] [--rounds N] [--limit N] [--no-hint] [--show]
+        [--save run.json]
 
-Each prompt of ``bench/data/chat_prompts.json`` (Chinese and English) goes through the real
-Inference facade (scheduler job, context fitting, reply guard) with the QQ plugin's persona,
-message shape (the bare text plus the reply-language hint), reply bounds and temperature, as
-a fresh conversation. A reply is *clean* when it is non-empty, in the prompt's language, has no
-degenerate repetition left in it and does not echo the system prompt (checked on the text that
-was sent, independently of the guard). Per model: the clean share, the share in the right
+Each prompt of ``bench/data/chat_prompts.json`` (Chinese and English) and of the held-out set
+``chat_prompts_heldout.json`` (never used to tune the persona, hints or sampling; reported
+separately) goes through the real Inference facade (scheduler job, context fitting, reply guard)
+with the QQ plugin's message building (``bot.chat_text.chat_messages``: the persona in the
+message's language, the bare text plus the reply-language hint), reply bounds and temperature,
+as a fresh conversation; ``--rounds`` asks every prompt that many times (the sampler differs).
+A reply is *clean* when it is non-empty, in the prompt's language, has no degenerate
+repetition left in it, does not echo the system prompt and is not merely the question
+(checked on the text that was sent, independently of the guard). The echo check looks for 12
+persona characters in a row outside the persona's first clause (who it is: "我是小优，一个友好、
+乐于助人的 QQ 群聊助手" is the right answer to "你是谁？"); "strict" also counts that clause (the
+first session's criterion). Per model and prompt set: the clean share, the share in the right
 language, how often the guard ended a reply (and why), first-piece and whole-reply p50/p90.
 The last table gives the first model's figures relative to the others'.
 """
@@ -19,6 +26,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -29,19 +37,21 @@ from typing import Any
 
 from bot.chat_text import (
     DEFAULT_PERSONA,
+    DEFAULT_PERSONAS,
     LANGUAGE_HINTS,
+    chat_messages,
     language_of,
     strip_speaker_prefix,
-    with_language_hint,
 )
 from core.models.chat_guard import _normalize
 from core.models.inference import Inference
-from core.models.llm import ChatMessage, LlmSettings
+from core.models.llm import LlmSettings
 from core.models.manager import ModelManager
 from core.models.settings import ModelsSettings
 from core.scheduler import Lane, Scheduler, SchedulerSettings
 
-PROMPTS = Path(__file__).resolve().parent / "data" / "chat_prompts.json"
+DATA = Path(__file__).resolve().parent / "data"
+PROMPT_SETS = {"main": DATA / "chat_prompts.json", "heldout": DATA / "chat_prompts_heldout.json"}
 QQ_MAX_TOKENS = 256  # bot.plugins.chat ChatConfig defaults
 QQ_MAX_SENTENCES = 5
 QQ_TEMPERATURE = 0.7
@@ -52,6 +62,7 @@ LOOP_COMPRESSION = 2.4  # whisper's threshold for repetitive text
 @dataclass
 class Reply:
     model: str
+    prompt_set: str
     lang: str
     prompt: str
     text: str
@@ -60,6 +71,7 @@ class Reply:
     right_language: bool
     degenerate: bool
     echo: bool
+    strict_echo: bool  # the persona's identity clause counts too
     parrot: bool  # the reply only repeats the question
     guard: str | None
 
@@ -100,9 +112,22 @@ def degenerate(text: str) -> bool:
     return any(text.count(text[i : i + 8]) >= 3 for i in range(0, max(0, len(text) - 8)))
 
 
-def echoes(text: str, prompt: str) -> bool:
-    norm, persona = _normalize(text), _normalize(prompt)
-    return any(norm[i : i + ECHO_CHARS] in persona for i in range(len(norm) - ECHO_CHARS + 1))
+def echoes(text: str, prompts: list[str]) -> bool:
+    norm = _normalize(text)
+    windows = [norm[i : i + ECHO_CHARS] for i in range(len(norm) - ECHO_CHARS + 1)]
+    return any(w in _normalize(p) for p in prompts for w in windows)
+
+
+def instructions(persona: str) -> str:
+    """The persona without its first clause (who it is): what a reply must not recite."""
+    for end in ("。", ". ", "，", ", "):
+        if end in persona:
+            return persona.split(end, 1)[1]
+    return persona
+
+
+ALL_PERSONAS = [DEFAULT_PERSONA, *DEFAULT_PERSONAS.values()]
+HINTS = [*LANGUAGE_HINTS.values(), "（请用简体中文回答）"]  # (the first session's zh hint)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -113,6 +138,7 @@ def pct(values: list[float], q: float) -> float:
 async def run_model(
     name: str,
     prompts: list[dict[str, str]],
+    rounds: int,
     cache_dir: Path,
     *,
     hint: bool,
@@ -129,11 +155,10 @@ async def run_model(
     load_s = time.perf_counter() - started
     replies: list[Reply] = []
     try:
-        for item in prompts:
-            content = item["text"]  # the plugin's default: no speaker prefix
-            if hint:
-                content = with_language_hint(content)
-            messages = [ChatMessage("system", DEFAULT_PERSONA), ChatMessage("user", content)]
+        for item in [p for _ in range(rounds) for p in prompts]:
+            # the plugin's default: no speaker prefix, the persona in the message's language
+            messages = chat_messages(DEFAULT_PERSONA, [], item["text"], hints=None if hint else {})
+            content = messages[-1].content
             before = len(log.reasons)
             t0 = time.perf_counter()
             first: float | None = None
@@ -155,6 +180,7 @@ async def run_model(
             replies.append(
                 Reply(
                     model=name,
+                    prompt_set=item["set"],
                     lang=item["lang"],
                     prompt=item["text"],
                     text=text,
@@ -162,7 +188,8 @@ async def run_model(
                     total_s=total,
                     right_language=language_of(text) == item["lang"],
                     degenerate=degenerate(text),
-                    echo=echoes(text, DEFAULT_PERSONA + "".join(LANGUAGE_HINTS.values())),
+                    echo=echoes(text, [instructions(p) for p in ALL_PERSONAS] + HINTS),
+                    strict_echo=echoes(text, ALL_PERSONAS + HINTS),
                     parrot=_normalize(text) in (_normalize(item["text"]), _normalize(content)),
                     guard=log.reasons[before] if len(log.reasons) > before else None,
                 )
@@ -181,7 +208,9 @@ def summary(replies: list[Reply], load_s: float) -> dict[str, Any]:
             stops[r.guard] = stops.get(r.guard, 0) + 1
     return {
         "load_s": load_s,
+        "n": n,
         "clean": sum(r.clean for r in replies) / n,
+        "clean_strict": sum(r.clean and not r.strict_echo for r in replies) / n,
         "clean_zh": _share([r for r in replies if r.lang == "zh"]),
         "clean_en": _share([r for r in replies if r.lang == "en"]),
         "right_language": sum(r.right_language for r in replies) / n,
@@ -204,7 +233,9 @@ def _share(replies: list[Reply]) -> float:
 def print_tables(results: dict[str, dict[str, Any]]) -> None:
     names = list(results)
     rows = [
+        ("replies", "n", "{}"),
         ("clean, right language", "clean", "{:.0%}"),
+        ("  same, strict echo check", "clean_strict", "{:.0%}"),
         ("  of Chinese prompts", "clean_zh", "{:.0%}"),
         ("  of English prompts", "clean_en", "{:.0%}"),
         ("right language", "right_language", "{:.0%}"),
@@ -242,9 +273,24 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             )
 
 
+def load_prompts(which: str, limit: int) -> list[dict[str, str]]:
+    names = list(PROMPT_SETS) if which == "all" else [which]
+    prompts: list[dict[str, str]] = []
+    for name in names:
+        items = json.loads(PROMPT_SETS[name].read_text(encoding="utf-8"))["prompts"]
+        if limit:
+            items = [
+                p for lang in ("zh", "en") for p in [q for q in items if q["lang"] == lang][:limit]
+            ]
+        prompts.extend({**p, "set": name} for p in items)
+    return prompts
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="qwen2.5-coder-0.5b,smollm2-135m")
+    parser.add_argument("--prompts", choices=["main", "heldout", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=1, help="times each prompt is asked")
     parser.add_argument("--limit", type=int, default=0, help="first N prompts of each language")
     parser.add_argument("--no-hint", action="store_true", help="no reply-language hint")
     parser.add_argument("--show", action="store_true", help="print every reply")
@@ -252,41 +298,47 @@ async def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="assembled models")
     parser.add_argument("--save", type=Path, default=None)
     args = parser.parse_args()
-    prompts: list[dict[str, str]] = json.loads(PROMPTS.read_text(encoding="utf-8"))["prompts"]
-    if args.limit:
-        by_lang = {lang: [p for p in prompts if p["lang"] == lang] for lang in ("zh", "en")}
-        prompts = [p for group in by_lang.values() for p in group[: args.limit]]
+    prompts = load_prompts(args.prompts, args.limit)
     log = GuardLog()
     facade_log = logging.getLogger("core.models.inference")
     facade_log.setLevel(logging.DEBUG)
     facade_log.addHandler(log)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     every: list[Reply] = []
+    print(f"cpus {os.cpu_count()}, load average at start {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
         cache = args.cache_dir or Path(tmp)
         for name in args.models.split(","):
             replies, load_s = await run_model(
                 name,
                 prompts,
+                args.rounds,
                 cache,
                 hint=not args.no_hint,
                 temperature=args.temperature,
                 log=log,
             )
-            results[name] = summary(replies, load_s)
+            sets = sorted({r.prompt_set for r in replies}, key=list(PROMPT_SETS).index)
+            for prompt_set in [*sets, "all"] if len(sets) > 1 else sets:
+                chosen = [r for r in replies if prompt_set in ("all", r.prompt_set)]
+                results.setdefault(prompt_set, {})[name] = summary(chosen, load_s)
             every.extend(replies)
             if args.show:
                 for r in replies:
                     flag = "ok " if r.clean else "BAD"
                     print(
-                        f"{flag} {name} {r.total_s:5.2f}s [{r.prompt}] -> {r.text!r}"
-                        + (f" (guard: {r.guard})" if r.guard else "")
+                        f"{flag} {name} {r.prompt_set} {r.total_s:5.2f}s [{r.prompt}] -> "
+                        f"{r.text!r}" + (f" (guard: {r.guard})" if r.guard else ""),
+                        flush=True,
                     )
     print(
-        f"\n{len(prompts)} prompts ({sum(p['lang'] == 'zh' for p in prompts)} zh), "
-        f"hint={'off' if args.no_hint else 'on'}; 2-core box shared with other work\n"
+        f"\n{len(prompts)} prompts ({sum(p['lang'] == 'zh' for p in prompts)} zh) x "
+        f"{args.rounds} rounds, hint={'off' if args.no_hint else 'on'}; load average at the end "
+        f"{os.getloadavg()} (2 cores shared with other work)\n"
     )
-    print_tables(results)
+    for prompt_set, table in results.items():
+        print(f"\n### prompt set: {prompt_set}\n")
+        print_tables(table)
     if args.save:
         args.save.write_text(
             json.dumps(

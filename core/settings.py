@@ -54,6 +54,14 @@ DEVICE_SYSTEM_PROMPT = (
     "用一到三句简短的口语回答，不用列表、标题或 Markdown，不念表情符号。"
     "用户用什么语言说话，你就用什么语言回答；不确定时说普通话。"
 )
+# an English utterance gets the prompt in English: with the Chinese one the 0.5B default
+# answered English questions in Chinese
+DEVICE_SYSTEM_PROMPTS = {
+    "en": (
+        "You are Xiaoyou, the voice assistant in a smart speaker. Answer in one to three short"
+        " spoken sentences, in English, without lists, headings, Markdown or emoji."
+    ),
+}
 
 
 class DeviceSettings(BaseModel):
@@ -146,6 +154,11 @@ class DeviceSettings(BaseModel):
     max_exchanges: int = Field(6, ge=0, description="conversation memory per device")
     system_prompt: str = Field(
         DEVICE_SYSTEM_PROMPT, min_length=1, description="the voice assistant's system prompt"
+    )
+    system_prompts: dict[str, str] = Field(
+        default_factory=lambda: dict(DEVICE_SYSTEM_PROMPTS),
+        description="system prompt by the language of the utterance (en); other languages and"
+        " {}: system_prompt",
     )
     max_reply_tokens: int | None = Field(96, ge=1, description="None: the model's default")
     max_reply_sentences: int | None = Field(

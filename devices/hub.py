@@ -115,6 +115,7 @@ class DeviceHub:
             wake_words=frozenset(wake_key(w) for w in s.wake_words),
             wake_greeting=s.wake_greeting,
             system_prompt=s.system_prompt,
+            system_prompts=s.system_prompts,
         )
 
     def router(self) -> APIRouter:

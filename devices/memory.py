@@ -1,11 +1,19 @@
-"""Bounded per-device conversation memory: the last exchanges, capped by count and characters."""
+"""Bounded per-device conversation memory: the last exchanges, capped by count and characters.
+
+The system prompt of each request is the one written in the language of the new utterance
+when ``system_prompts`` has it (English by default), else ``system_prompt`` (Chinese): small
+models answer in the language of their system prompt, not the user's
+(:func:`core.models.reply_language.system_prompt_for`).
+"""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
 from core.models.llm import ChatMessage
-from core.settings import DEVICE_SYSTEM_PROMPT
+from core.models.reply_language import system_prompt_for
+from core.settings import DEVICE_SYSTEM_PROMPT, DEVICE_SYSTEM_PROMPTS
 
 DEFAULT_SYSTEM_PROMPT = DEVICE_SYSTEM_PROMPT  # Chinese; configurable as devices.system_prompt
 
@@ -13,7 +21,7 @@ DEFAULT_SYSTEM_PROMPT = DEVICE_SYSTEM_PROMPT  # Chinese; configurable as devices
 class ConversationMemory:
     """Keeps whole user/assistant exchanges, dropping the oldest beyond either bound."""
 
-    __slots__ = ("_exchanges", "max_chars", "system_prompt")
+    __slots__ = ("_exchanges", "max_chars", "system_prompt", "system_prompts")
 
     def __init__(
         self,
@@ -21,14 +29,20 @@ class ConversationMemory:
         max_exchanges: int = 6,
         max_chars: int = 3000,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        system_prompts: Mapping[str, str] | None = None,
     ) -> None:
+        """``system_prompts`` None: the default ones (English); {}: ``system_prompt`` always."""
         self.max_chars = max_chars
         self.system_prompt = system_prompt
+        self.system_prompts = dict(
+            DEVICE_SYSTEM_PROMPTS if system_prompts is None else system_prompts
+        )
         self._exchanges: deque[tuple[str, str]] = deque(maxlen=max_exchanges)
 
     def messages_for(self, user_text: str) -> list[ChatMessage]:
         """The prompt for a new user utterance: system, kept history, the new user message."""
-        messages = [ChatMessage("system", self.system_prompt)]
+        system = system_prompt_for(user_text, self.system_prompt, self.system_prompts)
+        messages = [ChatMessage("system", system)]
         for user, assistant in self._exchanges:
             messages.append(ChatMessage("user", user))
             messages.append(ChatMessage("assistant", assistant))

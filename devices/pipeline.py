@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,7 @@ class PipelineConfig:
     wake_words: frozenset[str] = frozenset()  # normalised with wake_key()
     wake_greeting: str = ""  # spoken on a wake word; empty: none
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    system_prompts: Mapping[str, str] | None = None  # by utterance language; None: defaults
 
 
 _NOT_IN_KEY = set(" \t\r\n,.!?;:'\"，。！？；：、…～~·“”‘’（）()")
@@ -82,7 +84,9 @@ class VoicePipeline:
         self._config = config
         self._tasks = tasks
         self.memory = ConversationMemory(
-            max_exchanges=config.max_exchanges, system_prompt=config.system_prompt
+            max_exchanges=config.max_exchanges,
+            system_prompt=config.system_prompt,
+            system_prompts=config.system_prompts,
         )
         self.mode: ListenMode = "auto"
         self.generation = 0

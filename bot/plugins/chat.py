@@ -3,8 +3,10 @@
 The reply is streamed from the LLM in the INTERACTIVE lane and sent as one message (split
 at natural boundaries when long). Context is bounded per group (private: per user) by message
 count here and, per request, by tokens in the facade (oldest exchanges left out), so a long
-conversation never overflows the model's context. The persona asks for the user's language;
-a short reminder of the language the message is in is appended to the new message only.
+conversation never overflows the model's context. The persona asks for the user's language
+and is used in the message's language when ``personas`` has it (English by default: the small
+default model answers in the language of its system prompt); a short reminder of the language
+(English by default) is appended to the new message only.
 Replies are bounded to ``max_sentences`` sentences, and a ``名字:`` prefix the model may copy
 from the group-message format is removed.
 """
@@ -19,7 +21,13 @@ from nonebot.plugin import PluginMetadata
 from nonebot.rule import to_me
 from pydantic import BaseModel, Field
 
-from bot.chat_text import DEFAULT_PERSONA, LANGUAGE_HINTS, strip_speaker_prefix, with_language_hint
+from bot.chat_text import (
+    DEFAULT_PERSONA,
+    DEFAULT_PERSONAS,
+    LANGUAGE_HINTS,
+    chat_messages,
+    strip_speaker_prefix,
+)
 from bot.events import conversation_key, display_name, explicit_command, owner_of, user_key
 from bot.gate import enforce_limits
 from bot.replies import GENERIC_FAILURE, describe_error, split_text
@@ -31,9 +39,15 @@ from core.scheduler import Lane
 
 class ChatConfig(BaseModel):
     persona: str = Field(DEFAULT_PERSONA, description="system prompt")
+    personas: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PERSONAS),
+        description="system prompt by the new message's language (en); other languages and {}:"
+        " persona",
+    )
     language_hints: dict[str, str] = Field(
         default_factory=lambda: dict(LANGUAGE_HINTS),
-        description="appended to the new message by its language (zh, en); {} turns them off",
+        description="appended to the new message by its language (en; zh was copied into"
+        " replies); {} turns them off",
     )
     speaker_in_prompt: bool = Field(
         False, description="group messages reach the model as '名字: 内容' (small models copy it)"
@@ -90,11 +104,13 @@ async def handle_chat(matcher: Matcher, event: MessageEvent) -> None:
     named = config.speaker_in_prompt and isinstance(event, GroupMessageEvent)
     content = f"{speaker}: {text}" if named else text
     question = ChatMessage("user", content)
-    messages = [
-        ChatMessage("system", config.persona),
-        *runtime.conversations.history(key),
-        ChatMessage("user", with_language_hint(content, config.language_hints)),
-    ]
+    messages = chat_messages(
+        config.persona,
+        runtime.conversations.history(key),
+        content,
+        personas=config.personas,
+        hints=config.language_hints,
+    )
     try:
         handle = runtime.services.inference.chat(
             messages,

@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from core.models.base import ModelBackend
+from core.models.base import CancelCheck, ModelBackend
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,13 @@ class Asr(ModelBackend):
     @abstractmethod
     def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> Transcript:
         """``pcm``: float32 mono at ``sample_rate_hz`` in -1..1. ``language`` None: detect."""
+
+    def warm_up(self, check: CancelCheck) -> None:
+        """Recognise one second of faint noise, language detection included (whisper's first
+        encode and decode are several times slower than later ones)."""
+        check()
+        rng = np.random.default_rng(0)
+        self.transcribe((0.01 * rng.standard_normal(self.sample_rate_hz)).astype(np.float32))
 
 
 class RemoteAsr(Asr):

@@ -38,6 +38,11 @@ class ModelBackend(ABC):
     def unload(self) -> None:  # noqa: B027 - optional hook, most backends need no teardown
         """Drop references to weights so memory can be reclaimed (default: nothing to do)."""
 
+    def warm_up(self, check: CancelCheck) -> None:  # noqa: B027 - optional hook
+        """One small inference right after a warm-start load, so the first request does not
+        pay first-call costs (kernel and buffer set-up, the first decode); default: nothing.
+        The manager runs it before the model counts as loaded for readiness."""
+
     def save_state(self) -> object:
         """The running job's state in the shared model, before a pause (default: none)."""
         return None

@@ -17,6 +17,11 @@ stops the model) when one is found, without sending the offending part:
   whole prompt if it is shorter): a reply may say who it is ("我是小优，一个群聊助手"), not
   recite its instructions. The reply is cut where the copy began.
 - **sentence bound** (``max_sentences``): the reply ends after that many sentences.
+- **parrot** (``user_text``): a reply that opens by copying the user's message (of
+  ``PARROT_MIN_CHARS`` or more, ignoring spaces, punctuation and case; its first line, or the
+  whole message with a reminder line the model copied too) is held while it could be such a
+  copy; when it goes on with an answer the copy is dropped, and a reply that is nothing but
+  the copy ends with ``stop_reason`` "parrot" and nothing sent (the facade generates once more).
 
 Inside a Markdown code fence only the loop rule applies, and a long unit needs three copies
 (code repeats lines legitimately).
@@ -41,6 +46,7 @@ REPEAT_RUN_CHARS = 32  # a verbatim repeat of this many characters anywhere earl
 HOLD_MIN_CHARS = 3  # a tail repeating earlier text is held back from this length on
 ECHO_CHARS = 40  # system-prompt characters in a row (spaces dropped: ~7 English words) ...
 ECHO_CJK_CHARS = 20  # ... or hanzi, for a mostly Chinese prompt, that make an echo
+PARROT_MIN_CHARS = 4  # a copied user message this long (normalized) is a parrot, not an answer
 
 # sentence ends: Chinese and ASCII terminators, line ends, and "." before a space (not "1. ")
 _SENTENCE_END = re.compile(r"(?:[。！？!?…]+|\n+|(?<!\d)\.(?=\s))[\"'”’」』）)\]】]*")
@@ -80,10 +86,13 @@ class ReplyGuard:
     :attr:`stop_reason` is set; at the end of the stream pass on :meth:`finish`."""
 
     __slots__ = (
+        "_dropped",
         "_echo_min",
         "_echo_scanned",
+        "_parrot",
         "_prompt",
         "_prompt_pos",
+        "_questions",
         "_scan_from",
         "_seen_sentences",
         "_sent",
@@ -102,9 +111,11 @@ class ReplyGuard:
         system_prompt: str = "",
         max_sentences: int | None = None,
         detect_loops: bool = True,
+        user_text: str = "",
     ) -> None:
         """``system_prompt``: what must not be echoed ("": no echo rule); ``detect_loops``
-        False keeps only the sentence bound."""
+        False keeps only the sentence bound; ``user_text``: the message being answered (the
+        parrot rule; "": off)."""
         self.max_sentences = max_sentences
         self.detect_loops = detect_loops
         self.stop_reason: str | None = None
@@ -121,11 +132,16 @@ class ReplyGuard:
         self._scan_from = 0  # sentence ends are searched from here on
         self._sentences = 0
         self._seen_sentences: dict[str, int] = {}
+        whole = _normalize(user_text)
+        first = _normalize(user_text.strip().split("\n", 1)[0])
+        self._questions = [q for q in dict.fromkeys((whole, first)) if len(q) >= PARROT_MIN_CHARS]
+        self._parrot = bool(self._questions) and detect_loops  # still deciding
+        self._dropped = 0  # raw characters at the start dropped as a copy of the question
 
     @property
     def text(self) -> str:
         """Everything passed on so far."""
-        return self._text[: self._sent]
+        return self._text[self._dropped : self._sent]
 
     def push(self, piece: str) -> str:
         """Add generated text; return the part that is safe to pass on now (may be empty)."""
@@ -141,6 +157,8 @@ class ReplyGuard:
         if not self.detect_loops:
             out = self._sentences_through(len(self._text), final=False)
             return out if self.stop_reason is not None else out + self._release(len(self._text))
+        if self._parrot and self._parrot_pending():
+            return ""
         for end in range(start + 1, len(self._text) + 1):
             cut = self._loop_start(end)
             if cut is not None:
@@ -158,12 +176,30 @@ class ReplyGuard:
         """The stream ended: the rest that is safe to pass on."""
         if self.stop_reason is not None:
             return ""
+        if self._parrot and self._text_norm:
+            self._parrot = False
+            if self._text_norm in self._questions:
+                self.stop_reason = "parrot"  # nothing but the question: nothing to send
+                return ""
         out = self._sentences_through(len(self._text), final=True)
         if self.stop_reason is not None:
             return out
         return out + self._release(len(self._text))
 
     # -- rules -----------------------------------------------------------------------------
+    def _parrot_pending(self) -> bool:
+        """The parrot rule: True while the reply so far could still be a copy of the question
+        (hold everything); once it is decided, a completed copy is dropped."""
+        norm = self._text_norm
+        if any(q.startswith(norm) for q in self._questions):
+            return True  # (an empty norm too: only spaces and punctuation so far)
+        self._parrot = False
+        copied = max((len(q) for q in self._questions if norm.startswith(q)), default=0)
+        if copied:
+            end = self._prompt_pos[copied] if copied < len(norm) else len(self._text)
+            self._dropped = self._sent = self._sentence_start = end
+        return False
+
     def _in_code(self, index: int) -> bool:
         return self._text.count(_FENCE, 0, index) % 2 == 1
 

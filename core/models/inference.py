@@ -45,6 +45,10 @@ from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Sched
 log = logging.getLogger(__name__)
 
 _LABEL_CHARS = 40
+# a reply that only repeated the question (the guard's parrot rule) is generated once more,
+# a little hotter (the same prompt, so llama.cpp reuses its evaluated prefix)
+PARROT_RETRIES = 1
+PARROT_RETRY_TEMPERATURE_STEP = 0.3
 
 
 class Inference:
@@ -229,6 +233,7 @@ class Inference:
         history = list(messages)
         offered = list(tools)
         system = history[0].content if history and history[0].role == "system" else ""
+        question = history[-1].content if history and history[-1].role == "user" else ""
 
         def new_guard() -> ReplyGuard | None:
             if offered or not (llm_settings.guard_replies or max_sentences is not None):
@@ -237,6 +242,7 @@ class Inference:
                 system_prompt=system if llm_settings.guard_replies else "",
                 max_sentences=max_sentences,
                 detect_loops=llm_settings.guard_replies,
+                user_text=question,
             )
 
         def run(ctx: JobContext) -> None:
@@ -259,18 +265,23 @@ class Inference:
                         temperature=temp,
                         check=step,
                     )
-                else:
+                    _emit_all(ctx, pieces)
+                    return
+                for attempt in range(1 + PARROT_RETRIES):
                     pieces = llm.stream_chat(
                         fitted.messages,
                         max_tokens=fitted.reply_tokens,
-                        temperature=temp,
+                        temperature=temp + attempt * PARROT_RETRY_TEMPERATURE_STEP,
                         check=step,
                     )
-                guard = new_guard()
-                if guard is None:
-                    _emit_all(ctx, pieces)
-                else:
+                    guard = new_guard()
+                    if guard is None:
+                        _emit_all(ctx, pieces)
+                        return
                     _emit_guarded(ctx, pieces, guard)
+                    if guard.stop_reason != "parrot":
+                        return
+                    log.debug("the reply only repeated the question; generating it again")
 
         async def run_remote(ctx: JobContext) -> None:
             async with self._manager.use_async("llm", RemoteLlm) as llm:

@@ -181,6 +181,8 @@ class LlmSettings(BaseModel):
                 "seed",
                 "warmup",
                 "prompt_cache_entries",
+                "top_p",
+                "top_k",
             ),
             ("llamacpp",),
         ),
@@ -212,6 +214,10 @@ class LlmSettings(BaseModel):
         le=2.0,
         description="penalty on recently generated tokens (1.0: off); small models loop without",
     )
+    top_p: float = Field(
+        0.8, gt=0.0, le=1.0, description="llama.cpp nucleus sampling (Qwen2.5's recommended 0.8)"
+    )
+    top_k: int = Field(20, ge=0, description="llama.cpp: sample among this many tokens (0: all)")
     guard_replies: bool = Field(
         True,
         description="stop a reply at a repetition loop or an echo of the system prompt, and"

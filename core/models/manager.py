@@ -45,7 +45,13 @@ from typing import Any, TypeVar
 
 import psutil
 
-from core.errors import ModelError, ModelLoadError, ModelNotConfigured, XiaoyouError
+from core.errors import (
+    InferenceError,
+    ModelError,
+    ModelLoadError,
+    ModelNotConfigured,
+    XiaoyouError,
+)
 from core.models.base import CancelCheck, ModelBackend, never_cancelled
 from core.models.model_entry import ModelEntry
 from core.models.registry import MODEL_NAMES, MODELS, PARTS, TTS_REMOTE, Factory
@@ -356,9 +362,16 @@ class ModelManager:
 
     # -- asyncio side ------------------------------------------------------------------------
     async def load(
-        self, name: str, *, lane: Lane = Lane.INTERACTIVE, owner: str = "system"
+        self,
+        name: str,
+        *,
+        lane: Lane = Lane.INTERACTIVE,
+        owner: str = "system",
+        warm_up: bool = False,
     ) -> None:
-        """Load ``name`` now in a ``load:<name>`` scheduler job; raises ModelLoadError."""
+        """Load ``name`` now in a ``load:<name>`` scheduler job; raises ModelLoadError.
+        ``warm_up``: then run the backend's :meth:`~ModelBackend.warm_up` inference in the
+        same job (local backends; a remote one is only probed)."""
         entry = self.entry(name)
         if entry.remote:
 
@@ -377,8 +390,9 @@ class ModelManager:
             return
 
         def run(ctx: JobContext) -> None:
-            with self.use(name, object, ctx.checkpoint_blocking):
-                pass
+            with self.use(name, ModelBackend, ctx.checkpoint_blocking) as backend:
+                if warm_up:
+                    _warm_up_backend(name, backend, ctx.checkpoint_blocking)
 
         spec = JobSpec(
             kind=f"load:{name}",
@@ -434,7 +448,7 @@ class ModelManager:
 
         async def one(name: str) -> None:
             try:
-                await self.load(name, owner="warm-start")
+                await self.load(name, owner="warm-start", warm_up=True)
             except XiaoyouError as exc:
                 with self._lock:
                     warm.errors[name] = exc.message
@@ -494,6 +508,16 @@ class ModelManager:
                     await self.unload(name)
                 except XiaoyouError as exc:  # e.g. the scheduler closed under us: next sweep
                     log.warning("idle unload of %s failed: %s", name, exc)
+
+
+def _warm_up_backend(name: str, backend: ModelBackend, check: CancelCheck) -> None:
+    """The backend's warm-up inference; a failure makes the load fail (it does not run)."""
+    started = time.perf_counter()
+    try:
+        backend.warm_up(check)
+    except InferenceError as exc:
+        raise ModelLoadError(f"{name} loads but does not run: {exc.message}") from exc
+    log.info("warm start: %s warmed up in %.2f s", name, time.perf_counter() - started)
 
 
 def _checked(name: str, backend: object, cls: type[B]) -> B:

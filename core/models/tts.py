@@ -51,12 +51,20 @@ class PcmChunk:
     sample_rate_hz: int
 
 
+WARM_UP_TEXT = "你好。Hello."
+
+
 class Tts(ModelBackend):
     @abstractmethod
     def synthesize(
         self, text: str, *, sample_rate_hz: int, check: CancelCheck
     ) -> Iterator[PcmChunk]:
         """Yield PCM resampled to ``sample_rate_hz`` (16000 or 24000 for Opus)."""
+
+    def warm_up(self, check: CancelCheck) -> None:
+        """Speak a short Chinese and English phrase (a routed TTS warms each voice it uses)."""
+        for _ in self.synthesize(WARM_UP_TEXT, sample_rate_hz=24_000, check=check):
+            pass
 
 
 class RemoteTts(Tts):

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from core.models.base import ModelBackend
+from core.models.base import CancelCheck, ModelBackend
 
 
 class VadSettings(BaseModel):
@@ -73,6 +73,12 @@ class VadModel(ModelBackend):
     @abstractmethod
     def new_stream(self) -> Vad:
         """A fresh detector with its own state; raises ModelLoadError if not loaded."""
+
+    def warm_up(self, check: CancelCheck) -> None:
+        """Score one silent frame (onnxruntime's first run sets up its buffers)."""
+        check()
+        stream = self.new_stream()
+        stream.speech_probability(np.zeros(stream.frame_samples, dtype=np.int16))
 
 
 def create_vad(settings: VadSettings) -> VadModel:

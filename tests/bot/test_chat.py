@@ -31,8 +31,8 @@ async def test_group_mention_gets_streamed_reply_with_context(
     messages = call.args[0]
     assert messages[0].role == "system"
     assert messages[0].content == "你是测试机器人。"
-    # the new message carries a reply-language reminder; the stored history keeps it bare
-    assert messages[-1].content == "今天天气怎么样\n（请用简体中文回答）"
+    # no Chinese reminder (the default model copied it into replies); the Chinese persona asks
+    assert messages[-1].content == "今天天气怎么样"
     assert call.args[3] == 5  # the reply is bounded to a few sentences
     history = runtime.conversations.history("group:30003")
     assert [m.role for m in history] == ["user", "assistant"]
@@ -57,7 +57,7 @@ async def test_context_is_bounded_and_reset_clears_it(app: App, runtime: BotRunt
         "你好，我是小优。",
         "第1句",
         "你好，我是小优。",
-        "第2句\n（请用简体中文回答）",
+        "第2句",
     ]
     assert len(runtime.conversations.history("user:20002")) == 4
     async with app.test_matcher(reset) as ctx:
@@ -151,4 +151,25 @@ async def test_english_message_gets_english_hint_and_speaker_prefix_is_removed(
         ctx.should_call_send(event, "Paris is the capital of France.", result={"message_id": 1})
     messages = inference.calls[-1].args[0]
     assert messages[-1].content == "What is the capital of France?\n(Answer in English.)"
-    assert "用中文回答" not in messages[0].content  # the persona no longer forces Chinese
+    # an English message gets the persona written in English (the configured persona is
+    # Chinese: the small default model answered English questions in Chinese with it)
+    assert messages[0].content.startswith("You are Xiaoyou") and "in English" in messages[0].content
+
+
+async def test_configured_personas_pick_the_system_prompt_by_message_language(
+    app: App, runtime: BotRuntime
+) -> None:
+    from bot.plugins import chat as chat_plugin
+
+    inference = fake_inference(runtime)
+    old = chat_plugin.config.personas
+    chat_plugin.config.personas = {}  # {}: the one persona for every language
+    try:
+        async with app.test_matcher(chat_plugin.chat) as ctx:
+            bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
+            event = group_event("Who are you?", card="Bob")
+            ctx.receive_event(bot, event)
+            ctx.should_call_send(event, "你好，我是小优。", result={"message_id": 1})
+    finally:
+        chat_plugin.config.personas = old
+    assert inference.calls[-1].args[0][0].content == "你是测试机器人。"

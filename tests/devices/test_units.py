@@ -269,3 +269,27 @@ def test_device_system_prompt_is_chinese_by_default_and_configurable() -> None:
     assert prompt == "你是一只猫。"
     memory = ConversationMemory(system_prompt=prompt)
     assert memory.messages_for("喵")[0].content == "你是一只猫。"
+
+
+def test_english_utterance_gets_the_english_device_prompt() -> None:
+    """Issue 12: with the Chinese device prompt the default model answered an English question
+    in Chinese; an English utterance now gets the prompt written in English (configurable per
+    language; {} keeps the one prompt), a Chinese or unknown one the Chinese prompt."""
+    from core.settings import DeviceSettings
+    from devices.hub import DeviceHub
+
+    config = DeviceHub(DeviceSettings(), inference=None).pipeline_config("aa:bb")  # type: ignore[arg-type]
+    memory = ConversationMemory(
+        system_prompt=config.system_prompt, system_prompts=config.system_prompts
+    )
+    english = memory.messages_for("What is the capital of Australia?")[0].content
+    assert "in English" in english and "你" not in english
+    assert memory.messages_for("澳大利亚的首都是哪里？")[0].content == config.system_prompt
+    assert memory.messages_for("123")[0].content == config.system_prompt
+    assert ConversationMemory().messages_for("Hello there")[0].content == english
+    single = ConversationMemory(system_prompt="你是一只猫。", system_prompts={})
+    assert single.messages_for("Hello there")[0].content == "你是一只猫。"
+    custom = DeviceSettings(system_prompts={"en": "You are a cat."})
+    hub_config = DeviceHub(custom, inference=None).pipeline_config("aa:bb")  # type: ignore[arg-type]
+    cat = ConversationMemory(system_prompts=hub_config.system_prompts)
+    assert cat.messages_for("Hello there")[0].content == "You are a cat."

@@ -117,3 +117,33 @@ def test_work_per_piece_does_not_grow_with_the_reply(monkeypatch: pytest.MonkeyP
     out = "".join(guard.push(p) for p in pieces) + guard.finish()
     assert out == "".join(pieces) and guard.stop_reason is None
     assert calls < 3 * len(out)  # was ~len(out)**2 / 6
+
+
+def test_a_reply_that_only_repeats_the_question_sends_nothing() -> None:
+    """Replies seen in the chat bench: the question (and the reminder) copied back."""
+    for question, reply in (
+        ("今天好累啊，安慰我一下", "今天好累啊，安慰我一下。"),
+        ("晚饭吃什么好呢？\n（请用简体中文回答）", "晚饭吃什么好呢？（请用简体中文回答）"),
+    ):
+        text, reason, _ = run(reply, user_text=question)
+        assert (text, reason) == ("", "parrot")
+
+
+def test_a_copied_question_before_the_answer_is_dropped() -> None:
+    text, reason, _ = run("晚饭吃什么好呢？我建议吃番茄炒蛋。", user_text="晚饭吃什么好呢？")
+    assert (text, reason) == ("我建议吃番茄炒蛋。", None)
+    guard = ReplyGuard(user_text="Any tips for sleeping better?")
+    out = guard.push("Any tips for sleeping better? ") + guard.push("Go to bed early.")
+    assert out + guard.finish() == "Go to bed early." == guard.text
+
+
+def test_answers_that_start_like_the_question_pass() -> None:
+    text, reason, _ = run("今天天气晴朗。", user_text="今天天气怎么样")
+    assert (text, reason) == ("今天天气晴朗。", None)
+    text, reason, _ = run("今天好累", user_text="今天好累啊，安慰我一下")  # a prefix only
+    assert (text, reason) == ("今天好累", None)
+    text, reason, _ = run("你好！有什么可以帮你？", user_text="你好")  # too short to judge
+    assert (text, reason) == ("你好！有什么可以帮你？", None)
+    # the novel part flows as soon as the reply leaves the question
+    guard = ReplyGuard(user_text="今天天气怎么样")
+    assert guard.push("今天") == "" and guard.push("下雨") == "今天下雨"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from core.errors import JobCancelled, ModelLoadError, ModelNotConfigured
+from core.errors import InferenceError, JobCancelled, ModelLoadError, ModelNotConfigured
 from core.models.inference import Inference
 from core.models.llm import ChatMessage, Llm, LlmSettings
 from core.models.manager import ModelManager
@@ -165,6 +165,42 @@ async def test_warm_start_models_load_together_and_stay_loaded(
     for _ in range(40):
         await asyncio.sleep(0.05)
     assert loaded(manager) == {"llm"} and llm.unloads == 0 and vl.unloads == sd.unloads == 1
+    await manager.close()
+
+
+class WarmedBackend(FakeBackend):
+    """Records its warm-up inference (after load, before readiness); may fail it."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__(load_delay_s=0.05)
+        self.warmed: list[bool] = []  # whether it was loaded when warmed up
+        self.fail = fail
+
+    def warm_up(self, check: Any) -> None:
+        check()
+        self.warmed.append(self.loaded)
+        if self.fail:
+            raise InferenceError("warm-up decode failed (test double)")
+
+
+async def test_warm_start_runs_one_warm_up_inference_per_model_before_ready(
+    scheduler: Scheduler, tmp_path: Path
+) -> None:
+    """First-call costs are paid at start-up: each warm-start model runs its warm-up once,
+    loaded, before readiness; a later use does not warm it again; a model whose warm-up
+    fails is reported as an error, not as loaded."""
+    llm, vl = WarmedBackend(), WarmedBackend(fail=True)
+    settings = gpu_settings(footprint_mb=100).model_copy(
+        update={"warm_start_models": ["llm", "vl"]}
+    )
+    manager = ModelManager(settings, scheduler, tmp_path, factories=doubles(llm=llm, vl=vl))
+    await manager.warm_up()
+    status = manager.warm_up_status()
+    assert llm.warmed == [True] and vl.warmed == [True]
+    assert status["loaded"] == ["llm"] and "does not run" in status["errors"]["vl"]  # type: ignore[index]
+    assert status["ready"] is False
+    await use_in_job(scheduler, manager, "llm")
+    assert llm.warmed == [True]  # not on every use
     await manager.close()
 
 

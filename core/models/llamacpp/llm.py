@@ -193,6 +193,8 @@ class LlamaCppLlm(Llm):
             messages=[{"role": m.role, "content": m.content} for m in messages],
             max_tokens=max_tokens,
             temperature=temperature,
+            top_p=self._settings.top_p,
+            top_k=self._settings.top_k,
             repeat_penalty=self._settings.repeat_penalty,
             stream=True,
         )
