@@ -42,7 +42,7 @@ DEFAULT_PERSONA = (
 DEFAULT_PERSONAS = {
     "en": (
         "You are Xiaoyou (小优), a friendly and helpful assistant in a QQ group chat. Answer"
-        " the question briefly and naturally, in one to three sentences, in English."
+        " the question briefly and naturally, in one or two short sentences, in English."
     ),
 }
 LANGUAGE_HINTS = {

@@ -132,3 +132,29 @@ def test_default_embedded_model_is_qwen_and_answers_in_chinese(qwen: LlamaCppLlm
         qwen.stream_chat(question, max_tokens=24, temperature=0.0, check=never_cancelled)
     )
     assert "北京" in text, text
+
+
+def test_default_model_answers_device_questions_in_the_speakers_language(
+    qwen: LlamaCppLlm,
+) -> None:
+    """Issue 12: with the Chinese device prompt for every utterance the default model answered
+    an English question (the shared clip en03) in Chinese; the device memory now gives an
+    English utterance the English prompt."""
+    from core.models.reply_language import language_of
+    from devices.memory import ConversationMemory
+
+    memory = ConversationMemory()
+    for question, language in (
+        ("What is the capital of Australia, and how far is it from Sydney?", "en"),
+        ("Please set a timer for ten minutes and remind me to check the oven.", "en"),
+        ("澳大利亚的首都是哪里？", "zh"),
+    ):
+        text = "".join(
+            qwen.stream_chat(
+                memory.messages_for(question),
+                max_tokens=32,
+                temperature=0.0,
+                check=never_cancelled,
+            )
+        )
+        assert language_of(text) == language, (question, text)
