@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 _LABEL_CHARS = 40
 # a reply that only repeated the question (the guard's parrot rule) is generated once more,
-# a little hotter (the same prompt, so llama.cpp reuses its evaluated prefix)
+# a little hotter (the same prompt, so llama.cpp reuses its evaluated prefix); that last
+# attempt is sent whatever it is
 PARROT_RETRIES = 1
 PARROT_RETRY_TEMPERATURE_STEP = 0.3
 
@@ -235,14 +236,14 @@ class Inference:
         system = history[0].content if history and history[0].role == "system" else ""
         question = history[-1].content if history and history[-1].role == "user" else ""
 
-        def new_guard() -> ReplyGuard | None:
+        def new_guard(*, parrot: bool = True) -> ReplyGuard | None:
             if offered or not (llm_settings.guard_replies or max_sentences is not None):
                 return None
             return ReplyGuard(
                 system_prompt=system if llm_settings.guard_replies else "",
                 max_sentences=max_sentences,
                 detect_loops=llm_settings.guard_replies,
-                user_text=question,
+                user_text=question if parrot else "",
             )
 
         def run(ctx: JobContext) -> None:
@@ -274,7 +275,9 @@ class Inference:
                         temperature=temp + attempt * PARROT_RETRY_TEMPERATURE_STEP,
                         check=step,
                     )
-                    guard = new_guard()
+                    # the last attempt sends even a parrot: a repeated question beats silence
+                    # (a device turn without a reply would leave the speaker mute)
+                    guard = new_guard(parrot=attempt < PARROT_RETRIES)
                     if guard is None:
                         _emit_all(ctx, pieces)
                         return

@@ -390,8 +390,8 @@ class ModelManager:
             return
 
         def run(ctx: JobContext) -> None:
-            with self.use(name, ModelBackend, ctx.checkpoint_blocking) as backend:
-                if warm_up:
+            with self.use(name, object, ctx.checkpoint_blocking) as backend:
+                if warm_up and isinstance(backend, ModelBackend):
                     _warm_up_backend(name, backend, ctx.checkpoint_blocking)
 
         spec = JobSpec(

@@ -1,5 +1,5 @@
 """The facade generates a reply once more when the first one only repeated the question (the
-guard's parrot rule), a little hotter; the repeat is never sent."""
+guard's parrot rule), a little hotter; the first repeat is never sent, the retry always is."""
 
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ async def test_a_parroted_question_is_generated_again(tmp_path: Path) -> None:
 
 
 async def test_only_one_retry_and_ordinary_replies_are_generated_once(tmp_path: Path) -> None:
+    """The retry is sent even if it parrots again: silence would be worse (a device turn
+    without a reply leaves the speaker mute; seen in bench.voice_zh_bench with clip zh01)."""
     text, llm = await ask(["今天好累啊，安慰我一下"] * 5, "今天好累啊，安慰我一下", tmp_path)
-    assert text == "" and len(llm.temperatures) == 2
+    assert text == "今天好累啊，安慰我一下" and len(llm.temperatures) == 2
     text, llm = await ask(["今天天气晴朗。"], "今天天气怎么样", tmp_path)
     assert text == "今天天气晴朗。" and llm.temperatures == [0.7]
