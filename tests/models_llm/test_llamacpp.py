@@ -158,3 +158,21 @@ def test_default_model_answers_device_questions_in_the_speakers_language(
             )
         )
         assert language_of(text) == language, (question, text)
+
+
+def test_english_device_request_is_answered_in_english_by_smollm2(smollm2: LlamaCppLlm) -> None:
+    """Fails on the old code: with the Chinese device prompt for every utterance SmolLM2
+    answered this English request with the start of the Chinese prompt ('你是小优，…')."""
+    from core.models.reply_language import language_of
+    from devices.memory import ConversationMemory
+
+    question = "Please set a timer for ten minutes and remind me to check the oven."
+    text = "".join(
+        smollm2.stream_chat(
+            ConversationMemory().messages_for(question),
+            max_tokens=32,
+            temperature=0.0,
+            check=never_cancelled,
+        )
+    )
+    assert language_of(text) == "en", text
