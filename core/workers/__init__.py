@@ -1,0 +1,1 @@
+"""Model workers: heavy compute in its own process (the third layer), behind one interface."""
