@@ -11,6 +11,9 @@ Every long job is a preemptible step job: when a higher lane waits for what it h
 at its next step (LLM and VL between tokens, TTS between chunks, ASR between audio windows,
 SD between denoising steps), gives its CPU/VRAM (and, where its state allows, the model's
 slot) back, and resumes afterwards.
+Models placed in a worker process (vl and sd by default, ``models.<kind>.placement``) run as
+ASYNC jobs too: the job awaits the worker (no thread), keeps the model's ``cpu``/``vram`` and
+``model:<name>`` resources, and its checkpoint runs at every step the worker reports.
 """
 
 # mypy: disable-error-code="type-abstract"
@@ -41,6 +44,8 @@ from core.models.tts_routing import route_parts
 from core.models.vad import Vad, VadModel
 from core.models.vl import VisionLanguage, vl_configured
 from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
+from core.workers.base import WorkerCall
+from core.workers.hosted import WorkerModel, job_steps
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +81,12 @@ class Inference:
         so a paused job always gives the model's slot back."""
         keep = frozenset() if stateless_steps else self._manager.kept_while_paused(model)
         remote = self._manager.is_remote(model)
+        on_loop = remote or self._manager.in_worker(model)  # awaits a service or a worker
         return JobSpec(
             kind=model,
             lane=lane,
             owner=owner,
-            mode=ExecMode.ASYNC if remote else ExecMode.THREAD,
+            mode=ExecMode.ASYNC if on_loop else ExecMode.THREAD,
             resources=self._manager.job_resources(model),
             preemptible=preemptible and not remote,  # a remote job has no steps to pause at
             keep_on_yield=keep if preemptible else frozenset(),
@@ -408,17 +414,40 @@ class Inference:
     async def see(
         self, image: bytes, question: str, *, owner: str, lane: Lane = Lane.INTERACTIVE
     ) -> str:
+        result: str = await self._see(image, question, owner=owner, lane=lane).result()
+        return result
+
+    def see_stream(
+        self, image: bytes, question: str, *, owner: str, lane: Lane = Lane.INTERACTIVE
+    ) -> JobHandle[str]:
+        """Like :meth:`see`, streaming: ``handle.stream()`` yields the answer's text pieces
+        as the tokens are generated (the result is the whole answer)."""
+        return self._see(image, question, owner=owner, lane=lane, stream=True)
+
+    def _see(
+        self, image: bytes, question: str, *, owner: str, lane: Lane, stream: bool = False
+    ) -> JobHandle[str]:
         max_tokens = self._settings.vl.max_tokens
 
         def run(ctx: JobContext) -> str:
             with self._manager.use("vl", VisionLanguage, ctx.checkpoint_blocking) as vl:
                 return vl.answer(
-                    image, question, max_tokens=max_tokens, check=ctx.checkpoint_blocking
+                    image,
+                    question,
+                    max_tokens=max_tokens,
+                    check=ctx.checkpoint_blocking,
+                    emit=ctx.emit_blocking if stream else None,
                 )
 
+        async def run_in_worker(ctx: JobContext) -> str:
+            call = WorkerCall("vl", "answer", (image, question), {"max_tokens": max_tokens}, stream)
+            async with self._manager.use_async("vl", WorkerModel) as vl:
+                answer: str = await vl.call(call, on_step=job_steps(ctx), on_chunk=ctx.emit)
+                return answer
+
         spec = self._spec("vl", lane=lane, owner=owner, label=f"see: {question}", preemptible=True)
-        result: str = await self._scheduler.submit(run, spec=spec).result()
-        return result
+        job = run_in_worker if self._manager.in_worker("vl") else run
+        return self._scheduler.submit(job, spec=spec)
 
     def draw(
         self, request: DrawRequest, *, owner: str, lane: Lane = Lane.BACKGROUND
@@ -429,10 +458,18 @@ class Inference:
             with self._manager.use("sd", ImageGenerator, ctx.checkpoint_blocking) as sd:
                 return sd.generate(request, check=ctx.checkpoint_blocking)
 
+        async def run_in_worker(ctx: JobContext) -> bytes:
+            async with self._manager.use_async("sd", WorkerModel) as sd:
+                image: bytes = await sd.call(
+                    WorkerCall("sd", "generate", (request,)), on_step=job_steps(ctx)
+                )
+                return image
+
         spec = self._spec(
             "sd", lane=lane, owner=owner, label=f"draw: {request.prompt}", preemptible=True
         )
-        return self._scheduler.submit(run, spec=spec)
+        job = run_in_worker if self._manager.in_worker("sd") else run
+        return self._scheduler.submit(job, spec=spec)
 
 
 _NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "yue"})  # written without spaces between words

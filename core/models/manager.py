@@ -23,6 +23,12 @@ Backends are built by factories ``(kind settings, cache_dir) -> ModelBackend``; 
 are the one registry :data:`core.models.registry.MODELS`, and tests inject doubles through
 ``factories=``.
 
+Models placed in a worker process (``placement="process"``, the default for vl and sd) are
+held the same way: their backend object is a :class:`core.workers.hosted.WorkerModel`, loaded
+with ``await aload()`` (the weights load inside the worker) by an ASYNC job that declares the
+model's own resources (``cpu`` or ``vram:N``, ``model:<name>``), and unloaded by stopping the
+worker. An injected factory for such a model wins (test doubles stay inline).
+
 Remote models (a provider whose settings say ``remote``: OpenAI-compatible, Ollama, Edge) are
 held on the loop instead: :meth:`ModelManager.use_async` loads them with ``await aload()``
 inside an ASYNC job that declares ``remote:<name>`` (no thread, no ``cpu`` slot, no VRAM), and
@@ -54,7 +60,7 @@ from core.errors import (
 )
 from core.models.base import CancelCheck, ModelBackend, never_cancelled
 from core.models.model_entry import ModelEntry
-from core.models.registry import MODEL_NAMES, MODELS, PARTS, TTS_REMOTE, Factory
+from core.models.registry import MODEL_NAMES, MODELS, PARTS, TTS_REMOTE, WORKER_FACTORIES, Factory
 from core.models.settings import ModelsSettings
 from core.scheduler import ExecMode, JobContext, JobSpec, Lane, Scheduler
 
@@ -127,6 +133,12 @@ class ModelManager:
             self._entries[TTS_REMOTE] = ModelEntry.build(
                 TTS_REMOTE, settings.tts, chosen[TTS_REMOTE], settings, kind="tts", remote=True
             )
+        for entry in self._entries.values():
+            injected = factories is not None and entry.name in factories
+            if entry.in_worker and entry.name in WORKER_FACTORIES and not injected:
+                entry.factory = self._worker_factory(entry.name)
+            else:
+                entry.in_worker = False
         for entry in self._entries.values():  # a job starts only when its model is free
             slot = entry.model_resource
             if slot is not None:
@@ -159,6 +171,23 @@ class ModelManager:
     def is_remote(self, name: str) -> bool:
         """Whether ``name`` is a network service (use :meth:`use_async` in an ASYNC job)."""
         return self.entry(name).remote
+
+    def in_worker(self, name: str) -> bool:
+        """Whether ``name`` runs in a worker process (use :meth:`use_async` in an ASYNC job)."""
+        return self.entry(name).in_worker
+
+    def _worker_factory(self, name: str) -> Factory:
+        from core.workers.base import WorkerSpec
+        from core.workers.hosted import WorkerModel
+        from core.workers.process import ProcessWorker
+
+        stop_timeout_s = self._settings.close_timeout_s
+
+        def build(settings: Any, _cache: Path) -> ModelBackend:
+            worker = ProcessWorker(WorkerSpec(name, WORKER_FACTORIES[name], settings))
+            return WorkerModel(worker, stop_timeout_s=stop_timeout_s)
+
+        return build
 
     def kept_while_paused(self, name: str) -> frozenset[str]:
         """Resources a preempted job on ``name`` keeps: its model slot when the backend's
@@ -290,10 +319,10 @@ class ModelManager:
     # -- remote models, on the loop inside an ASYNC job --------------------------------------
     @asynccontextmanager
     async def use_async(self, name: str, cls: type[B]) -> AsyncIterator[B]:
-        """Hold remote ``name`` loaded (``await aload()`` first if needed) for the block."""
+        """Hold remote or worker-placed ``name`` loaded (``await aload()`` first if needed)."""
         entry = self.entry(name)
-        if not entry.remote:
-            raise ModelError(f"model {name!r} is not remote: use it in a THREAD job (use())")
+        if not (entry.remote or entry.in_worker):
+            raise ModelError(f"model {name!r} runs inline: use it in a THREAD job (use())")
         backend = await self._acquire_async(entry)
         try:
             yield _checked(name, backend, cls)
@@ -322,6 +351,8 @@ class ModelManager:
     ) -> None:
         started = time.perf_counter()
         try:
+            if entry.in_worker:
+                self._evict_for(entry)
             with self._lock:
                 if entry.backend is None:
                     entry.backend = entry.factory(entry.settings, self._cache_dir)
@@ -344,7 +375,9 @@ class ModelManager:
                 raise
             raise error from exc
         with self._lock:
-            entry.load_succeeded(time.perf_counter() - started, None)
+            entry.load_succeeded(
+                time.perf_counter() - started, getattr(backend, "measured_mb", None)
+            )
         log.info("remote model %s ready in %.2f s", entry.name, time.perf_counter() - started)
         pending.set_result(None)
 
@@ -373,7 +406,7 @@ class ModelManager:
         ``warm_up``: then run the backend's :meth:`~ModelBackend.warm_up` inference in the
         same job (local backends; a remote one is only probed)."""
         entry = self.entry(name)
-        if entry.remote:
+        if entry.remote or entry.in_worker:
 
             async def run_remote(ctx: JobContext) -> None:
                 async with self.use_async(name, object):
@@ -409,7 +442,7 @@ class ModelManager:
         entry = self.entry(name)
         if not entry.loaded:
             return False
-        if entry.remote:
+        if entry.remote or entry.in_worker:
             return await self._close_remote(entry, only_idle=True)
         if not self._scheduler.accepting:
             return self._unload_if_idle(entry)
@@ -477,7 +510,7 @@ class ModelManager:
                 await asyncio.wait({task}, timeout=self._settings.close_timeout_s)
         self._warm_task = self._idle_task = None
         for entry in self._entries.values():
-            if entry.remote:
+            if entry.remote or entry.in_worker:
                 await self._close_remote(entry, only_idle=False)
                 continue
             with self._lock:

@@ -33,6 +33,7 @@ class ModelEntry:
     idle_unload_s: float  # 0: never
     cpu_slot: bool = True  # CPU jobs take one 'cpu' slot (False: microsecond work, e.g. VAD)
     remote: bool = False  # a network service: ASYNC jobs holding one 'remote:<name>' unit
+    in_worker: bool = False  # runs in a worker process: ASYNC jobs, its own resources as local
     concurrency: int = 0  # jobs using the loaded model at once: resource 'model:<name>' (0: off)
     kind: str = ""  # the model kind ("tts" for tts_remote): remote jobs hold 'remote:<kind>'
     backend: ModelBackend | None = None
@@ -79,6 +80,7 @@ class ModelEntry:
             idle_unload_s=models.default_idle_unload_s if idle is None else float(idle),
             cpu_slot=name not in models.no_cpu_slot,
             remote=remote,
+            in_worker=not remote and getattr(settings, "placement", "inline") == "process",
             concurrency=0 if remote else models.concurrency.get(name, 0),
             kind=kind,
         )
@@ -139,6 +141,7 @@ class ModelEntry:
             "kind": self.kind or self.name,
             "provider": str(getattr(self.settings, "provider", "")),
             "device": "remote" if self.remote else self.device,
+            "placement": "remote" if self.remote else "process" if self.in_worker else "inline",
             "loaded": self.loaded,
             "loading": self.loading is not None,
             "in_use": self.in_use,

@@ -40,3 +40,7 @@ TTS_REMOTE = "tts_remote"  # the remote routes of a mixed TTS routing table (tts
 PARTS: Mapping[str, tuple[str, Factory]] = {
     TTS_REMOTE: ("tts", lambda s, _cache: create_tts(s, "remote")),
 }
+
+# the kinds that can run in a model worker process (``placement="process"``): the factory the
+# worker calls with the kind's settings (module-level functions: pickled by reference)
+WORKER_FACTORIES: Mapping[str, Callable[[Any], ModelBackend]] = {"vl": create_vl, "sd": create_sd}

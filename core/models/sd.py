@@ -41,6 +41,11 @@ class SdSettings(BaseModel):
     provider: Literal["diffusers"] = "diffusers"
     model_dir: Path | None = Field(None, description="diffusers pipeline folder")
     device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
+    placement: Literal["process", "inline"] = Field(
+        "process",
+        description="process: the model runs in its own worker process (a crash fails one job,"
+        " torch never holds the service's loop); inline: on a thread of the service",
+    )
     dtype: Literal["auto", "float32", "float16"] = Field(
         "auto", description="auto: float16 on cuda, float32 on cpu"
     )

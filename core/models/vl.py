@@ -7,6 +7,7 @@ registry (the provider module, and with it torch/transformers, is imported only 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +19,17 @@ from core.models.base import CancelCheck, ModelBackend
 
 class VisionLanguage(ModelBackend):
     @abstractmethod
-    def answer(self, image: bytes, question: str, *, max_tokens: int, check: CancelCheck) -> str:
-        """``image``: encoded bytes (PNG/JPEG/...)."""
+    def answer(
+        self,
+        image: bytes,
+        question: str,
+        *,
+        max_tokens: int,
+        check: CancelCheck,
+        emit: Callable[[str], None] | None = None,
+    ) -> str:
+        """``image``: encoded bytes (PNG/JPEG/...); ``emit``: called with each new piece of
+        the answer's text as tokens are generated (streaming); the whole answer is returned."""
 
 
 class VlSettings(BaseModel):
@@ -28,6 +38,11 @@ class VlSettings(BaseModel):
     provider: Literal["qwen2vl"] = "qwen2vl"
     model_dir: Path | None = Field(None, description="folder with config.json, weights, tokenizer")
     device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
+    placement: Literal["process", "inline"] = Field(
+        "process",
+        description="process: the model runs in its own worker process (a crash fails one job,"
+        " torch never holds the service's loop); inline: on a thread of the service",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on cuda, float32 on cpu"
     )

@@ -4,13 +4,15 @@ Everything loads from ``model_dir`` with ``local_files_only=True``. The prompt i
 the Qwen chat format (the Qwen processor class cannot be constructed without torchvision, which
 this deployment does not carry): the PIL image processor yields patches and a grid, and the one
 ``<|image_pad|>`` placeholder is expanded to ``grid.prod() / merge_size**2`` tokens, exactly
-what the processor would do. ``check()`` runs before every generated token.
+what the processor would do. ``check()`` runs before every generated token; ``emit``, when
+given, receives the answer's text piece by piece (a transformers TextStreamer).
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 from core.errors import InferenceError, ModelLoadError
@@ -77,16 +79,38 @@ class Qwen2Vl(VisionLanguage):
     def unload(self) -> None:
         self._model = self._tokenizer = self._image_processor = None
 
-    def answer(self, image: bytes, question: str, *, max_tokens: int, check: CancelCheck) -> str:
+    def answer(
+        self,
+        image: bytes,
+        question: str,
+        *,
+        max_tokens: int,
+        check: CancelCheck,
+        emit: Callable[[str], None] | None = None,
+    ) -> str:
         # no lock: the scheduler's model resource admits one job at a time
-        return self._answer(image, question, max_tokens, check)
+        return self._answer(image, question, max_tokens, check, emit)
 
-    def _answer(self, image: bytes, question: str, max_tokens: int, check: CancelCheck) -> str:
+    def _answer(
+        self,
+        image: bytes,
+        question: str,
+        max_tokens: int,
+        check: CancelCheck,
+        emit: Callable[[str], None] | None,
+    ) -> str:
         if self._model is None:
             raise InferenceError("vl model is not loaded")
         import torch
         from PIL import Image, UnidentifiedImageError
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+        class _Pieces(TextStreamer):  # type: ignore[misc]
+            """Decoded text as it is generated, to ``emit`` (instead of printing it)."""
+
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text and emit is not None:
+                    emit(text)
 
         class _Check(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
@@ -116,6 +140,9 @@ class Qwen2Vl(VisionLanguage):
                 do_sample=False,
                 stopping_criteria=StoppingCriteriaList([_Check()]),
                 pad_token_id=self._tokenizer.pad_token_id,
+                streamer=None
+                if emit is None
+                else _Pieces(self._tokenizer, skip_prompt=True, skip_special_tokens=True),
             )
         new_tokens = output[0, encoded["input_ids"].shape[1] :]
         return str(self._tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()

@@ -1,0 +1,43 @@
+"""The frame format between the front and a worker process: length-prefixed pickles.
+
+Each frame is an 8-byte big-endian length and a pickle (protocol 5) of a tuple whose first item
+names the message. Front to worker: ``("spec", WorkerSpec, sys_path)``, ``("call", WorkerCall)``,
+``("go",)`` (continue after a step), ``("abort",)`` (abandon the call at this step),
+``("stop",)``. Worker to front: ``("ready", pid)``, ``("chunk", x)``, ``("step", n)``,
+``("result", value)``, ``("error", exception)``, ``("aborted",)``.
+Both ends are trusted (the worker is our own child on a private socketpair).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any
+
+HEADER = struct.Struct(">Q")
+HEADER_BYTES = HEADER.size
+
+SPEC, CALL, GO, ABORT, STOP = "spec", "call", "go", "abort", "stop"
+READY, CHUNK, STEP, RESULT, ERROR, ABORTED = "ready", "chunk", "step", "result", "error", "aborted"
+
+GO_FRAME = b""  # filled below: the hot-path frames are built once
+ABORT_FRAME = b""
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    body = pickle.dumps(message, protocol=5)
+    return HEADER.pack(len(body)) + body
+
+
+def body_length(header: bytes) -> int:
+    length: int = HEADER.unpack(header)[0]
+    return length
+
+
+def load(body: bytes) -> tuple[Any, ...]:
+    message: tuple[Any, ...] = pickle.loads(body)  # noqa: S301 - our own child, private socket
+    return message
+
+
+GO_FRAME = frame((GO,))
+ABORT_FRAME = frame((ABORT,))

@@ -1,0 +1,67 @@
+"""A test-double backend for worker tests, built inside the worker process by ``create_steps``.
+
+Module-level so the worker can unpickle the factory by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+from pydantic import BaseModel
+
+from core.errors import InferenceError
+from core.models.base import CancelCheck, ModelBackend
+
+
+class StepsSettings(BaseModel):
+    step_s: float = 0.0  # compute per step
+    fail_load: bool = False
+
+
+class Steps(ModelBackend):
+    def __init__(self, settings: StepsSettings) -> None:
+        self._settings = settings
+        self.loaded = False
+
+    def load(self) -> None:
+        if self._settings.fail_load:
+            raise InferenceError("this double never loads")
+        self.loaded = True
+
+    def unload(self) -> None:
+        self.loaded = False
+
+    def count(self, n: int, *, check: CancelCheck) -> Iterator[int]:
+        """n chunks, one step each."""
+        for i in range(n):
+            time.sleep(self._settings.step_s)
+            yield i
+
+    def steps(self, n: int, *, check: CancelCheck, emit: Callable[[str], None]) -> str:
+        """n steps, a text chunk before each; returns a summary."""
+        for i in range(n):
+            time.sleep(self._settings.step_s)
+            emit(f"s{i}")
+            check()
+        return f"done {n}"
+
+    def crash_at(self, step: int, n: int, *, check: CancelCheck) -> int:
+        """Dies by SIGKILL at ``step`` (a native crash stand-in)."""
+        for i in range(n):
+            if i == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            check()
+        return n
+
+    def fail(self, *, check: CancelCheck) -> None:
+        raise InferenceError("the double failed", retryable=True)
+
+    def pid(self, *, check: CancelCheck) -> int:
+        return os.getpid()
+
+
+def create_steps(settings: StepsSettings) -> Steps:
+    return Steps(settings)
