@@ -181,11 +181,14 @@ class ModelManager:
         from core.workers.hosted import WorkerModel
         from core.workers.process import ProcessWorker
 
-        stop_timeout_s = self._settings.close_timeout_s
+        models = self._settings
+        threads = str(models.worker_threads)
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
         def build(settings: Any, _cache: Path) -> ModelBackend:
-            worker = ProcessWorker(WorkerSpec(name, WORKER_FACTORIES[name], settings))
-            return WorkerModel(worker, stop_timeout_s=stop_timeout_s)
+            spec = WorkerSpec(name, WORKER_FACTORIES[name], settings, env)
+            worker = ProcessWorker(spec, start_timeout_s=models.worker_start_timeout_s)
+            return WorkerModel(worker, stop_timeout_s=models.close_timeout_s)
 
         return build
 

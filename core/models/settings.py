@@ -66,6 +66,17 @@ class ModelsSettings(BaseModel):
         "(llm.provider 'openai') take no model slot",
     )
     close_timeout_s: float = Field(5.0, ge=0, description="close(): wait for the idle task")
+    worker_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="CPU threads of each model worker process (OMP/MKL threads of torch): on a "
+        "shared few-core box two busy threads per worker oversubscribe it (a tiny SD step "
+        "measured 2-3 s instead of 0.1 s); raise it on a machine with cores to spare",
+    )
+    worker_start_timeout_s: float = Field(
+        120.0, gt=0, description="a model worker process must answer within this after start"
+    )
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     warm_start: bool = Field(
         True,
