@@ -88,11 +88,12 @@ class Host:
         step = _Steps(self._link)
         try:
             value = self._dispatch(call, step)
+            step.flush()
         except _Stop:
             raise
         except _Aborted:
             return (wire.ABORTED,)
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the front's job
+        except Exception as exc:  # every failure goes back to the front's job
             if not isinstance(exc, XiaoyouError):
                 log.warning("%s.%s failed", call.model, call.method, exc_info=True)
             return (wire.ERROR, _portable(exc))
@@ -142,18 +143,25 @@ class _Aborted(JobCancelled):
 
 
 class _Steps:
-    """The backend's ``check``: one call is one step reported to the front."""
+    """The backend's ``check``: one call is one step reported to the front, carrying the
+    chunks emitted since the previous step (one frame per step, chunks first)."""
 
-    __slots__ = ("_link", "n")
+    __slots__ = ("_link", "_pending", "n")
 
     def __init__(self, link: Link) -> None:
         self._link = link
+        self._pending: list[Any] = []
         self.n = 0
 
     def __call__(self) -> None:
         self.n += 1
         link = self._link
-        link.send((wire.STEP, self.n))
+        pending = self._pending
+        if pending:
+            link.send((wire.STEP, self.n, tuple(pending)))
+            pending.clear()
+        else:
+            link.send((wire.STEP, self.n))
         answer = link.recv()[0]
         if answer == wire.GO:
             return
@@ -164,13 +172,19 @@ class _Steps:
         raise InferenceError(f"worker: unexpected answer {answer!r} at step {self.n}")
 
     def emit(self, chunk: Any) -> None:
-        self._link.send((wire.CHUNK, chunk))
+        self._pending.append(chunk)
+
+    def flush(self) -> None:
+        """Chunks emitted after the last step go out before the result."""
+        if self._pending:
+            self._link.send((wire.CHUNK, tuple(self._pending)))
+            self._pending.clear()
 
 
 def _portable(exc: Exception) -> Exception:
     """``exc`` if it survives pickling, else an InferenceError naming it."""
     try:
-        pickle.loads(pickle.dumps(exc, protocol=5))  # noqa: S301 - our own bytes
+        pickle.loads(pickle.dumps(exc, protocol=5))  # our own bytes
     except Exception:  # noqa: BLE001 - any pickling failure means: send a plain copy
         return InferenceError(f"{type(exc).__name__}: {exc}")
     return exc

@@ -57,9 +57,7 @@ class WorkerModel(ModelBackend):
             self.restarts += 1
         if worker.state is not WorkerState.IDLE:
             await worker.start()
-        info = await worker.call(
-            WorkerCall(worker.name, LOAD), on_step=no_step, on_chunk=no_chunk
-        )
+        info = await worker.call(WorkerCall(worker.name, LOAD), on_step=no_step, on_chunk=no_chunk)
         self.load_s, self.measured_mb = info["load_s"], info["measured_mb"]
 
     async def aclose(self) -> None:

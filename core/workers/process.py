@@ -214,6 +214,9 @@ class ProcessWorker:
             kind = message[0]
             if kind == wire.STEP:
                 try:
+                    if len(message) > 2:  # the chunks emitted during this step come first
+                        for chunk in message[2]:
+                            await on_chunk(chunk)
                     if self._cancel_requested:
                         raise JobCancelled(f"worker {self.name}: call cancelled")
                     await on_step(message[1])
@@ -224,13 +227,14 @@ class ProcessWorker:
                     await self._until_end()  # at most what is left of this step
                     raise
                 writer.write(wire.GO_FRAME)
-            elif kind == wire.CHUNK:
+            elif kind == wire.CHUNK:  # chunks emitted after the last step, before the result
                 try:
-                    await on_chunk(message[1])
+                    for chunk in message[1]:
+                        await on_chunk(chunk)
                 except asyncio.CancelledError:
                     raise
                 except BaseException:
-                    await self._until_end()  # the abort answers this chunk's step
+                    await self._until_end()  # read the result: the next call must not see it
                     raise
             elif kind == wire.RESULT:
                 return message[1]

@@ -3,8 +3,9 @@
 Each frame is an 8-byte big-endian length and a pickle (protocol 5) of a tuple whose first item
 names the message. Front to worker: ``("spec", WorkerSpec, sys_path)``, ``("call", WorkerCall)``,
 ``("go",)`` (continue after a step), ``("abort",)`` (abandon the call at this step),
-``("stop",)``. Worker to front: ``("ready", pid)``, ``("chunk", x)``, ``("step", n)``,
-``("result", value)``, ``("error", exception)``, ``("aborted",)``.
+``("stop",)``. Worker to front: ``("ready", pid)``, ``("step", n)`` or ``("step", n, chunks)``
+(the chunks emitted during that step ride on its frame), ``("chunk", chunks)`` (emitted after
+the last step), ``("result", value)``, ``("error", exception)``, ``("aborted",)``.
 Both ends are trusted (the worker is our own child on a private socketpair).
 """
 
@@ -35,7 +36,7 @@ def body_length(header: bytes) -> int:
 
 
 def load(body: bytes) -> tuple[Any, ...]:
-    message: tuple[Any, ...] = pickle.loads(body)  # noqa: S301 - our own child, private socket
+    message: tuple[Any, ...] = pickle.loads(body)  # our own child, private socket
     return message
 
 

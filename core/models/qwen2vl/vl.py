@@ -105,7 +105,7 @@ class Qwen2Vl(VisionLanguage):
         from PIL import Image, UnidentifiedImageError
         from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
-        class _Pieces(TextStreamer):  # type: ignore[misc]
+        class _Pieces(TextStreamer):
             """Decoded text as it is generated, to ``emit`` (instead of printing it)."""
 
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
