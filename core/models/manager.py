@@ -186,6 +186,9 @@ class ModelManager:
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
         def build(settings: Any, _cache: Path) -> ModelBackend:
+            # built here once, unloaded (no torch yet): a missing model folder fails at once
+            # (ModelNotConfigured) instead of after starting a process
+            WORKER_FACTORIES[name](settings)
             spec = WorkerSpec(name, WORKER_FACTORIES[name], settings, env)
             worker = ProcessWorker(spec, start_timeout_s=models.worker_start_timeout_s)
             return WorkerModel(worker, stop_timeout_s=models.close_timeout_s)
