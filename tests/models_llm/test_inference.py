@@ -148,7 +148,8 @@ async def test_see_answers(stack: tuple[Scheduler, ModelManager, Inference]) -> 
 async def test_draw_returns_png_and_yields_to_realtime(
     stack: tuple[Scheduler, ModelManager, Inference],
 ) -> None:
-    scheduler, _, inference = stack
+    scheduler, manager, inference = stack
+    assert manager.in_worker("sd")  # the pause happens in the worker, at a denoising step
     draw = inference.draw(
         DrawRequest("a green field", width=64, height=48, steps=12, seed=3), owner="qq:1"
     )
