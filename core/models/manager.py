@@ -133,11 +133,9 @@ class ModelManager:
             self._entries[TTS_REMOTE] = ModelEntry.build(
                 TTS_REMOTE, settings.tts, chosen[TTS_REMOTE], settings, kind="tts", remote=True
             )
-        for entry in self._entries.values():
+        for entry in self._entries.values():  # placement applies to the registry's factories
             injected = factories is not None and entry.name in factories
-            if entry.in_worker and entry.name in WORKER_FACTORIES and not injected:
-                entry.factory = self._worker_factory(entry.name)
-            else:
+            if injected or entry.name not in WORKER_FACTORIES:
                 entry.in_worker = False
         for entry in self._entries.values():  # a job starts only when its model is free
             slot = entry.model_resource
@@ -176,7 +174,12 @@ class ModelManager:
         """Whether ``name`` runs in a worker process (use :meth:`use_async` in an ASYNC job)."""
         return self.entry(name).in_worker
 
-    def _worker_factory(self, name: str) -> Factory:
+    def _new_backend(self, entry: ModelEntry) -> ModelBackend:
+        """``entry``'s backend object, not loaded: the factory's, or for a worker-placed model
+        a :class:`core.workers.hosted.WorkerModel` whose worker builds it."""
+        backend = entry.factory(entry.settings, self._cache_dir)  # cheap: no weights, no torch
+        if not entry.in_worker:  # (and a missing model folder fails here, before any process)
+            return backend
         from core.workers.base import WorkerSpec
         from core.workers.hosted import WorkerModel
         from core.workers.process import ProcessWorker
@@ -184,16 +187,9 @@ class ModelManager:
         models = self._settings
         threads = str(models.worker_threads)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-
-        def build(settings: Any, _cache: Path) -> ModelBackend:
-            # built here once, unloaded (no torch yet): a missing model folder fails at once
-            # (ModelNotConfigured) instead of after starting a process
-            WORKER_FACTORIES[name](settings)
-            spec = WorkerSpec(name, WORKER_FACTORIES[name], settings, env)
-            worker = ProcessWorker(spec, start_timeout_s=models.worker_start_timeout_s)
-            return WorkerModel(worker, stop_timeout_s=models.close_timeout_s)
-
-        return build
+        spec = WorkerSpec(entry.name, WORKER_FACTORIES[entry.name], entry.settings, env)
+        worker = ProcessWorker(spec, start_timeout_s=models.worker_start_timeout_s)
+        return WorkerModel(worker, stop_timeout_s=models.close_timeout_s)
 
     def kept_while_paused(self, name: str) -> frozenset[str]:
         """Resources a preempted job on ``name`` keeps: its model slot when the backend's
@@ -213,7 +209,7 @@ class ModelManager:
         entry = self.entry(name)
         with self._lock:
             if entry.backend is None:
-                entry.backend = entry.factory(entry.settings, self._cache_dir)
+                entry.backend = self._new_backend(entry)
             backend = entry.backend
         return _checked(name, backend, cls)
 
@@ -250,7 +246,7 @@ class ModelManager:
             self._evict_for(entry)
             with self._lock:
                 if entry.backend is None:
-                    entry.backend = entry.factory(entry.settings, self._cache_dir)
+                    entry.backend = self._new_backend(entry)
                 backend = entry.backend
             before_mb = _memory_mb(entry.device)
             started = time.perf_counter()
@@ -361,7 +357,7 @@ class ModelManager:
                 self._evict_for(entry)
             with self._lock:
                 if entry.backend is None:
-                    entry.backend = entry.factory(entry.settings, self._cache_dir)
+                    entry.backend = self._new_backend(entry)
                 backend = entry.backend
             aload = getattr(backend, "aload", None)
             if aload is None:
