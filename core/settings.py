@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from core.models.settings import ModelsSettings
 from core.scheduler.settings import SchedulerSettings
+from core.workers.ray_settings import RaySettings
 
 
 class ServerSettings(BaseModel):
@@ -263,6 +264,7 @@ class Settings(BaseSettings):
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @classmethod
     def settings_customise_sources(

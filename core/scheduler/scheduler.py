@@ -245,11 +245,17 @@ class Scheduler:
     def define_resource(self, name: str, budget: int) -> None:
         """Add a counted resource after construction, e.g. ``model:llm`` = 1 (one llama.cpp
         context): the model manager declares each model's concurrency this way, so a job
-        starts only when its model is free instead of waiting inside the job."""
+        starts only when its model is free instead of waiting inside the job. At run time it
+        changes a budget (Ray workers lost and back) and starts the queued jobs that now fit."""
         if name in _SLOT.values():
             raise SchedulerError(f"resource name {name!r} is reserved")
         self._pool.define(name, budget)
-        self._dispatcher.dirty = True
+        dispatcher = self._dispatcher
+        if self._state is SchedulerState.RUNNING:  # a raised budget (a worker back) starts
+            dispatcher.pump()  # what now fits
+        # and the next finishing job runs a full pass: the hand-off shortcut assumes budgets
+        # unchanged since the last pass (a lowered one must not be handed on)
+        dispatcher.dirty = True
 
     def position(self, handle: JobHandle[Any]) -> int:
         """Jobs that start before this one: 0 when running, -1 when finished."""

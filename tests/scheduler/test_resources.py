@@ -14,7 +14,7 @@ from core.errors import ResourceUnsatisfiable
 from core.scheduler import JobContext, JobSpec, JobStatus, Lane, Scheduler, SchedulerSettings
 
 from .conftest import MakeScheduler
-from .helpers import Gate, noop
+from .helpers import Gate, noop, record
 
 
 class Meter:
@@ -143,3 +143,24 @@ async def test_a_finished_job_hands_its_resources_on_and_the_next_head_still_sta
     assert needs_cpu.status is JobStatus.RUNNING
     second.opened.set()
     await needs_cpu
+
+
+async def test_a_budget_raised_at_run_time_starts_the_queued_jobs_that_now_fit(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """A Ray worker lost and back: its ``worker:`` budget drops to 0 and returns while a job
+    waits; nothing else happens, yet the waiting job starts (before: it waited forever)."""
+    s = await make_scheduler()
+    s.define_resource("worker:llm", 1)
+    gate = Gate()
+    first = s.submit(gate, spec=JobSpec(kind="llm", resources={"worker:llm": 1}))
+    await gate.started.wait()
+    log: list[str] = []
+    waiting = s.submit(record, log, "next", spec=JobSpec(kind="llm", resources={"worker:llm": 1}))
+    s.define_resource("worker:llm", 0)  # the replica is lost
+    gate.opened.set()
+    await first.result()
+    await asyncio.sleep(0.05)
+    assert log == []  # nothing fits a budget of 0
+    s.define_resource("worker:llm", 1)  # the replica is back
+    assert await asyncio.wait_for(waiting.result(), 2.0) == "next"

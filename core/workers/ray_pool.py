@@ -1,0 +1,254 @@
+"""The front's Ray workers: connection, replicas, scheduler resources, revival (Ray only).
+
+Built by the composition root when ``ray.address`` is set. For each ``ray.workers`` entry it
+starts ``replicas`` actors (:class:`core.workers.ray_worker.RayWorker`) and defines scheduler
+resources, so priority, fairness and admission stay with :class:`core.scheduler.Scheduler`:
+
+- ``worker:<name>`` = live replicas x concurrency. A job on the model takes one unit, and
+  :meth:`RayPool.call` runs it on a replica with a free slot (the count guarantees one). A
+  replica that dies fails its running call with WorkerDied and leaves the count until it is
+  back; an owned task probes it every ``revive_interval_s`` (Ray restarts the actor, or a new
+  one is created), loads the model again and returns the slots, and queued jobs start.
+- ``ray-node:<label>`` = ``ray.nodes[label].slots`` for a pinned worker: the box's compute,
+  shared by all workers pinned to it. A paused (preempted) job keeps its ``worker:`` slot (the
+  model's per-call state lives in the actor) and gives the box's slot back, so a REALTIME job
+  on another model of the same box runs while the paused one waits at its step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import ConfigError, WorkerDied
+from core.scheduler import JobContext, Scheduler
+from core.workers.base import WorkerCall, WorkerSpec, WorkerState
+from core.workers.ray_settings import RaySettings, RayWorkerSettings
+from core.workers.ray_worker import ActorPlacement, RayWorker
+
+log = logging.getLogger(__name__)
+
+
+def worker_resource(name: str) -> str:
+    return f"worker:{name}"
+
+
+def node_resource(label: str) -> str:
+    return f"ray-node:{label}"
+
+
+def connect(settings: RaySettings) -> None:
+    """Join the cluster as a driver (blocking: run it off the loop). Ray reads its token from
+    the environment only, so a configured token is put there for this process's Ray core."""
+    import ray
+
+    if settings.auth_token is not None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = settings.auth_token.get_secret_value()
+    ray.init(
+        address=settings.address,
+        namespace=settings.namespace,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        ignore_reinit_error=True,
+    )
+
+
+def disconnect() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+@dataclass(slots=True)
+class _Group:
+    settings: RayWorkerSettings
+    replicas: list[RayWorker]
+    inflight: dict[str, int]  # replica name -> calls running on it
+    live: set[str]  # replica names counted in the worker: budget
+
+
+class RayPool:
+    """The Ray-hosted models of this front process (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: RaySettings,
+        scheduler: Scheduler,
+        specs: Mapping[str, WorkerSpec],
+        *,
+        connect_cluster: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._scheduler = scheduler
+        self._connect = connect_cluster
+        self._groups: dict[str, _Group] = {}
+        for worker in settings.workers:
+            spec = specs.get(worker.model)
+            if spec is None:
+                raise ConfigError(f"ray.workers: no worker spec for model {worker.model!r}")
+            replicas = [
+                RayWorker(
+                    spec,
+                    ActorPlacement(
+                        actor_name=f"xiaoyou-{worker.name}-{i}",
+                        namespace=settings.namespace,
+                        resources=worker.ray_resources(),
+                        label_selector=worker.label_selector(),
+                        num_cpus=worker.num_cpus,
+                        concurrency=worker.concurrency,
+                        max_restarts=worker.max_restarts,
+                    ),
+                    start_timeout_s=settings.start_timeout_s,
+                    call_timeout_s=settings.call_timeout_s,
+                )
+                for i in range(worker.replicas)
+            ]
+            self._groups[worker.model] = _Group(
+                worker, replicas, {r.name: 0 for r in replicas}, set()
+            )
+        self._reviver: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._connected = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Join the cluster, define the resources, start every replica (in parallel). A replica
+        that does not start within ``start_timeout_s`` is left to the reviver."""
+        if self._connect:
+            await asyncio.wait_for(
+                asyncio.to_thread(connect, self._settings), self._settings.connect_timeout_s
+            )
+            self._connected = True
+        for group in self._groups.values():
+            self._scheduler.define_resource(worker_resource(group.settings.name), 0)
+            node = group.settings.node
+            if node is not None:
+                self._scheduler.define_resource(
+                    node_resource(node), self._settings.node_slots(node)
+                )
+        await asyncio.gather(
+            *(self._revive(group, replica) for group in self._groups.values() for replica in group.replicas)
+        )
+        self._reviver = asyncio.get_running_loop().create_task(
+            self._revive_loop(), name="ray-pool-reviver"
+        )
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        task, self._reviver = self._reviver, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout_s)
+        for group in self._groups.values():
+            for replica in group.replicas:
+                await replica.stop(timeout_s)
+        if self._connected:
+            await asyncio.to_thread(disconnect)
+            self._connected = False
+
+    # -- what jobs declare ------------------------------------------------------------------------
+    def serves(self, model: str) -> bool:
+        return model in self._groups
+
+    def job_resources(self, model: str) -> dict[str, int]:
+        group = self._groups[model]
+        needs = {worker_resource(group.settings.name): 1}
+        if group.settings.node is not None:
+            needs[node_resource(group.settings.node)] = 1
+        return needs
+
+    def kept_while_paused(self, model: str) -> frozenset[str]:
+        """A paused job keeps its replica (its state lives there), gives the box back."""
+        return frozenset({worker_resource(self._groups[model].settings.name)})
+
+    def replicas(self, model: str) -> list[RayWorker]:
+        return list(self._groups[model].replicas)
+
+    # -- calls -------------------------------------------------------------------------------
+    async def call(self, ctx: JobContext, model: str, call: WorkerCall) -> Any:
+        """Run ``call`` on a free replica of ``model`` inside the scheduler job ``ctx``: chunks
+        go to ``ctx.emit``, every step is ``ctx.checkpoint()`` (cancel, pause)."""
+        group = self._groups[model]
+        replica = self._pick(group)
+
+        async def on_step(step: int) -> None:
+            await ctx.checkpoint()
+
+        group.inflight[replica.name] += 1
+        try:
+            return await replica.call(call, on_step=on_step, on_chunk=ctx.emit)
+        except WorkerDied:
+            self._lost(group, replica)
+            raise
+        finally:
+            group.inflight[replica.name] -= 1
+
+    def _pick(self, group: _Group) -> RayWorker:
+        limit = group.settings.concurrency
+        free = [
+            r
+            for r in group.replicas
+            if r.name in group.live
+            and r.state in (WorkerState.IDLE, WorkerState.BUSY)
+            and group.inflight[r.name] < limit
+        ]
+        if not free:
+            raise WorkerDied(f"no live Ray worker for {group.settings.model!r} right now")
+        return min(free, key=lambda r: group.inflight[r.name])
+
+    def _lost(self, group: _Group, replica: RayWorker) -> None:
+        if replica.name in group.live:
+            group.live.discard(replica.name)
+            self._set_budget(group)
+            log.warning("ray worker %s lost; reviving it", replica.name)
+        self._wake.set()
+
+    def _set_budget(self, group: _Group) -> None:
+        budget = len(group.live) * group.settings.concurrency
+        self._scheduler.define_resource(worker_resource(group.settings.name), budget)
+
+    async def _revive(self, group: _Group, replica: RayWorker) -> None:
+        try:
+            await replica.start()
+        except WorkerDied as exc:
+            log.warning("ray worker %s not available: %s", replica.name, exc)
+            return
+        group.live.add(replica.name)
+        self._set_budget(group)
+
+    async def _revive_loop(self) -> None:
+        interval = self._settings.revive_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            dead = [
+                (group, replica)
+                for group in self._groups.values()
+                for replica in group.replicas
+                if replica.name not in group.live and replica.state is not WorkerState.STOPPED
+            ]
+            if dead:
+                await asyncio.gather(*(self._revive(g, r) for g, r in dead))
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [
+            {
+                "worker": replica.name,
+                "model": group.settings.model,
+                "state": replica.state.value,
+                "live": replica.name in group.live,
+                "node_id": replica.node_id,
+                "labels": replica.labels,
+                "running": group.inflight[replica.name],
+                "starts": replica.starts,
+            }
+            for group in self._groups.values()
+            for replica in group.replicas
+        ]
