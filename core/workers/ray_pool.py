@@ -21,15 +21,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, WorkerDied
 from core.scheduler import JobContext, Scheduler
 from core.workers.base import WorkerCall, WorkerSpec, WorkerState
 from core.workers.ray_settings import RaySettings, RayWorkerSettings
-from core.workers.ray_worker import ActorPlacement, RayWorker
+
+if TYPE_CHECKING:  # imported in start(), after connect() has set Ray's environment
+    from core.workers.ray_worker import RayWorker
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,16 @@ def node_resource(label: str) -> str:
 
 def connect(settings: RaySettings) -> None:
     """Join the cluster as a driver (blocking: run it off the loop). Ray reads its token from
-    the environment only, so a configured token is put there for this process's Ray core."""
-    import ray
-
+    the environment only (when its core is first imported), so a configured token is put
+    there before ``import ray``; if Ray was imported already, its config is re-read the way
+    Ray's own token set-up does."""
     if settings.auth_token is not None:
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN"] = settings.auth_token.get_secret_value()
+        if "ray._raylet" in sys.modules:
+            sys.modules["ray._raylet"].Config.initialize("")
+    import ray
+
     ray.init(
         address=settings.address,
         namespace=settings.namespace,
@@ -87,11 +94,45 @@ class RayPool:
         self._settings = settings
         self._scheduler = scheduler
         self._connect = connect_cluster
-        self._groups: dict[str, _Group] = {}
+        self._specs = dict(specs)
         for worker in settings.workers:
-            spec = specs.get(worker.model)
-            if spec is None:
+            if worker.model not in self._specs:
                 raise ConfigError(f"ray.workers: no worker spec for model {worker.model!r}")
+        self._groups: dict[str, _Group] = {}
+        self._reviver: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._connected = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Join the cluster, define the resources, start every replica (in parallel). A replica
+        that does not start within ``start_timeout_s`` is left to the reviver."""
+        if self._connect:
+            await asyncio.wait_for(
+                asyncio.to_thread(connect, self._settings), self._settings.connect_timeout_s
+            )
+            self._connected = True
+        self._build()
+        for group in self._groups.values():
+            self._scheduler.define_resource(worker_resource(group.settings.name), 0)
+            node = group.settings.node
+            if node is not None:
+                self._scheduler.define_resource(
+                    node_resource(node), self._settings.node_slots(node)
+                )
+        await asyncio.gather(
+            *(self._revive(group, replica) for group in self._groups.values() for replica in group.replicas)
+        )
+        self._reviver = asyncio.get_running_loop().create_task(
+            self._revive_loop(), name="ray-pool-reviver"
+        )
+
+    def _build(self) -> None:
+        from core.workers.ray_worker import ActorPlacement, RayWorker
+
+        settings = self._settings
+        for worker in settings.workers:
+            spec = self._specs[worker.model]
             replicas = [
                 RayWorker(
                     spec,
@@ -112,32 +153,6 @@ class RayPool:
             self._groups[worker.model] = _Group(
                 worker, replicas, {r.name: 0 for r in replicas}, set()
             )
-        self._reviver: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._connected = False
-
-    # -- lifecycle -------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Join the cluster, define the resources, start every replica (in parallel). A replica
-        that does not start within ``start_timeout_s`` is left to the reviver."""
-        if self._connect:
-            await asyncio.wait_for(
-                asyncio.to_thread(connect, self._settings), self._settings.connect_timeout_s
-            )
-            self._connected = True
-        for group in self._groups.values():
-            self._scheduler.define_resource(worker_resource(group.settings.name), 0)
-            node = group.settings.node
-            if node is not None:
-                self._scheduler.define_resource(
-                    node_resource(node), self._settings.node_slots(node)
-                )
-        await asyncio.gather(
-            *(self._revive(group, replica) for group in self._groups.values() for replica in group.replicas)
-        )
-        self._reviver = asyncio.get_running_loop().create_task(
-            self._revive_loop(), name="ray-pool-reviver"
-        )
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         task, self._reviver = self._reviver, None
@@ -154,18 +169,24 @@ class RayPool:
 
     # -- what jobs declare ------------------------------------------------------------------------
     def serves(self, model: str) -> bool:
-        return model in self._groups
+        return self._settings.worker_for(model) is not None
+
+    def _worker(self, model: str) -> RayWorkerSettings:
+        worker = self._settings.worker_for(model)
+        if worker is None:
+            raise ConfigError(f"no ray.workers entry hosts model {model!r}")
+        return worker
 
     def job_resources(self, model: str) -> dict[str, int]:
-        group = self._groups[model]
-        needs = {worker_resource(group.settings.name): 1}
-        if group.settings.node is not None:
-            needs[node_resource(group.settings.node)] = 1
+        worker = self._worker(model)
+        needs = {worker_resource(worker.name): 1}
+        if worker.node is not None:
+            needs[node_resource(worker.node)] = 1
         return needs
 
     def kept_while_paused(self, model: str) -> frozenset[str]:
         """A paused job keeps its replica (its state lives there), gives the box back."""
-        return frozenset({worker_resource(self._groups[model].settings.name)})
+        return frozenset({worker_resource(self._worker(model).name)})
 
     def replicas(self, model: str) -> list[RayWorker]:
         return list(self._groups[model].replicas)
