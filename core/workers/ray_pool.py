@@ -7,7 +7,8 @@ resources, so priority, fairness and admission stay with :class:`core.scheduler.
 - ``worker:<name>`` = live replicas x concurrency. A job on the model takes one unit, and
   :meth:`RayPool.call` runs it on a replica with a free slot (the count guarantees one). A
   replica that dies fails its running call with WorkerDied and leaves the count until it is
-  back; an owned task probes it every ``revive_interval_s`` (Ray restarts the actor, or a new
+  back (with no replica live the count stays at one replica's worth: jobs then fail at once
+  with WorkerDied, retryable, rather than wait for a box that may not return); an owned task probes it every ``revive_interval_s`` (Ray restarts the actor, or a new
   one is created), loads the model again and returns the slots, and queued jobs start.
 - ``ray-node:<label>`` = ``ray.nodes[label].slots`` for a pinned worker: the box's compute,
   shared by all workers pinned to it. A paused (preempted) job keeps its ``worker:`` slot (the
@@ -114,7 +115,7 @@ class RayPool:
             self._connected = True
         self._build()
         for group in self._groups.values():
-            self._scheduler.define_resource(worker_resource(group.settings.name), 0)
+            self._set_budget(group)
             node = group.settings.node
             if node is not None:
                 self._scheduler.define_resource(
@@ -231,7 +232,9 @@ class RayPool:
         self._wake.set()
 
     def _set_budget(self, group: _Group) -> None:
-        budget = len(group.live) * group.settings.concurrency
+        """Live replicas x concurrency; with none live, one replica's worth: its jobs start and
+        fail at once with WorkerDied (retryable) instead of queueing for a box that is gone."""
+        budget = max(1, len(group.live)) * group.settings.concurrency
         self._scheduler.define_resource(worker_resource(group.settings.name), budget)
 
     async def _revive(self, group: _Group, replica: RayWorker) -> None:

@@ -7,18 +7,25 @@ the session ends the namespace's init exits and the kernel kills whatever Ray le
 Token authentication is on (``RAY_AUTH_MODE=token``, a random ``RAY_AUTH_TOKEN``): the head
 and the second node get the token from their environment, the front from ``ray.auth_token``.
 
-Nodes: ``head`` (label xiaoyou-node=head, ``vram_mb`` 4000) and ``gpu1`` (label gpu1,
-``vram_mb`` 8000), each 1 CPU; the actors reserve no CPU.
+Nodes: ``head`` (label xiaoyou-node=head, ``vram_mb`` 4000) in this process, and ``gpu1``
+(label gpu1, ``vram_mb`` 8000) started with ``ray start --block`` like a real box; each 1 CPU;
+the actors reserve no CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,25 +51,55 @@ GPU1_VRAM_MB = 8000
 
 @dataclass
 class LoopbackCluster:
+    """The head in this process (``ray.cluster_utils``), the box ``gpu1`` as its own
+    ``ray start --block`` process group: joining and leaving the way a real box does."""
+
     cluster: Any
     token: str
-    gpu1: Any = None
-    names: list[str] = field(default_factory=list)
+    gpu1: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return str(self.cluster.address)
 
-    def add_gpu1(self) -> None:
-        os.environ["RAY_AUTH_TOKEN"] = self.token  # the box joins with the cluster's token
-        self.gpu1 = self.cluster.add_node(
-            num_cpus=1, resources={"vram_mb": GPU1_VRAM_MB}, labels={"xiaoyou-node": "gpu1"}
-        )
-        self.cluster.wait_for_nodes()
+    def add_gpu1(self, timeout_s: float = 90.0) -> None:
+        """``ray start`` on the box with the cluster's token; returns once the head sees it."""
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        self.gpu1 = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("ray")), "start", "--block",
+                f"--address={self.address}", "--num-cpus=1",
+                f"--resources={json.dumps({'vram_mb': GPU1_VRAM_MB})}",
+                "--labels=xiaoyou-node=gpu1", "--disable-usage-stats",
+            ],
+            env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._wait_gpu1(alive=True, timeout_s=timeout_s)
 
-    def remove_gpu1(self) -> None:
-        self.cluster.remove_node(self.gpu1, allow_graceful=False)
-        self.gpu1 = None
+    def remove_gpu1(self, timeout_s: float = 60.0) -> None:
+        """The box loses power: SIGKILL to its whole process group (raylet, actors)."""
+        proc, self.gpu1 = self.gpu1, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        self._wait_gpu1(alive=False, timeout_s=timeout_s)
+
+    def _wait_gpu1(self, *, alive: bool, timeout_s: float) -> None:
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            nodes = ray.nodes() if ray.is_initialized() else _nodes_before_connect(self.address)
+            up = any(
+                n["Alive"] and n.get("Labels", {}).get("xiaoyou-node") == "gpu1" for n in nodes
+            )
+            if up == alive:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"gpu1 {'did not join' if alive else 'still alive'} in {timeout_s} s")
 
     def settings(self, **overrides: Any) -> RaySettings:
         values: dict[str, Any] = {
@@ -74,6 +111,16 @@ class LoopbackCluster:
             **overrides,
         }
         return RaySettings(**values)
+
+
+def _nodes_before_connect(address: str) -> list[dict[str, Any]]:
+    import ray
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        return list(ray.nodes())
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -93,11 +140,13 @@ def cluster() -> Iterator[LoopbackCluster]:
         },
     )
     loopback = LoopbackCluster(ray_cluster, TOKEN)
-    loopback.add_gpu1()
     connect(loopback.settings())  # the front's token comes from ray.auth_token
     try:
+        loopback.add_gpu1()
         yield loopback
     finally:
+        with contextlib.suppress(TimeoutError):
+            loopback.remove_gpu1(timeout_s=5.0)
         disconnect()
         ray_cluster.shutdown()
 

@@ -5,18 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from core.scheduler import ExecMode, JobContext, JobSpec, Lane
-from core.workers.base import WorkerCall
+from core.scheduler import ExecMode, JobSpec
 from tests.ray.on_cluster.conftest import LoopbackCluster, MakePool
-
-
-def _job(pool, model: str, words: list[str], step_s: float = 0.01):  # type: ignore[no-untyped-def]
-    async def run(ctx: JobContext) -> str:
-        call = WorkerCall(model, "generate", (words, step_s), stream=True)
-        result: str = await pool.call(ctx, model, call)
-        return result
-
-    return run
+from tests.ray.on_cluster.helpers import generate_job as _job
 
 
 async def test_a_job_lands_on_the_node_whose_resources_fit(make_pool: MakePool) -> None:

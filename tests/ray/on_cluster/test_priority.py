@@ -1,0 +1,86 @@
+"""Priority on a full cluster: the scheduler, not Ray, decides which job runs next."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.scheduler import JobStatus, Lane
+from tests.ray.on_cluster.conftest import MakePool
+from tests.ray.on_cluster.helpers import submit_generate
+
+
+async def test_a_realtime_job_overtakes_queued_background_work_on_a_full_cluster(
+    make_pool: MakePool,
+) -> None:
+    """Two replicas busy with drawings, three more drawings queued: a voice job submitted last
+    runs on the first replica that frees up, before every queued drawing."""
+    pool, scheduler = await make_pool([{"name": "ot-gen", "model": "gen", "replicas": 2}])
+    started: list[str] = []
+    words = ["x"] * 8
+    busy = [
+        submit_generate(
+            scheduler, pool, "gen", words, 0.1, lane=Lane.BACKGROUND, owner=f"qq:{i}",
+            started=started, tag=f"bg{i}",
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    queued = [
+        submit_generate(
+            scheduler, pool, "gen", words, 0.02, lane=Lane.BACKGROUND, owner=f"qq:{i}",
+            started=started, tag=f"queued{i}",
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    await asyncio.sleep(0.2)
+    voice = submit_generate(
+        scheduler, pool, "gen", ["你", "好"], 0.02, lane=Lane.REALTIME, owner="device:1",
+        started=started, tag="voice",
+    )  # fmt: skip
+    await voice.result()
+    await asyncio.gather(*(h.result() for h in busy + queued))
+    assert started[:3] == ["bg0", "bg1", "voice"], started
+    nodes = {(await h.result()).split(" ")[0] for h in busy}
+    assert nodes <= {"head", "gpu1"}
+
+
+async def test_a_realtime_job_preempts_a_drawing_on_the_same_box_at_its_next_step(
+    make_pool: MakePool,
+) -> None:
+    """Two models pinned to one box with one compute slot: a long BACKGROUND drawing pauses at
+    its next step (its actor waits there, keeping its model), the REALTIME chat runs on the
+    box, then the drawing resumes and finishes with every step in order."""
+    pool, scheduler = await make_pool(
+        [
+            {"name": "pre-sd", "model": "sd", "node": "gpu1"},
+            {"name": "pre-llm", "model": "llm", "node": "gpu1"},
+        ],
+        nodes={"gpu1": {"slots": 1}},
+    )
+    drawing = submit_generate(
+        scheduler, pool, "sd", [str(i) for i in range(30)], 0.05, lane=Lane.BACKGROUND,
+        owner="qq:1", preemptible=True,
+    )  # fmt: skip
+    pieces: list[str] = []
+
+    async def read() -> None:
+        async for piece in drawing.stream():
+            pieces.append(piece)
+
+    reader = asyncio.get_running_loop().create_task(read(), name="read-drawing")
+    while len(pieces) < 3:
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    submitted = loop.time()
+    chat = submit_generate(
+        scheduler, pool, "llm", ["你", "好", "呀"], 0.02, lane=Lane.REALTIME, owner="device:1",
+        preemptible=True,
+    )  # fmt: skip
+    assert (await chat.result()).startswith("gpu1 ")
+    chat_s = loop.time() - submitted
+    assert drawing.status is not JobStatus.COMPLETED  # still paused or resumed, not done
+    await drawing.result()
+    await reader
+    assert pieces == [str(i) for i in range(30)]
+    assert chat_s < 1.0  # one drawing step (0.05 s) + the chat's 3 steps + Ray round trips
+    yielded = [e for e in scheduler.trace() if e.event == "yielded"]
+    assert len(yielded) >= 1
