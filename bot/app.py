@@ -40,6 +40,8 @@ from core.services import Services
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from core.models.settings import ModelsSettings
+    from core.workers.ray_pool import RayPool
     from devices.hub import DeviceHub
 
 HTTP_TIMEOUT_S = 10.0  # image downloads; the see plugin applies its own, tighter budget
@@ -56,13 +58,19 @@ def build_services(settings: Settings) -> tuple[Services, DeviceHub]:
     from devices.hub import DeviceHub
 
     scheduler = Scheduler(with_remote_resources(settings.scheduler, settings.models))
-    models = ModelManager(settings.models, scheduler, settings.server.data_dir / "models")
-    inference = Inference(scheduler, models, settings.models)
+    models_settings, cluster = _cluster(settings, scheduler)
+    models = ModelManager(models_settings, scheduler, settings.server.data_dir / "models")
+    inference = Inference(scheduler, models, models_settings, cluster=cluster)
     hub = DeviceHub(
         settings.devices, inference, scheduler, state_path=settings.server.data_dir / DEVICES_FILE
     )
     services = Services(
-        settings=settings, scheduler=scheduler, models=models, inference=inference, devices=hub
+        settings=settings,
+        scheduler=scheduler,
+        models=models,
+        inference=inference,
+        devices=hub,
+        cluster=cluster,
     )
     return services, hub
 
@@ -95,6 +103,26 @@ def data_dir_health(data_dir: Path) -> dict[str, object]:
     except OSError as exc:
         return {"path": str(data_dir), "error": str(exc), "low": True}
     return {"path": str(data_dir), "free_mb": round(free / 1e6, 1), "low": free < FREE_MARGIN_BYTES}
+
+
+def _cluster(settings: Settings, scheduler: Scheduler) -> tuple[ModelsSettings, RayPool | None]:
+    """With ``ray.address`` set: the Ray pool of the ``ray.workers`` models (Ray itself is
+    imported when the pool starts), and the models settings without those models in the
+    warm start (they load on their boxes). Without it: nothing of Ray, not even its import."""
+    if not settings.ray.enabled:
+        return settings.models, None
+    from core.workers.base import WorkerSpec
+    from core.workers.factories import CLUSTER_FACTORIES
+    from core.workers.ray_pool import RayPool
+
+    specs = {
+        w.model: WorkerSpec(w.model, CLUSTER_FACTORIES[w.model], getattr(settings.models, w.model))
+        for w in settings.ray.workers
+    }
+    hosted = set(specs)
+    warm = [name for name in settings.models.warm_start_models if name not in hosted]
+    models = settings.models.model_copy(update={"warm_start_models": warm})
+    return models, RayPool(settings.ray, scheduler, specs)
 
 
 def _is_loopback(host: str) -> bool:
@@ -195,6 +223,8 @@ def create_app(
     async def _start() -> None:
         services.started_at = time.time()
         await services.scheduler.start()
+        if services.cluster is not None:  # join the Ray cluster, start the hosted models
+            await services.cluster.start()
         services.models.start_warm_up()
         logger.info(f"xiaoyou started on {settings.server.host}:{settings.server.port}")
         logger.opt(colors=False).info("\n" + startup_summary(settings))
@@ -204,6 +234,8 @@ def create_app(
         # Reverse order of dependence; every step runs even if an earlier one raised.
         async with contextlib.AsyncExitStack() as steps:
             steps.push_async_callback(runtime.aclose)
+            if services.cluster is not None:
+                steps.push_async_callback(services.cluster.stop)  # after the scheduler's drain
             steps.push_async_callback(services.models.close)
             steps.push_async_callback(services.scheduler.stop)  # drain, then cancel
             if device_hub is not None:

@@ -38,6 +38,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if server:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
+    if getattr(args, "ray_address", None):
+        ray = settings.ray.model_copy(update={"address": args.ray_address})
+        settings = settings.model_copy(update={"ray": ray})
     return settings
 
 
@@ -46,6 +49,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
     parser.add_argument("--host", default=None, help="bind address (default: server.host)")
     parser.add_argument("--port", type=int, default=None, help="port (default: server.port)")
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="join this Ray cluster and run the ray.workers models there (default: ray.address)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from core.models.manager import ModelManager
     from core.scheduler import Scheduler
     from core.settings import Settings
+    from core.workers.ray_pool import RayPool
 
 
 class Directory(Protocol):
@@ -36,6 +37,7 @@ class Services:
     inference: Inference
     devices: Directory = field(default_factory=_Empty)
     bots: Directory = field(default_factory=_Empty)
+    cluster: RayPool | None = None  # the Ray-hosted models (ray.address set), else None
     started_at: float = 0.0  # time.time() at start-up, for uptime
     # /admin/health sections by name, each a JSON-friendly snapshot; "state_errors" maps a
     # state file (quotas, device activations) to its last write error or None

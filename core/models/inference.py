@@ -11,6 +11,9 @@ Every long job is a preemptible step job: when a higher lane waits for what it h
 at its next step (LLM and VL between tokens, TTS between chunks, ASR between audio windows,
 SD between denoising steps), gives its CPU/VRAM (and, where its state allows, the model's
 slot) back, and resumes afterwards.
+Models hosted on a Ray cluster (``ray.workers``, with ``ray.address`` set) run as ASYNC jobs
+holding ``worker:<name>`` (and ``ray-node:<box>``) from :class:`core.workers.ray_pool.RayPool`:
+the job awaits the actor's stream, its checkpoint runs at every step the actor reports.
 Models placed in a worker process (vl and sd by default, ``models.<kind>.placement``) run as
 ASYNC jobs too: the job awaits the worker (no thread), keeps the model's ``cpu``/``vram`` and
 ``model:<name>`` resources, and its checkpoint runs at every step the worker reports.
@@ -26,7 +29,7 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +50,9 @@ from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Sched
 from core.workers.base import WorkerCall
 from core.workers.hosted import WorkerModel, job_steps
 
+if TYPE_CHECKING:  # no Ray import: the pool module imports Ray only when it starts
+    from core.workers.ray_pool import RayPool
+
 log = logging.getLogger(__name__)
 
 _LABEL_CHARS = 40
@@ -59,11 +65,22 @@ PARROT_RETRY_TEMPERATURE_STEP = 0.3
 
 class Inference:
     def __init__(
-        self, scheduler: Scheduler, manager: ModelManager, settings: ModelsSettings
+        self,
+        scheduler: Scheduler,
+        manager: ModelManager,
+        settings: ModelsSettings,
+        *,
+        cluster: RayPool | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._manager = manager
         self._settings = settings
+        self._cluster = cluster
+
+    def _on_cluster(self, model: str) -> RayPool | None:
+        """The Ray pool when it hosts ``model``, else None (the model runs on this box)."""
+        cluster = self._cluster
+        return cluster if cluster is not None and cluster.serves(model) else None
 
     def _spec(
         self,
@@ -79,6 +96,19 @@ class Inference:
         """``preemptible``: the job pauses at its steps when a higher lane needs what it holds;
         ``stateless_steps``: nothing of the job lives in the model between steps (ASR windows),
         so a paused job always gives the model's slot back."""
+        cluster = self._on_cluster(model)
+        if cluster is not None:
+            return JobSpec(
+                kind=model,
+                lane=lane,
+                owner=owner,
+                mode=ExecMode.ASYNC,
+                resources=cluster.job_resources(model),
+                preemptible=preemptible,
+                keep_on_yield=cluster.kept_while_paused(model) if preemptible else frozenset(),
+                stream_buffer=stream_buffer,
+                label=label[:_LABEL_CHARS],
+            )
         keep = frozenset() if stateless_steps else self._manager.kept_while_paused(model)
         remote = self._manager.is_remote(model)
         on_loop = remote or self._manager.in_worker(model)  # awaits a service or a worker
@@ -325,6 +355,43 @@ class Inference:
                     if rest:
                         await ctx.emit(rest)
 
+        async def run_cluster(ctx: JobContext) -> None:
+            assert cluster is not None
+            # the tokenizer lives on the worker box: fit with one token per character, an upper
+            # bound for Chinese and English text
+            fitted = fit_prompt(history, n_ctx=llm_settings.n_ctx, max_tokens=tokens, count=len)
+            method = "stream_chat_events" if offered else "stream_chat"
+            extra: dict[str, Any] = {"tools": offered} if offered else {}
+            call = WorkerCall(
+                "llm",
+                method,
+                (fitted.messages,),
+                {"max_tokens": fitted.reply_tokens, "temperature": temp, **extra},
+            )
+            guard = new_guard()
+
+            async def on_piece(piece: Any) -> None:
+                if guard is None:
+                    await ctx.emit(piece)
+                    return
+                if not isinstance(piece, str):
+                    return
+                out = guard.push(piece)
+                if out:
+                    await ctx.emit(out)
+                if guard.stop_reason is not None:
+                    raise _GuardStopped(guard.stop_reason)
+
+            try:
+                await cluster.call(ctx, "llm", call, on_chunk=on_piece)
+            except _GuardStopped as stopped:  # the actor stopped generating at that step
+                log.debug("reply ended by the guard: %s", stopped)
+                return
+            rest = guard.finish() if guard is not None else ""
+            if rest:
+                await ctx.emit(rest)
+
+        cluster = self._on_cluster("llm")
         last = history[-1].content if history else ""
         spec = self._spec(
             "llm",
@@ -334,6 +401,8 @@ class Inference:
             stream_buffer=stream_buffer,
             preemptible=True,
         )
+        if cluster is not None:
+            return self._scheduler.submit(run_cluster, spec=spec)
         job = run_remote if self._manager.is_remote("llm") else run
         return self._scheduler.submit(job, spec=spec)
 
@@ -406,7 +475,15 @@ class Inference:
                     async for chunk in chunks:
                         await ctx.emit(chunk)
 
+        async def run_cluster(ctx: JobContext) -> None:
+            assert cluster is not None
+            call = WorkerCall(model, "synthesize", (text,), {"sample_rate_hz": rate_hz})
+            await cluster.call(ctx, model, call)
+
+        cluster = self._on_cluster(model)  # only "tts" can be hosted (never tts_remote)
         job = run_remote if self._manager.is_remote(model) else run
+        if cluster is not None:
+            job = run_cluster
         spec = self._spec(model, lane=lane, owner=owner, label=f"tts: {text}", preemptible=True)
         return self._scheduler.submit(job, spec=spec)
 
@@ -446,7 +523,17 @@ class Inference:
                 return answer
 
         spec = self._spec("vl", lane=lane, owner=owner, label=f"see: {question}", preemptible=True)
+
+        async def run_cluster(ctx: JobContext) -> str:
+            assert cluster is not None
+            call = WorkerCall("vl", "answer", (image, question), {"max_tokens": max_tokens}, stream)
+            answer: str = await cluster.call(ctx, "vl", call)
+            return answer
+
+        cluster = self._on_cluster("vl")
         job = run_in_worker if self._manager.in_worker("vl") else run
+        if cluster is not None:
+            job = run_cluster
         return self._scheduler.submit(job, spec=spec)
 
     def draw(
@@ -468,8 +555,22 @@ class Inference:
         spec = self._spec(
             "sd", lane=lane, owner=owner, label=f"draw: {request.prompt}", preemptible=True
         )
+
+        async def run_cluster(ctx: JobContext) -> bytes:
+            assert cluster is not None
+            image: bytes = await cluster.call(ctx, "sd", WorkerCall("sd", "generate", (request,)))
+            return image
+
+        cluster = self._on_cluster("sd")
         job = run_in_worker if self._manager.in_worker("sd") else run
+        if cluster is not None:
+            job = run_cluster
         return self._scheduler.submit(job, spec=spec)
+
+
+class _GuardStopped(Exception):
+    """Raised from a cluster chat's chunk callback when the reply guard ends the reply: the
+    actor is told to abort at its step, and the job ends normally."""
 
 
 _NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "yue"})  # written without spaces between words

@@ -173,7 +173,7 @@ class ModelHost:
 def _portable(exc: Exception) -> Exception:
     """``exc`` if it survives pickling, else an InferenceError naming it."""
     try:
-        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes
+        pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001 - any pickling failure means: send a plain copy
         return InferenceError(f"{type(exc).__name__}: {exc}")
     return exc

@@ -8,8 +8,9 @@ resources, so priority, fairness and admission stay with :class:`core.scheduler.
   :meth:`RayPool.call` runs it on a replica with a free slot (the count guarantees one). A
   replica that dies fails its running call with WorkerDied and leaves the count until it is
   back (with no replica live the count stays at one replica's worth: jobs then fail at once
-  with WorkerDied, retryable, rather than wait for a box that may not return); an owned task probes it every ``revive_interval_s`` (Ray restarts the actor, or a new
-  one is created), loads the model again and returns the slots, and queued jobs start.
+  with WorkerDied, retryable, rather than wait for a box that may not return); an owned task
+  probes it every ``revive_interval_s`` (Ray restarts the actor, or a new one is created),
+  loads the model again and returns the slots, and queued jobs start.
 - ``ray-node:<label>`` = ``ray.nodes[label].slots`` for a pinned worker: the box's compute,
   shared by all workers pinned to it. A paused (preempted) job keeps its ``worker:`` slot (the
   model's per-call state lives in the actor) and gives the box's slot back, so a REALTIME job
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, WorkerDied
 from core.scheduler import JobContext, Scheduler
-from core.workers.base import WorkerCall, WorkerSpec, WorkerState
+from core.workers.base import ChunkCallback, WorkerCall, WorkerSpec, WorkerState
 from core.workers.ray_settings import RaySettings, RayWorkerSettings
 
 if TYPE_CHECKING:  # imported in start(), after connect() has set Ray's environment
@@ -122,7 +123,11 @@ class RayPool:
                     node_resource(node), self._settings.node_slots(node)
                 )
         await asyncio.gather(
-            *(self._revive(group, replica) for group in self._groups.values() for replica in group.replicas)
+            *(
+                self._revive(group, replica)
+                for group in self._groups.values()
+                for replica in group.replicas
+            )
         )
         self._reviver = asyncio.get_running_loop().create_task(
             self._revive_loop(), name="ray-pool-reviver"
@@ -193,9 +198,16 @@ class RayPool:
         return list(self._groups[model].replicas)
 
     # -- calls -------------------------------------------------------------------------------
-    async def call(self, ctx: JobContext, model: str, call: WorkerCall) -> Any:
+    async def call(
+        self,
+        ctx: JobContext,
+        model: str,
+        call: WorkerCall,
+        *,
+        on_chunk: ChunkCallback | None = None,
+    ) -> Any:
         """Run ``call`` on a free replica of ``model`` inside the scheduler job ``ctx``: chunks
-        go to ``ctx.emit``, every step is ``ctx.checkpoint()`` (cancel, pause)."""
+        go to ``on_chunk`` (default ``ctx.emit``), every step is ``ctx.checkpoint()``."""
         group = self._groups[model]
         replica = self._pick(group)
 
@@ -204,7 +216,7 @@ class RayPool:
 
         group.inflight[replica.name] += 1
         try:
-            return await replica.call(call, on_step=on_step, on_chunk=ctx.emit)
+            return await replica.call(call, on_step=on_step, on_chunk=on_chunk or ctx.emit)
         except WorkerDied:
             self._lost(group, replica)
             raise

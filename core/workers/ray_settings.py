@@ -20,6 +20,8 @@ admission; Ray only places actors and carries calls):
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 NODE_LABEL = "xiaoyou-node"  # the Ray node label a box is started with (--labels)
@@ -38,7 +40,9 @@ class RayWorkerSettings(BaseModel):
     name: str = Field(
         ..., min_length=1, pattern=r"^[a-z0-9_.-]+$", description="the worker's name (actor name)"
     )
-    model: str = Field(..., description="the model kind it hosts: llm, vl, sd, tts, asr")
+    model: Literal["llm", "tts", "vl", "sd"] = Field(
+        ..., description="the model kind it hosts (its settings: models.<kind>)"
+    )
     node: str | None = Field(
         None, description="pin to the box started with --labels xiaoyou-node=<node> (None: any)"
     )

@@ -36,9 +36,9 @@ async def _until(predicate: Any, timeout_s: float, what: str) -> None:
 async def test_cancel_in_the_middle_of_a_stream_stops_the_actor_within_a_step(
     make_pool: MakePool,
 ) -> None:
-    pool, scheduler = await make_pool([{"name": "cx-gen", "model": "gen"}])
+    pool, scheduler = await make_pool([{"name": "cx-gen", "model": "llm"}])
     handle = submit_generate(
-        scheduler, pool, "gen", [str(i) for i in range(200)], 0.05, stream_buffer=1
+        scheduler, pool, "llm", [str(i) for i in range(200)], 0.05, stream_buffer=1
     )
     got: list[str] = []
     async for piece in handle.stream():
@@ -48,13 +48,13 @@ async def test_cancel_in_the_middle_of_a_stream_stops_the_actor_within_a_step(
             break
     with pytest.raises(JobCancelled):
         await handle.result()
-    first = await stats(scheduler, pool, "gen")
+    first = await stats(scheduler, pool, "llm")
     await asyncio.sleep(0.5)  # 10 more steps' worth of time
-    second = await stats(scheduler, pool, "gen")
+    second = await stats(scheduler, pool, "llm")
     assert first["steps"] == second["steps"]  # the actor's backend stopped
     # read 5, one buffered, the actor one step ahead and the step in flight: at most ~9
     assert first["steps"] <= 9, first
-    again = submit_generate(scheduler, pool, "gen", ["a", "b"], 0.01)
+    again = submit_generate(scheduler, pool, "llm", ["a", "b"], 0.01)
     assert (await again.result()).endswith(f" {first['pid']}")  # same actor serves the next
     assert scheduler.stats()["resources"][worker_resource("cx-gen")]["used"] == 0
 
@@ -62,11 +62,11 @@ async def test_cancel_in_the_middle_of_a_stream_stops_the_actor_within_a_step(
 async def test_a_killed_actor_fails_its_job_and_the_restarted_one_serves_the_next(
     make_pool: MakePool,
 ) -> None:
-    pool, scheduler = await make_pool([{"name": "kill-gen", "model": "gen"}])
-    (replica,) = pool.replicas("gen")
+    pool, scheduler = await make_pool([{"name": "kill-gen", "model": "llm"}])
+    (replica,) = pool.replicas("llm")
     pid_before = replica.pid
     assert pid_before is not None
-    handle = submit_generate(scheduler, pool, "gen", [str(i) for i in range(100)], 0.05)
+    handle = submit_generate(scheduler, pool, "llm", [str(i) for i in range(100)], 0.05)
     stream = handle.stream().__aiter__()
     for _ in range(3):
         await stream.__anext__()
@@ -76,10 +76,10 @@ async def test_a_killed_actor_fails_its_job_and_the_restarted_one_serves_the_nex
     assert died.value.retryable
     # Ray restarts the actor, the pool loads the model again and returns the slot
     await _until(lambda: replica.pid != pid_before and replica.name in _live(pool), 60, "revived")
-    result = await submit_generate(scheduler, pool, "gen", ["a"], 0.01).result()
+    result = await submit_generate(scheduler, pool, "llm", ["a"], 0.01).result()
     assert result.endswith(f" {replica.pid}")
     assert replica.starts == 2
-    assert (await stats(scheduler, pool, "gen"))["loads"] == 1  # loaded again after the restart
+    assert (await stats(scheduler, pool, "llm"))["loads"] == 1  # loaded again after the restart
 
 
 def _live(pool: RayPool) -> set[str]:

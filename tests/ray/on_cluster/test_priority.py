@@ -14,26 +14,26 @@ async def test_a_realtime_job_overtakes_queued_background_work_on_a_full_cluster
 ) -> None:
     """Two replicas busy with drawings, three more drawings queued: a voice job submitted last
     runs on the first replica that frees up, before every queued drawing."""
-    pool, scheduler = await make_pool([{"name": "ot-gen", "model": "gen", "replicas": 2}])
+    pool, scheduler = await make_pool([{"name": "ot-gen", "model": "tts", "replicas": 2}])
     started: list[str] = []
     words = ["x"] * 8
     busy = [
         submit_generate(
-            scheduler, pool, "gen", words, 0.1, lane=Lane.BACKGROUND, owner=f"qq:{i}",
+            scheduler, pool, "tts", words, 0.1, lane=Lane.BACKGROUND, owner=f"qq:{i}",
             started=started, tag=f"bg{i}",
         )
         for i in range(2)
     ]  # fmt: skip
     queued = [
         submit_generate(
-            scheduler, pool, "gen", words, 0.02, lane=Lane.BACKGROUND, owner=f"qq:{i}",
+            scheduler, pool, "tts", words, 0.02, lane=Lane.BACKGROUND, owner=f"qq:{i}",
             started=started, tag=f"queued{i}",
         )
         for i in range(3)
     ]  # fmt: skip
     await asyncio.sleep(0.2)
     voice = submit_generate(
-        scheduler, pool, "gen", ["你", "好"], 0.02, lane=Lane.REALTIME, owner="device:1",
+        scheduler, pool, "tts", ["你", "好"], 0.02, lane=Lane.REALTIME, owner="device:1",
         started=started, tag="voice",
     )  # fmt: skip
     await voice.result()
@@ -61,14 +61,16 @@ async def test_a_realtime_job_preempts_a_drawing_on_the_same_box_at_its_next_ste
         owner="qq:1", preemptible=True,
     )  # fmt: skip
     pieces: list[str] = []
+    drawing_started = asyncio.Event()
 
     async def read() -> None:
         async for piece in drawing.stream():
             pieces.append(piece)
+            if len(pieces) == 3:
+                drawing_started.set()
 
     reader = asyncio.get_running_loop().create_task(read(), name="read-drawing")
-    while len(pieces) < 3:
-        await asyncio.sleep(0.01)
+    await drawing_started.wait()
     loop = asyncio.get_running_loop()
     submitted = loop.time()
     chat = submit_generate(
