@@ -60,6 +60,17 @@ class StandIn:
             emit(text[i : i + third])
             check()
 
+    def echo(self, value: Any, *, check: Callable[[], None]) -> Any:
+        """The cheapest call (per-job overhead benches)."""
+        return value
+
+    def tick(self, steps: int, *, check: Callable[[], None], emit: Callable[[Any], None]) -> int:
+        """``steps`` empty steps, each a chunk (per-step overhead benches)."""
+        for i in range(steps):
+            emit(i)
+            check()
+        return steps
+
     def stats(self, *, check: Callable[[], None]) -> dict[str, int]:
         return {"loads": self.loads, "steps": self.steps, "calls": self.calls, "pid": os.getpid()}
 
