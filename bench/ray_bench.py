@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -257,9 +258,18 @@ def main() -> int:
     if os.environ.get(INSIDE) != "1":
         return _reexec()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    results = asyncio.run(_inside(args))
-    print(json.dumps(results, indent=2, ensure_ascii=False))
-    return 0
+    code = 1
+    try:
+        results = asyncio.run(_inside(args))
+        print(json.dumps(results, indent=2, ensure_ascii=False), flush=True)
+        code = 0
+    except Exception:  # noqa: BLE001 - reported, then the namespace goes down with us
+        traceback.print_exc()
+    finally:
+        # this process is the namespace's PID 1: leaving at once (no Ray atexit hooks, which
+        # can hang without the head) makes the kernel kill every Ray process it started
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":
