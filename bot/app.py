@@ -115,7 +115,7 @@ def _cluster(settings: Settings, scheduler: Scheduler) -> tuple[ModelsSettings, 
     from core.workers.factories import CLUSTER_FACTORIES
     from core.workers.ray_pool import RayPool
 
-    specs = {
+    specs: dict[str, WorkerSpec] = {
         w.model: WorkerSpec(w.model, CLUSTER_FACTORIES[w.model], getattr(settings.models, w.model))
         for w in settings.ray.workers
     }
