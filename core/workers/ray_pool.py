@@ -7,7 +7,8 @@ resources, so priority, fairness and admission stay with :class:`core.scheduler.
 - ``worker:<name>`` = live replicas x concurrency. A job on the model takes one unit, and
   :meth:`RayPool.call` runs it on a replica with a free slot (the count guarantees one). A
   replica that dies fails its running call with WorkerDied and leaves the count until it is
-  back (with no replica live the count stays at one replica's worth: jobs then fail at once
+  back (an idle replica is pinged every ``revive_interval_s``, so one that died idle leaves
+  too; with no replica live the count stays at one replica's worth: jobs then fail at once
   with WorkerDied, retryable, rather than wait for a box that may not return); an owned task
   probes it every ``revive_interval_s`` (Ray restarts the actor, or a new one is created),
   loads the model again and returns the slots, and queued jobs start.
@@ -272,6 +273,21 @@ class RayPool:
             ]
             if dead:
                 await asyncio.gather(*(self._revive(g, r) for g, r in dead))
+            await self._check_idle()
+
+    async def _check_idle(self) -> None:
+        """Ping the live replicas that run nothing, so one that died while idle leaves the
+        count (and is revived) before a job is sent to it."""
+        idle = [
+            (group, replica)
+            for group in self._groups.values()
+            for replica in group.replicas
+            if replica.name in group.live and group.inflight[replica.name] == 0
+        ]
+        alive = await asyncio.gather(*(replica.alive() for _, replica in idle))
+        for (group, replica), ok in zip(idle, alive, strict=True):
+            if not ok and group.inflight[replica.name] == 0:
+                self._lost(group, replica)
 
     def snapshot(self) -> list[dict[str, object]]:
         return [

@@ -154,6 +154,21 @@ class RayWorker:
         if self._actor is not None:
             ray.kill(self._actor, no_restart=False)
 
+    async def alive(self, timeout_s: float = 10.0) -> bool:
+        """Ping an idle actor; a dead or silent one makes the state DEAD (health checks)."""
+        actor = self._actor
+        if actor is None or self._state not in (WorkerState.IDLE, WorkerState.BUSY):
+            return False
+        try:
+            info = await asyncio.wait_for(actor.ping.remote(), timeout_s)
+        except (TimeoutError, RayError):
+            self._died()
+            return False
+        if int(info["pid"]) != self.pid or not info["loaded"]:  # restarted by Ray meanwhile
+            self._died()
+            return False
+        return True
+
     # -- calls -------------------------------------------------------------------------------
     async def cancel(self) -> None:
         actor = self._actor

@@ -82,6 +82,22 @@ async def test_a_killed_actor_fails_its_job_and_the_restarted_one_serves_the_nex
     assert (await stats(scheduler, pool, "llm"))["loads"] == 1  # loaded again after the restart
 
 
+async def test_an_actor_that_dies_while_idle_is_back_before_the_next_job(
+    make_pool: MakePool,
+) -> None:
+    """The pool's health ping notices the death, Ray restarts the actor, the model is loaded
+    again: the next job is served without a WorkerDied."""
+    pool, scheduler = await make_pool([{"name": "idle-gen", "model": "llm"}])
+    (replica,) = pool.replicas("llm")
+    pid_before = replica.pid
+    assert pid_before is not None
+    os.kill(pid_before, signal.SIGKILL)
+    await _until(lambda: replica.pid != pid_before and replica.name in _live(pool), 60, "revived")
+    result = await submit_generate(scheduler, pool, "llm", ["a"], 0.01).result()
+    assert result.endswith(f" {replica.pid}")
+    assert (await stats(scheduler, pool, "llm"))["loads"] == 1
+
+
 def _live(pool: RayPool) -> set[str]:
     return {row["worker"] for row in pool.snapshot() if row["live"]}  # type: ignore[misc]
 
