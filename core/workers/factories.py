@@ -21,7 +21,8 @@ def llm_backend(settings: Any) -> ModelBackend:
 def tts_backend(settings: Any) -> ModelBackend:
     from core.models.tts import create_tts
 
-    return create_tts(settings)
+    # the box speaks the local voices; mixed remote routes stay with the front's tts_remote
+    return create_tts(settings, "local" if settings.mixed_routes else "all")
 
 
 def vl_backend(settings: Any) -> ModelBackend:
