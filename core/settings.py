@@ -197,6 +197,16 @@ class DeviceSettings(BaseModel):
     mcp_timeout_s: float = Field(
         5.0, gt=0, description="one MCP request to a device (initialize, tools/list, tools/call)"
     )
+    keyword_intents: bool = Field(
+        True,
+        description="common device commands (volume, brightness) matched by keywords and run"
+        " on the device without the LLM, before any LLM call",
+    )
+    llm_tools: bool = Field(
+        True,
+        description="the device's MCP tools offered to the LLM as functions; its calls run on"
+        " the device and the results go back into the same turn",
+    )
     wake_greeting: str = Field(
         "我在，你说。",
         description="spoken when a wake word is detected (empty: no greeting)",

@@ -110,6 +110,8 @@ class DeviceHub:
                 first_chunk_chars=s.first_chunk_chars,
                 cancel_timeout_s=s.close_timeout_s,
                 tool_timeout_s=s.mcp_timeout_s,
+                keyword_intents=s.keyword_intents,
+                llm_tools=s.llm_tools,
             ),
             max_exchanges=s.max_exchanges,
             wake_words=frozenset(wake_key(w) for w in s.wake_words),

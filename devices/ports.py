@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.models.asr import Transcript
-from core.models.llm import ChatMessage
+from core.models.llm import ChatMessage, ToolSpec
 from core.models.tts import PcmChunk
 from core.models.vad import Vad
 from core.scheduler import JobHandle, Lane
@@ -43,6 +43,19 @@ class VoiceInference(Protocol):
         self,
         messages: Sequence[ChatMessage],
         *,
+        lane: Lane,
+        owner: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stream_buffer: int | None = None,
+        max_sentences: int | None = None,
+    ) -> JobHandle[Any]: ...
+
+    def chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec],
         lane: Lane,
         owner: str,
         max_tokens: int | None = None,

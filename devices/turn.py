@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from core.models.llm import ChatEvent, ChatMessage, ToolCall, ToolSpec
 from core.scheduler import JobHandle, JobStatus, Lane
 from devices.codec import OpusEncoder
 from devices.held import HeldOutput
@@ -38,6 +40,7 @@ from devices.ports import Gate, Outbox, VoiceInference
 from devices.protocol import Llm, Stt, Tts
 from devices.segmenter import SentenceSegmenter
 from devices.tasks import TaskOwner
+from devices.tool_loop import TOOL_TEMPERATURE, ToolRun, error_result, tool_rounds, tool_specs
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class TurnConfig:
     first_chunk_chars: int = 40  # see SentenceSegmenter.first_max_chars
     cancel_timeout_s: float = 2.0
     tool_timeout_s: float = 5.0  # one MCP tools/call on the device
+    keyword_intents: bool = True  # common intents (volume, brightness) by keywords, no LLM
+    llm_tools: bool = True  # the device's tools offered to the LLM as functions
     later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
 
 
@@ -167,6 +172,7 @@ class Turn:
         self._queued_frames = 0  # encoded, not yet handed to the pacer
         self._emotion_sent = False
         self.tool_calls: list[tuple[str, dict[str, Any], str]] = []  # (tool, arguments, result)
+        self.tool_run = ToolRun()  # the LLM's tool rounds (devices/tool_loop.py)
         self.typed = False  # started from text ('listen detect'), not from an utterance
         self.remember = True  # False: the exchange stays out of the conversation memory
 
@@ -223,7 +229,7 @@ class Turn:
             return TurnOutcome.EMPTY
         if self.user_text:  # (a fixed reply without user text: the server speaks first)
             await self._send(Stt(text=self.user_text))
-        if reply is None and self._tools is not None and self._tools.tools:
+        if reply is None and cfg.keyword_intents and self._tools is not None and self._tools.tools:
             reply = await self._device_tool(self._tools, self.user_text)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         items: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -292,22 +298,80 @@ class Turn:
         return intent.reply.format(value=value)
 
     async def _reply_pieces(self, reply: str | None) -> AsyncIterator[str]:
-        """The reply as it is generated: the LLM's stream, or the fixed ``reply`` at once."""
+        """The reply as it is generated: the LLM's stream (with the device's tools, if it has
+        any: see devices/tool_loop.py), or the fixed ``reply`` at once."""
         if reply is not None:
             yield reply
             return
         cfg = self._config
-        handle = self._inference.chat(
-            self._memory.messages_for(self.user_text),
-            lane=cfg.lane,
-            owner=cfg.owner,
-            max_tokens=cfg.max_tokens,
-            stream_buffer=LLM_AHEAD_PIECES,
-            max_sentences=cfg.max_sentences,
-        )
+        messages = self._memory.messages_for(self.user_text)
+        tools = self._tools
+        if cfg.llm_tools and tools is not None and tools.tools:
+            async for piece in tool_rounds(
+                messages,
+                tool_specs(tools.tools),
+                chat=self._chat_round,
+                call=lambda c: self._llm_tool(tools, c),
+                run=self.tool_run,
+            ):
+                yield piece
+            return
+        async for piece in self._chat_round(messages, ()):
+            if isinstance(piece, str):
+                yield piece
+
+    async def _chat_round(
+        self, messages: list[ChatMessage], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[ChatEvent]:
+        """One LLM job: its text pieces (and tool calls when ``tools`` are offered)."""
+        cfg = self._config
+        handle: JobHandle[Any]
+        if tools:
+            handle = self._inference.chat_events(
+                messages,
+                tools=tools,
+                lane=cfg.lane,
+                owner=cfg.owner,
+                max_tokens=cfg.max_tokens,
+                temperature=TOOL_TEMPERATURE,
+                stream_buffer=LLM_AHEAD_PIECES,
+                max_sentences=cfg.max_sentences,
+            )
+        else:
+            handle = self._inference.chat(
+                messages,
+                lane=cfg.lane,
+                owner=cfg.owner,
+                max_tokens=cfg.max_tokens,
+                temperature=TOOL_TEMPERATURE if self.tool_run.calls else None,
+                stream_buffer=LLM_AHEAD_PIECES,
+                max_sentences=cfg.max_sentences,
+            )
         self._handles.append(handle)
-        async for piece in handle.stream():
-            yield piece
+        try:
+            async for event in handle.stream():
+                yield event
+        finally:
+            handle.cancel("round ended")  # a no-op once finished; stops a round left early
+
+    async def _llm_tool(self, tools: McpClient, call: ToolCall) -> str:
+        """Run a call the LLM made; the result (or the failure) as text for the model."""
+        await self._output.wait_released()  # a speculation must not touch the device
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            return error_result("arguments are not JSON")
+        if not isinstance(arguments, dict):
+            return error_result("arguments must be an object")
+        try:
+            result = await tools.call(call.name, arguments, timeout_s=self._config.tool_timeout_s)
+        except McpError as exc:
+            log.warning("%s: tool %s failed: %s", self._config.owner, call.name, exc.message)
+            result = error_result(exc.message)
+        else:
+            self.tool_calls.append((call.name, arguments, result))
+        log.info("%s: LLM called %s %s → %s", self._config.owner, call.name, arguments, result)
+        return result
 
     async def _sentence(self, sentence: str, sentences: asyncio.Queue[str | None]) -> None:
         if not self._emotion_sent:  # the face to show while speaking, from the reply's first emoji

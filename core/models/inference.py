@@ -238,9 +238,11 @@ class Inference:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stream_buffer: int | None = None,
+        max_sentences: int | None = None,
     ) -> JobHandle[ChatEvent]:
         """Like :meth:`chat` with ``tools`` offered to the model: the stream yields text pieces
-        and :class:`core.models.llm.ToolCall` requests (OpenAI style)."""
+        and :class:`core.models.llm.ToolCall` requests (OpenAI style); the reply guard and
+        ``max_sentences`` apply to the text, calls pass through."""
         handle: JobHandle[ChatEvent] = self._chat(
             messages,
             tools=tools,
@@ -249,6 +251,7 @@ class Inference:
             max_tokens=max_tokens,
             temperature=temperature,
             stream_buffer=stream_buffer,
+            max_sentences=max_sentences,
         )
         return handle
 
@@ -273,7 +276,7 @@ class Inference:
         question = history[-1].content if history and history[-1].role == "user" else ""
 
         def new_guard(*, parrot: bool = True) -> ReplyGuard | None:
-            if offered or not (llm_settings.guard_replies or max_sentences is not None):
+            if not (llm_settings.guard_replies or max_sentences is not None):
                 return None
             return ReplyGuard(
                 system_prompt=system if llm_settings.guard_replies else "",
@@ -302,7 +305,11 @@ class Inference:
                         temperature=temp,
                         check=step,
                     )
-                    _emit_all(ctx, pieces)
+                    tool_guard = new_guard(parrot=False)  # the text of a tool chat is guarded
+                    if tool_guard is None:
+                        _emit_all(ctx, pieces)
+                    else:
+                        _emit_guarded(ctx, pieces, tool_guard)
                     return
                 for attempt in range(1 + PARROT_RETRIES):
                     pieces = llm.stream_chat(
@@ -344,6 +351,7 @@ class Inference:
                                 await ctx.emit(event)
                             continue
                         if not isinstance(event, str):
+                            await ctx.emit(event)  # a tool call: not text to guard
                             continue
                         out = guard.push(event)
                         if out:
@@ -375,6 +383,7 @@ class Inference:
                     await ctx.emit(piece)
                     return
                 if not isinstance(piece, str):
+                    await ctx.emit(piece)  # a tool call: not text to guard
                     return
                 out = guard.push(piece)
                 if out:
@@ -609,11 +618,14 @@ def _emit_all(ctx: JobContext, items: Iterator[Any]) -> None:
             close()
 
 
-def _emit_guarded(ctx: JobContext, pieces: Iterator[str], guard: ReplyGuard) -> None:
-    """Stream what ``guard`` lets through; once it stops the reply, close the model's stream
-    (llama.cpp stops generating)."""
+def _emit_guarded(ctx: JobContext, pieces: Iterator[ChatEvent], guard: ReplyGuard) -> None:
+    """Stream what ``guard`` lets through (tool calls pass as they are); once it stops the
+    reply, close the model's stream (llama.cpp stops generating)."""
     try:
         for piece in pieces:
+            if not isinstance(piece, str):
+                ctx.emit_blocking(piece)
+                continue
             out = guard.push(piece)
             if out:
                 ctx.emit_blocking(out)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.models.asr import Transcript
-from core.models.llm import ChatMessage
+from core.models.llm import ChatEvent, ChatMessage, ToolSpec
 from core.models.tts import PcmChunk
 from core.models.vad import Vad
 from core.scheduler import JobContext, JobHandle, JobSpec, Lane, Scheduler
@@ -56,6 +56,10 @@ class FakeInference:
     chat_error: Exception | None = None  # raised by the LLM job before its first piece
     asr_audio_s: list[float] = field(default_factory=list)
     asr_supersedes: list[str] = field(default_factory=list)  # the key of each ASR job
+    # LLM rounds with tools (chat_events): each round emits the next scripted list of events
+    # (text pieces and ToolCalls); with the script used up, the words of ``reply``
+    tool_script: list[list[ChatEvent]] = field(default_factory=list)
+    tool_offers: list[list[str]] = field(default_factory=list)  # tool names offered per round
     # CPU sharing: TTS chunks take this many times longer while an LLM job computes a token
     # (real backends on 2 cores: Piper ~1.7x slower beside llama.cpp)
     tts_contention: float = 1.0
@@ -160,6 +164,36 @@ class FakeInference:
                 await ctx.emit(word + " ")  # waits while the reader does not read
                 self.emitted.append("llm")
             return self.reply
+
+        self.chat_buffers.append(stream_buffer)
+        return self._submit("llm", run, owner=owner, lane=lane, stream_buffer=stream_buffer)
+
+    def chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec],
+        lane: Lane,
+        owner: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stream_buffer: int | None = None,
+        max_sentences: int | None = None,
+    ) -> JobHandle[ChatEvent]:
+        self.chat_prompts.append(list(messages))
+        self.chat_max_sentences.append(max_sentences)
+        self.tool_offers.append([t.name for t in tools])
+        events: list[ChatEvent] = (
+            self.tool_script.pop(0) if self.tool_script else [w + " " for w in self.reply.split()]
+        )
+
+        async def run(ctx: JobContext) -> None:
+            if self.chat_error is not None:
+                raise self.chat_error
+            for event in events:
+                await asyncio.sleep(self.token_s)
+                await ctx.emit(event)
+                self.emitted.append("llm")
 
         self.chat_buffers.append(stream_buffer)
         return self._submit("llm", run, owner=owner, lane=lane, stream_buffer=stream_buffer)

@@ -76,6 +76,8 @@ class FirmwareEmulator(DeviceSimulator):
         self.listening_mode = "auto"
         self.volume = 70
         self.brightness = 80
+        self.theme = "light"
+        self.lamp = False  # the lamp of the firmware's lamp_controller.h
         self.tools = tools if tools is not None else self.default_tools()
         for i in range(padding_tools):  # boards register many tools: forces tools/list paging
             self.tools.append(EmuTool(f"self.board.extra_{i}", "An extra board tool. " * 20))
@@ -90,7 +92,10 @@ class FirmwareEmulator(DeviceSimulator):
                 "self.get_device_status",
                 "Provides the real-time information of the device (speaker volume, screen).",
                 call=lambda args: json.dumps(
-                    {"audio_speaker": {"volume": self.volume}, "screen": {"brightness": 80}}
+                    {
+                        "audio_speaker": {"volume": self.volume},
+                        "screen": {"brightness": self.brightness, "theme": self.theme},
+                    }
                 ),
             ),
             EmuTool(
@@ -105,7 +110,32 @@ class FirmwareEmulator(DeviceSimulator):
                 {"brightness": {"type": "integer", "minimum": 0, "maximum": 100}},
                 call=self._set_brightness,
             ),
+            EmuTool(
+                "self.screen.set_theme",
+                "Set the theme of the screen. The theme can be `light` or `dark`.",
+                {"theme": {"type": "string"}},
+                call=self._set_theme,
+            ),
+            EmuTool(
+                "self.lamp.get_state",
+                "Get the power state of the lamp",
+                call=lambda args: json.dumps({"power": self.lamp}),
+            ),
+            EmuTool(
+                "self.lamp.turn_on", "Turn on the lamp", call=lambda args: self._set_lamp(True)
+            ),
+            EmuTool(
+                "self.lamp.turn_off", "Turn off the lamp", call=lambda args: self._set_lamp(False)
+            ),
         ]
+
+    def _set_theme(self, args: dict[str, Any]) -> bool:
+        self.theme = str(args["theme"])
+        return True
+
+    def _set_lamp(self, on: bool) -> bool:
+        self.lamp = on
+        return True
 
     def _set_volume(self, args: dict[str, Any]) -> bool:
         self.volume = int(args["volume"])

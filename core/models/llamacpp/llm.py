@@ -4,12 +4,20 @@ Without ``model_path`` the embedded model chosen by ``embedded`` is used
 (:mod:`core.models.llamacpp.embedded`: Qwen2.5-Coder-0.5B-Instruct by default, SmolLM2-135M
 as the small English-only choice). Token counts come from the model's own tokenizer, and
 ``repeat_penalty`` is applied to every request.
+
+Tool calls: the functions go to the GGUF's own chat template when it renders ``tools`` (Qwen2.5
+does: its native ``<tool_call>`` format); for a template without, the same Qwen-style section is
+added to the system prompt and earlier calls and results are written as text. The calls are
+parsed out of the generated text (:mod:`core.models.tool_text`); generation stops once the model
+only repeats its calls. Tool chats bypass the conversation cache (their prompt is not the
+messages alone); llama.cpp's own prefix reuse still applies.
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,8 @@ from core.models.llamacpp.prompt_cache import (
     common_messages,
     messages_key,
 )
-from core.models.llm import ChatMessage, Llm, LlmSettings
+from core.models.llm import ChatEvent, ChatMessage, Llm, LlmSettings, ToolSpec
+from core.models.tool_text import ToolTextParser, call_text, tools_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,21 +185,60 @@ class LlamaCppLlm(Llm):
         # no lock: the scheduler's 'model:llm' resource admits one job per context at a time
         yield from self._generate(messages, max_tokens, temperature, check)
 
+    def stream_chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec],
+        max_tokens: int,
+        temperature: float,
+        check: CancelCheck,
+    ) -> Iterator[ChatEvent]:
+        if not tools:
+            yield from self._generate(messages, max_tokens, temperature, check)
+            return
+        parser = ToolTextParser(t.name for t in tools)
+        native = self.template_has_tools()
+        wire = _wire_messages(messages, native=native, tools=tools)
+        pieces = self._generate(
+            messages, max_tokens, temperature, check, wire=wire, tools=tools if native else ()
+        )
+        try:
+            for piece in pieces:
+                yield from parser.push(piece)
+                if parser.done:  # the calls are complete; the rest would be repeats
+                    break
+        finally:
+            pieces.close()
+        yield from parser.finish()
+
+    def template_has_tools(self) -> bool:
+        """The GGUF's chat template renders a ``tools`` list (Qwen2.5, Llama 3.1, Hermes)."""
+        llama = self._llama
+        template = llama.metadata.get("tokenizer.chat_template", "") if llama is not None else ""
+        return "tools" in template
+
     def _generate(
         self,
         messages: Sequence[ChatMessage],
         max_tokens: int,
         temperature: float,
         check: CancelCheck,
-    ) -> Iterator[str]:
+        *,
+        wire: list[dict[str, Any]] | None = None,
+        tools: Sequence[ToolSpec] = (),
+    ) -> Generator[str, None, None]:
         if self._llama is None:
             raise InferenceError("llama.cpp model is not loaded")
         check()
+        cached = wire is None  # a tool chat's prompt is more than its messages: not cached
         key = messages_key(messages)
-        self._continue_cached(key)
-        self._context_key = key
+        if cached:
+            self._continue_cached(key)
+        self._context_key = key if cached else ()
         chunks = self._llama.create_chat_completion(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
+            messages=wire or [{"role": m.role, "content": m.content} for m in messages],
+            tools=[_tool_json(t) for t in tools] or None,
             max_tokens=max_tokens,
             temperature=temperature,
             top_p=self._settings.top_p,
@@ -216,11 +264,65 @@ class LlamaCppLlm(Llm):
             # closed by the job's own code while it holds the context (the reply guard, a
             # cancel at emit): what was generated is a conversation worth keeping
             chunks.close()
-            self._keep(messages_key(messages, "".join(reply)))
+            if cached:
+                self._keep(messages_key(messages, "".join(reply)))
             raise
         except BaseException:
             # e.g. cancelled while paused: another job may be using the context right now
             chunks.close()
             raise
         chunks.close()
-        self._keep(messages_key(messages, "".join(reply)))
+        if cached:
+            self._keep(messages_key(messages, "".join(reply)))
+
+
+def _tool_json(tool: ToolSpec) -> dict[str, Any]:
+    function = {"name": tool.name, "description": tool.description}
+    return {"type": "function", "function": {**function, "parameters": dict(tool.parameters)}}
+
+
+def _arguments(text: str) -> object:
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+
+
+def _wire_messages(
+    messages: Sequence[ChatMessage], *, native: bool, tools: Sequence[ToolSpec]
+) -> list[dict[str, Any]]:
+    """The messages for llama.cpp's template. ``native``: the template renders tools, calls
+    (arguments as objects, as Qwen's template expects) and ``tool`` results itself; otherwise
+    the tool section joins the system prompt, calls become assistant text and results user
+    ``<tool_response>`` text."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if native:
+            item: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.tool_calls:
+                item["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+                    }
+                    for c in m.tool_calls
+                ]
+            if m.role == "tool":
+                item["tool_call_id"] = m.tool_call_id
+            out.append(item)
+        elif m.role == "tool":
+            out.append(
+                {"role": "user", "content": f"<tool_response>\n{m.content}\n</tool_response>"}
+            )
+        elif m.tool_calls:
+            text = "\n".join([m.content, *(call_text(c) for c in m.tool_calls)]).strip()
+            out.append({"role": "assistant", "content": text})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    if not native:
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": out[0]["content"] + tools_block(tools)}
+        else:
+            out.insert(0, {"role": "system", "content": tools_block(tools).strip()})
+    return out

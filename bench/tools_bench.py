@@ -1,0 +1,307 @@
+"""MCP tool-call accuracy on a prompt set: keyword intents, LLM function calling, both combined.
+
+    .venv/bin/python -m bench.tools_bench                      # the embedded Qwen2.5-0.5B
+    .venv/bin/python -m bench.tools_bench --no-tools-prompt    # without the tool instruction
+    .venv/bin/python -m bench.tools_bench --chatml-fc          # + llama-cpp-python's handler
+
+The prompts (``bench/data/device_commands.json``) are spoken device commands with the calls
+they must produce, and questions that must call no tool. The device offers the firmware's
+common tools plus the lamp of its ``lamp_controller.h`` (7 tools) and answers like the
+firmware (status JSON, ``true``). Paths, each on every prompt:
+
+- ``keywords``: devices/intents.py alone (no LLM);
+- ``llm``: the device turn's tool loop (devices/tool_loop.py) on the real model, native
+  template (Qwen's ``<tool_call>`` format, parsed by core/models/tool_text.py);
+- ``combined``: keywords first, the LLM for what they do not match (the device turn's order);
+- ``chatml-fc`` (``--chatml-fc``): llama-cpp-python's ``chatml-function-calling`` handler,
+  one round (its first call only; relative requests cannot be right there).
+
+Per path: right tool (every expected call's tool made, no other changing call), right tool and
+arguments, false calls (a changing call on a question that needs none, or an extra changing
+call), reads on questions that need none, seconds per prompt (the box is shared: absolute
+figures are loaded-box figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.models.llm import ChatEvent, ChatMessage, LlmSettings, ToolCall, ToolSpec
+from devices.intents import GET_STATUS, argument_name, current_value, match_intent
+from devices.mcp import McpTool
+from devices.memory import DEFAULT_SYSTEM_PROMPT
+from devices.tool_loop import TOOL_TEMPERATURE, ToolRun, is_read, tool_rounds, tool_specs
+
+DATA = Path(__file__).resolve().parent / "data" / "device_commands.json"
+_INT = {"type": "integer", "minimum": 0, "maximum": 100}
+FIRMWARE_TOOLS = [  # descriptions as the firmware's mcp_server.cc and lamp_controller.h
+    McpTool(
+        "self.get_device_status",
+        "Provides the real-time information of the device, including the current status of the"
+        " audio speaker, screen, battery, network, etc.\nUse this tool for: \n1. Answering"
+        " questions about current condition (e.g. what is the current volume of the audio"
+        " speaker?)\n2. As the first step to control the device (e.g. turn up / down the volume"
+        " of the audio speaker, etc.)",
+        {"type": "object", "properties": {}},
+    ),
+    McpTool(
+        "self.audio_speaker.set_volume",
+        "Set the volume of the audio speaker. If the current volume is unknown, you must call"
+        " `self.get_device_status` tool first and then call this tool.",
+        {"type": "object", "properties": {"volume": _INT}, "required": ["volume"]},
+    ),
+    McpTool(
+        "self.screen.set_brightness",
+        "Set the brightness of the screen.",
+        {"type": "object", "properties": {"brightness": _INT}, "required": ["brightness"]},
+    ),
+    McpTool(
+        "self.screen.set_theme",
+        "Set the theme of the screen. The theme can be `light` or `dark`.",
+        {"type": "object", "properties": {"theme": {"type": "string"}}, "required": ["theme"]},
+    ),
+    McpTool("self.lamp.get_state", "Get the power state of the lamp", {}),
+    McpTool("self.lamp.turn_on", "Turn on the lamp", {}),
+    McpTool("self.lamp.turn_off", "Turn off the lamp", {}),
+]
+STATUS = {
+    "audio_speaker": {"volume": 70},
+    "screen": {"brightness": 80, "theme": "light"},
+    "battery": {"level": 85, "charging": False},
+    "network": {"type": "wifi", "signal": "strong"},
+}
+
+Call = tuple[str, dict[str, Any]]
+
+
+def answer(name: str) -> str:
+    """What the firmware answers."""
+    if name == "self.get_device_status":
+        return json.dumps(STATUS)
+    if name == "self.lamp.get_state":
+        return '{"power": false}'
+    return "true"
+
+
+def _value_ok(want: Any, got: Any) -> bool:
+    if isinstance(want, str) and want[:1] in "<>" and isinstance(got, int | float):
+        op = want.rstrip("0123456789")
+        bound = float(want[len(op) :])
+        return {"<": got < bound, ">": got > bound, "<=": got <= bound, ">=": got >= bound}[op]
+    if isinstance(want, str) and isinstance(got, str):
+        return want.casefold() == got.casefold()
+    return bool(want == got)
+
+
+@dataclass
+class Score:
+    right_tool: int = 0
+    right_args: int = 0
+    false_calls: int = 0  # changing calls nobody asked for
+    reads_on_none: int = 0
+    tool_prompts: int = 0
+    none_prompts: int = 0
+    seconds: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, text: str, expect: list[Call], calls: list[Call], seconds: float) -> None:
+        self.seconds.append(seconds)
+        wanted = {name for name, _ in expect}
+        changing = [(n, a) for n, a in calls if n in wanted or not is_read(n)]
+        extra = [c for c in changing if c[0] not in wanted]
+        if not expect:
+            self.none_prompts += 1
+            self.false_calls += bool(extra)
+            self.reads_on_none += any(is_read(n) for n, _ in calls)
+            if extra:
+                self.failures.append(f"false call: {text!r} → {extra}")
+            return
+        self.tool_prompts += 1
+        self.false_calls += bool(extra)
+        made = {n for n, _ in changing}
+        tools_ok = wanted <= made and not extra
+        args_ok = tools_ok and all(
+            any(
+                n == name and all(_value_ok(v, a.get(k)) for k, v in want.items())
+                for n, a in changing
+            )
+            for name, want in expect
+        )
+        self.right_tool += tools_ok
+        self.right_args += args_ok
+        if not args_ok:
+            self.failures.append(f"{'wrong args' if tools_ok else 'wrong'}: {text!r} → {calls}")
+
+    def row(self, name: str) -> str:
+        n = self.tool_prompts
+        per_s = sum(self.seconds) / max(1, len(self.seconds))
+        return (
+            f"{name:>10} {self.right_tool:>3}/{n} {self.right_tool / n:>5.0%}"
+            f" {self.right_args:>3}/{n} {self.right_args / n:>5.0%}"
+            f" {self.false_calls:>6} {self.reads_on_none:>6}/{self.none_prompts}"
+            f" {per_s:>8.2f}"
+        )
+
+
+def keyword_calls(text: str) -> list[Call] | None:
+    intent = match_intent(text, {t.name for t in FIRMWARE_TOOLS})
+    if intent is None:
+        return None
+    arguments = dict(intent.arguments)
+    calls: list[Call] = []
+    if intent.relative:
+        calls.append((GET_STATUS, {}))
+        current = current_value(answer(GET_STATUS), intent.tool) or 0
+        arguments[argument_name(intent.tool)] = max(0, min(100, current + intent.relative))
+    calls.append((intent.tool, arguments))
+    return calls
+
+
+class LlmPath:
+    def __init__(self, llm: Any, *, tools_prompt: bool, max_tokens: int) -> None:
+        self.llm = llm
+        self.specs = tool_specs(FIRMWARE_TOOLS)
+        self.tools_prompt = tools_prompt
+        self.max_tokens = max_tokens
+        self.replies: list[tuple[str, str]] = []
+
+    async def calls(self, text: str) -> list[Call]:
+        async def chat(
+            messages: list[ChatMessage], tools: Sequence[ToolSpec]
+        ) -> AsyncIterator[ChatEvent]:
+            if not self.tools_prompt:  # ablation: the system prompt without TOOLS_PROMPT
+                messages = [ChatMessage("system", DEFAULT_SYSTEM_PROMPT), *messages[1:]]
+            events = self.llm.stream_chat_events(
+                messages,
+                tools=tools,
+                max_tokens=self.max_tokens,
+                temperature=TOOL_TEMPERATURE,
+                check=lambda: None,
+            )
+            for event in events:
+                yield event
+
+        async def call(c: ToolCall) -> str:
+            return answer(c.name)
+
+        run = ToolRun()
+        pieces = [
+            p
+            async for p in tool_rounds(
+                [ChatMessage("system", DEFAULT_SYSTEM_PROMPT), ChatMessage("user", text)],
+                self.specs,
+                chat=chat,
+                call=call,
+                run=run,
+            )
+        ]
+        self.replies.append((text, "".join(pieces)))
+        return [(c.name, json.loads(c.arguments or "{}")) for c, _ in run.calls]
+
+
+def chatml_fc_calls(llama: Any, text: str, max_tokens: int) -> list[Call]:
+    from llama_cpp import llama_chat_format
+
+    result = llama_chat_format.chatml_function_calling(
+        llama=llama,
+        messages=[
+            {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+            {"role": "user", "content": text},
+        ],
+        tools=[
+            {
+                "type": "function",
+                "function": {
+                    "name": s.name,
+                    "description": s.description,
+                    "parameters": dict(s.parameters),
+                },
+            }
+            for s in tool_specs(FIRMWARE_TOOLS)
+        ],
+        tool_choice="auto",
+        max_tokens=max_tokens,
+        temperature=TOOL_TEMPERATURE,
+    )
+    out: list[Call] = []
+    for call in result["choices"][0]["message"].get("tool_calls") or []:
+        try:
+            args = json.loads(call["function"]["arguments"] or "{}")
+        except ValueError:
+            args = {"unparsable": call["function"]["arguments"]}
+        out.append((call["function"]["name"], args if isinstance(args, dict) else {}))
+    return out
+
+
+async def main(args: argparse.Namespace) -> None:
+    from core.models.llamacpp.llm import LlamaCppLlm
+
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    prompts: list[tuple[str, list[Call]]] = [
+        (text, [(n, a) for n, a in expect]) for text, expect in data["tool"]
+    ] + [(text, []) for text in data["none"]]
+    print(
+        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} (shared box: seconds are"
+        f" loaded-box figures); {len(data['tool'])} tool prompts, {len(data['none'])} without;"
+        f" {len(FIRMWARE_TOOLS)} device tools"
+    )
+    settings = LlmSettings(n_threads=args.threads, max_tokens=args.max_tokens)
+    llm = LlamaCppLlm(settings, cache_dir=Path(args.model_cache))
+    llm.load()
+    llm_path = LlmPath(llm, tools_prompt=args.tools_prompt, max_tokens=args.max_tokens)
+    scores = {name: Score() for name in ("keywords", "llm", "combined")}
+    if args.chatml_fc:
+        scores["chatml-fc"] = Score()
+    if args.limit:
+        prompts = prompts[: args.limit // 2] + prompts[-(args.limit - args.limit // 2) :]
+    for text, expect in prompts:
+        start = time.perf_counter()
+        by_keywords = keyword_calls(text)
+        keyword_s = time.perf_counter() - start
+        scores["keywords"].add(text, expect, by_keywords or [], keyword_s)
+        start = time.perf_counter()
+        by_llm = await llm_path.calls(text)
+        llm_s = time.perf_counter() - start
+        scores["llm"].add(text, expect, by_llm, llm_s)
+        combined = by_keywords if by_keywords is not None else by_llm
+        scores["combined"].add(text, expect, combined, keyword_s if by_keywords else llm_s)
+        line = f"  {llm_s:5.1f} s {text}: keywords {by_keywords}, llm {by_llm}"
+        if args.chatml_fc:
+            start = time.perf_counter()
+            calls = chatml_fc_calls(llm._llama, text, args.max_tokens)
+            scores["chatml-fc"].add(text, expect, calls, time.perf_counter() - start)
+            line += f", chatml-fc {calls}"
+        print(line, flush=True)
+    print(
+        f"\n{'path':>10} {'right tool':>10} {'+ args':>10} {'false':>6} {'reads':>8}"
+        f" {'s/prompt':>8}"
+    )
+    for name, score in scores.items():
+        print(score.row(name))
+    for name, score in scores.items():
+        print(f"\n{name}:")
+        for line in score.failures:
+            print(f"  {line}")
+    print("\nllm replies (spoken):")
+    for text, reply in llm_path.replies:
+        print(f"  {text} → {reply!r}")
+    llm.unload()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-tools-prompt", dest="tools_prompt", action="store_false")
+    parser.add_argument("--chatml-fc", action="store_true")
+    parser.add_argument("--limit", type=int, default=0, help="first/last prompts only (0: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--model-cache", default="data/models", help="assembled embedded GGUF")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,183 @@
+"""The device's MCP tools offered to the LLM as functions (issue 13 item 4), through the firmware
+emulator over loopback: the call runs on the device, its result goes back into the same turn,
+the model's reply is spoken. The LLM is a scripted double (tests/devices/fakes.py); the real
+model is driven in test_llm_tools_real.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from core.models.llm import ChatMessage, ToolCall
+from devices.tool_loop import DONE_REPLY, TOOLS_PROMPT
+from tests.devices.conftest import HubServer, StartHub
+from tests.devices.fakes import FakeInference
+from tests.devices.firmware_emulator import FirmwareEmulator
+
+SET_VOLUME = "self.audio_speaker.set_volume"
+
+
+async def _booted(server: HubServer) -> FirmwareEmulator:
+    emu = FirmwareEmulator(server.http)
+    server.simulators.append(emu)
+    await emu.boot()
+    conn = server.hub.connection(emu.device_id)
+    assert conn is not None and conn.mcp is not None
+    await asyncio.wait_for(conn.mcp.ready.wait(), timeout=5)
+    return emu
+
+
+async def _typed_turn(emu: FirmwareEmulator, text: str) -> list[str]:
+    start = len(emu.messages("tts"))
+    await emu.listen("detect", None, text=text)
+    await emu.wait_message("tts", state="stop", timeout_s=10)
+    return [m["text"] for m in emu.messages("tts")[start:] if m["state"] == "sentence_start"]
+
+
+def _call(name: str, arguments: str = "{}", cid: str = "call_0") -> ToolCall:
+    return ToolCall(cid, name, arguments)
+
+
+async def test_llm_tool_call_runs_on_the_device_and_the_result_goes_back(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    fake.tool_script = [[_call(SET_VOLUME, '{"volume": 60}')]]
+    fake.reply = "好的，音量调到六十了。"  # round two (no tools offered): the spoken answer
+    server = await start_hub(fake, keyword_intents=False)
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "把音量调到60")
+    assert emu.tool_calls == [(SET_VOLUME, {"volume": 60})] and emu.volume == 60
+    assert "".join(spoken) == "好的，音量调到六十了。"
+    assert fake.tool_offers == [[t.name for t in emu.tools]]  # round one only: all 7 tools
+    first, second = fake.chat_prompts
+    assert first[0].role == "system" and first[0].content.endswith(TOOLS_PROMPT)
+    assistant, tool = second[-2:]
+    assert assistant == ChatMessage(
+        "assistant", "", tool_calls=(fake_call := assistant.tool_calls[0],)
+    )
+    assert fake_call.name == SET_VOLUME
+    assert tool.role == "tool" and tool.content == "true" and tool.tool_call_id == fake_call.id
+    assert emu.messages("stt")[-1]["text"] == "把音量调到60"
+
+
+async def test_a_tool_the_keywords_do_not_know_goes_through_the_llm(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    fake.tool_script = [["好的，", _call("self.lamp.turn_on")]]
+    fake.reply = "灯已经打开了。"
+    server = await start_hub(fake)  # keywords first: "开灯" is none of theirs
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "开灯")
+    assert emu.lamp is True and emu.tool_calls == [("self.lamp.turn_on", {})]
+    assert "".join(spoken) == "好的，灯已经打开了。"  # text before the call is spoken too
+
+
+async def test_a_read_lets_the_model_call_again_then_it_answers(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    fake.tool_script = [
+        [_call("self.get_device_status")],
+        [_call(SET_VOLUME, '{"volume": 80}', "call_1")],
+    ]
+    fake.reply = "调大了。"
+    server = await start_hub(fake, keyword_intents=False)
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "声音大一点")
+    assert [c[0] for c in emu.tool_calls] == ["self.get_device_status", SET_VOLUME]
+    assert emu.volume == 80 and "".join(spoken) == "调大了。"
+    assert len(fake.tool_offers) == 2  # after the read: tools again; after the set: none
+    status = fake.chat_prompts[1][-1]
+    assert status.role == "tool" and '"volume": 70' in status.content
+
+
+async def test_a_tool_that_does_not_answer_is_reported_to_the_model(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    fake.tool_script = [[_call(SET_VOLUME, '{"volume": 60}')]]
+    fake.reply = "抱歉，设备没有反应。"
+    server = await start_hub(fake, keyword_intents=False, mcp_timeout_s=0.3)
+    emu = await _booted(server)
+    emu.tools[1].call = lambda args: asyncio.sleep(3600)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    spoken = await _typed_turn(emu, "把音量调到60")
+    assert loop.time() - started < 3 and "".join(spoken) == "抱歉，设备没有反应。"
+    result = fake.chat_prompts[1][-1]
+    assert result.role == "tool" and "error" in result.content and "0.3 s" in result.content
+
+
+async def test_a_call_written_when_no_tools_are_offered_is_never_spoken(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    fake.tool_script = [[_call(SET_VOLUME, '{"volume": 60}')]]
+    # a 0.5B model repeats its call as text in the answer round
+    fake.reply = '{"name": "self.audio_speaker.set_volume", "arguments": {"volume": 60}}'
+    server = await start_hub(fake, keyword_intents=False)
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "把音量调到60")
+    assert emu.tool_calls == [(SET_VOLUME, {"volume": 60})]  # once, not again
+    assert "".join(spoken) == DONE_REPLY
+
+
+async def test_no_tools_for_the_llm_when_switched_off(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    fake.reply = "我是小优。"
+    server = await start_hub(fake, llm_tools=False)
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "你是谁")
+    assert fake.tool_offers == [] and "".join(spoken) == "我是小优。"
+    assert not fake.chat_prompts[0][0].content.endswith(TOOLS_PROMPT)
+
+
+async def test_a_speculative_turn_calls_no_tool_before_the_end_of_speech(
+    fake: FakeInference,
+) -> None:
+    """A held turn (started at a pause) runs the LLM, but its call waits for the release; a
+    dropped speculation never touches the device."""
+    from devices.mcp import McpClient
+    from devices.memory import ConversationMemory
+    from devices.turn import Turn, TurnConfig
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(payload: dict[str, Any]) -> bool:
+        sent.append(payload)
+        return True
+
+    client = McpClient(send, owner="t")
+    from devices.mcp import McpTool
+
+    client.tools = [McpTool(SET_VOLUME, "", {"type": "object", "properties": {}})]
+
+    class _Outbox:
+        session_id = "s"
+
+        async def send_message(self, message: object, *, gate: object = None) -> bool:
+            return True
+
+        async def send_audio(self, packet: bytes, *, gate: object = None) -> bool:
+            return True
+
+    fake.tool_script = [[_call(SET_VOLUME, '{"volume": 60}')]]
+    turn = Turn(
+        1,
+        inference=fake,
+        outbox=_Outbox(),
+        gate=lambda: True,
+        memory=ConversationMemory(),
+        config=TurnConfig(owner="device:t", keyword_intents=False),
+        on_speaking=lambda: None,
+        held=True,
+        tools=client,
+    )
+    task = asyncio.get_running_loop().create_task(turn.run(text="把音量调到60"))
+    for _ in range(100):
+        if fake.finished.get("llm"):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert fake.finished.get("llm") == 1 and sent == []  # the call waits for the release
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sent == []
