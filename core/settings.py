@@ -197,6 +197,11 @@ class DeviceSettings(BaseModel):
     mcp_timeout_s: float = Field(
         5.0, gt=0, description="one MCP request to a device (initialize, tools/list, tools/call)"
     )
+    synthesise_ahead: bool = Field(
+        True,
+        description="synthesise the next sentence while the current one plays (off: only once"
+        " it has been played, the naive order; a baseline for benches)",
+    )
     keyword_intents: bool = Field(
         True,
         description="common device commands (volume, brightness) matched by keywords and run"

@@ -111,6 +111,7 @@ class DeviceHub:
                 cancel_timeout_s=s.close_timeout_s,
                 tool_timeout_s=s.mcp_timeout_s,
                 keyword_intents=s.keyword_intents,
+                synthesise_ahead=s.synthesise_ahead,
                 llm_tools=s.llm_tools,
             ),
             max_exchanges=s.max_exchanges,

@@ -3,9 +3,11 @@
 One round: the LLM sees the conversation and the tools; its text is spoken as it streams, its
 tool calls are run on the device (``tools/call``) and come back as ``tool`` messages; the next
 round answers with that. A round that only *read* (``get_*`` tools: the volume is unknown
-before "louder") may call tools again; after a call that changed something, the last round is
-offered no tools, so the model says what happened instead of calling again (a 0.5B model
-repeats its call when it can). At most ``max_rounds`` rounds with tools.
+before "louder") may call tools again; after a call that changed something the next round is
+the last: it is still offered the same tools (the prompt stays the same, so llama.cpp reuses
+its cached prefix instead of evaluating the whole prompt again), but a
+call written there is not run (a 0.5B model repeats its call instead of answering); if the
+model said nothing at all, :data:`DONE_REPLY` is spoken. At most ``max_rounds`` rounds.
 
 The loop knows neither the scheduler nor the socket: ``chat`` streams one LLM round, ``call``
 runs one tool (and never raises: failures come back as text for the model). The turn
@@ -83,23 +85,25 @@ async def tool_rounds(
 ) -> AsyncIterator[str]:
     """Text to speak, round after round, running the model's tool calls in between."""
     history = with_tools_prompt(messages)
-    offered: Sequence[ToolSpec] = tools
+    final = False  # this round's calls are not run
     for _ in range(max_rounds + 1):
         run.rounds += 1
         text: list[str] = []
         calls: list[ToolCall] = []
-        # without tools the model may still write a call as text: parsed out, never spoken
-        unoffered = None if offered else ToolTextParser(t.name for t in tools)
-        async for event in _events(chat(history, offered), unoffered):
+        # a backend that does not parse calls itself: written calls are parsed out here, never
+        # spoken (a remote model answering with text only passes through unchanged)
+        async for event in _events(chat(history, tools), ToolTextParser(t.name for t in tools)):
             if isinstance(event, ToolCall):
                 calls.append(event)
+                if final:
+                    break  # the model repeats its call instead of answering: stop it
             elif event:
                 text.append(event)
                 run.spoke = run.spoke or bool(event.strip())
                 yield event
         if not calls:
             break
-        if not offered:  # written, not offered: nothing runs
+        if final:
             run.ignored += len(calls)
             break
         history.append(ChatMessage("assistant", "".join(text), tool_calls=tuple(calls)))
@@ -108,23 +112,21 @@ async def tool_rounds(
             run.calls.append((c, result))
             history.append(ChatMessage("tool", result, tool_call_id=c.id))
         changed = any(not is_read(c.name) for c in calls)
-        if changed or run.rounds >= max_rounds:
-            offered = ()  # say what happened; no more calls
+        final = changed or run.rounds >= max_rounds  # say what happened; no more calls
     if run.calls and not run.spoke and any(not is_read(c.name) for c, _ in run.calls):
         yield DONE_REPLY
 
 
 async def _events(
-    events: AsyncIterator[ChatEvent], parser: ToolTextParser | None
+    events: AsyncIterator[ChatEvent], parser: ToolTextParser
 ) -> AsyncIterator[ChatEvent]:
-    if parser is None:
-        async for event in events:
-            yield event
-        return
+    """The backend's calls as they come, its text through ``parser`` (calls written as text)."""
     async for event in events:
-        if isinstance(event, str):
-            for out in parser.push(event):
-                yield out
+        if not isinstance(event, str):
+            yield event
+            continue
+        for out in parser.push(event):
+            yield out
         if parser.done:
             break
     for out in parser.finish():

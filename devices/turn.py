@@ -96,6 +96,7 @@ class TurnConfig:
     first_chunk_chars: int = 40  # see SentenceSegmenter.first_max_chars
     cancel_timeout_s: float = 2.0
     tool_timeout_s: float = 5.0  # one MCP tools/call on the device
+    synthesise_ahead: bool = True  # False: the next sentence's TTS starts once this one played
     keyword_intents: bool = True  # common intents (volume, brightness) by keywords, no LLM
     llm_tools: bool = True  # the device's tools offered to the LLM as functions
     later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
@@ -405,6 +406,8 @@ class Turn:
                 self._handles.remove(handle)
                 self._tts = None
                 self._tts_progress.set()  # even if it yielded no audio: let the LLM go on
+                if not cfg.synthesise_ahead:
+                    await self._played()
         finally:
             self._tts = None
             self._tts_progress.set()  # failed or cancelled: never leave the LLM reader waiting
@@ -438,6 +441,11 @@ class Turn:
             if self.timings.first_audio_s is None:
                 self.timings.first_audio_s = time.monotonic()
         await pacer.drain()
+
+    async def _played(self) -> None:
+        """Until the device has played every frame queued so far (the baseline order)."""
+        while (ahead_s := self.audio_ahead_s()) > 0:  # noqa: ASYNC110 - playback is a clock
+            await asyncio.sleep(min(ahead_s, 0.05))
 
     def audio_ahead_s(self) -> float:
         """Audio ready but not yet played: queued on the device plus encoded, not yet sent."""
