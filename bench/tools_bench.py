@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.tools_bench                      # the embedded Qwen2.5-0.5B
     .venv/bin/python -m bench.tools_bench --no-tools-prompt    # without the tool instruction
     .venv/bin/python -m bench.tools_bench --chatml-fc          # + llama-cpp-python's handler
+    .venv/bin/python -m bench.tools_bench --calls-only         # no answer round (faster)
 
 The prompts (``bench/data/device_commands.json``) are spoken device commands with the calls
 they must produce, and questions that must call no tool. The device offers the firmware's
@@ -166,7 +167,8 @@ def keyword_calls(text: str) -> list[Call] | None:
 
 
 class LlmPath:
-    def __init__(self, llm: Any, *, tools_prompt: bool, max_tokens: int) -> None:
+    def __init__(self, llm: Any, *, tools_prompt: bool, max_tokens: int, answer: bool) -> None:
+        self.answer = answer
         self.llm = llm
         self.specs = tool_specs(FIRMWARE_TOOLS)
         self.tools_prompt = tools_prompt
@@ -201,6 +203,7 @@ class LlmPath:
                 chat=chat,
                 call=call,
                 run=run,
+                answer=self.answer,
             )
         ]
         self.replies.append((text, "".join(pieces)))
@@ -256,7 +259,9 @@ async def main(args: argparse.Namespace) -> None:
     settings = LlmSettings(n_threads=args.threads, max_tokens=args.max_tokens)
     llm = LlamaCppLlm(settings, cache_dir=Path(args.model_cache))
     llm.load()
-    llm_path = LlmPath(llm, tools_prompt=args.tools_prompt, max_tokens=args.max_tokens)
+    llm_path = LlmPath(
+        llm, tools_prompt=args.tools_prompt, max_tokens=args.max_tokens, answer=not args.calls_only
+    )
     scores = {name: Score() for name in ("keywords", "llm", "combined")}
     if args.chatml_fc:
         scores["chatml-fc"] = Score()
@@ -300,6 +305,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-tools-prompt", dest="tools_prompt", action="store_false")
     parser.add_argument("--chatml-fc", action="store_true")
+    parser.add_argument(
+        "--calls-only", action="store_true", help="skip the answer round after a changing call"
+    )
     parser.add_argument("--limit", type=int, default=0, help="first/last prompts only (0: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=96)

@@ -82,11 +82,15 @@ async def tool_rounds(
     call: RunTool,
     run: ToolRun,
     max_rounds: int = MAX_ROUNDS,
+    answer: bool = True,
 ) -> AsyncIterator[str]:
-    """Text to speak, round after round, running the model's tool calls in between."""
+    """Text to speak, round after round, running the model's tool calls in between.
+    ``answer=False`` skips the answer round after a changing call (benches of the calls)."""
     history = with_tools_prompt(messages)
     final = False  # this round's calls are not run
     for _ in range(max_rounds + 1):
+        if final and not answer:
+            break
         run.rounds += 1
         text: list[str] = []
         calls: list[ToolCall] = []

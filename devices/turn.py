@@ -202,7 +202,11 @@ class Turn:
         finally:
             await self._stop()
             if self._output.released:
-                if self.remember:
+                # a device command stays out of the memory: a remembered "把音量调到60" → "好的，
+                # 音量已调到60。" without its call taught the small model to answer the next
+                # command with a confirmation and no call (seen in the trial: "开灯" → "好的，
+                # 灯已开启。", nothing called)
+                if self.remember and not self.tool_calls:
                     self._memory.add(self.user_text, self.reply_text)
                 log.info("%s turn %d: %s", self._config.owner, self.turn_id, self.timings.summary())
             else:  # a dropped speculation never happened

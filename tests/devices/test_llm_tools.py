@@ -30,10 +30,13 @@ async def _booted(server: HubServer) -> FirmwareEmulator:
 
 
 async def _typed_turn(emu: FirmwareEmulator, text: str) -> list[str]:
-    start = len(emu.messages("tts"))
+    start = len(emu.received)
     await emu.listen("detect", None, text=text)
-    await emu.wait_message("tts", state="stop", timeout_s=10)
-    return [m["text"] for m in emu.messages("tts")[start:] if m["state"] == "sentence_start"]
+    await emu.wait_message("tts", state="stop", start=start, timeout_s=10)
+    messages = [r.message for r in emu.received[start:] if r.message is not None]
+    return [
+        m["text"] for m in messages if m.get("type") == "tts" and m["state"] == "sentence_start"
+    ]
 
 
 def _call(name: str, arguments: str = "{}", cid: str = "call_0") -> ToolCall:
@@ -187,3 +190,18 @@ async def test_a_speculative_turn_calls_no_tool_before_the_end_of_speech(
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert sent == []
+
+
+async def test_a_device_command_stays_out_of_the_conversation_memory(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """A remembered command and its confirmation, without the call, teach the model to
+    confirm the next command without calling anything."""
+    fake.tool_script = [[_call("self.lamp.turn_on")], ["灯开了。"], ["我是小优。"]]
+    server = await start_hub(fake)
+    emu = await _booted(server)
+    await _typed_turn(emu, "把音量调到60")  # the keyword path
+    await _typed_turn(emu, "开灯")  # the LLM path
+    await _typed_turn(emu, "你是谁")
+    last = fake.chat_prompts[-1]
+    assert [m.content for m in last if m.role in ("user", "assistant")] == ["你是谁"]
