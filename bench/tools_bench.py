@@ -174,6 +174,7 @@ class LlmPath:
         self.tools_prompt = tools_prompt
         self.max_tokens = max_tokens
         self.replies: list[tuple[str, str]] = []
+        self.blocked = 0  # changing calls not run: the text names nothing of a device
 
     async def calls(self, text: str) -> list[Call]:
         async def chat(
@@ -207,7 +208,13 @@ class LlmPath:
             )
         ]
         self.replies.append((text, "".join(pieces)))
-        return [(c.name, json.loads(c.arguments or "{}")) for c, _ in run.calls]
+        declared = {t.name: t.properties() for t in FIRMWARE_TOOLS}
+        calls: list[Call] = []
+        for c, _ in run.calls:  # the arguments the turn sends: declared properties only
+            arguments = json.loads(c.arguments or "{}")
+            calls.append((c.name, {k: v for k, v in arguments.items() if k in declared[c.name]}))
+        self.blocked += run.blocked
+        return calls
 
 
 def chatml_fc_calls(llama: Any, text: str, max_tokens: int) -> list[Call]:
@@ -295,6 +302,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"\n{name}:")
         for line in score.failures:
             print(f"  {line}")
+    print(f"\nllm: {llm_path.blocked} changing calls blocked (no device word in the text)")
     print("\nllm replies (spoken):")
     for text, reply in llm_path.replies:
         print(f"  {text} → {reply!r}")

@@ -17,6 +17,7 @@ runs one tool (and never raises: failures come back as text for the model). The 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,20 @@ def is_read(name: str) -> bool:
     return name.rsplit(".", 1)[-1].startswith("get")
 
 
+# a changing call runs only if the user's text names something a device has or does: the
+# 0.5B model set the volume on "谢谢你" and "明天早上七点叫我起床" (bench/tools_bench.py)
+_DEVICE_WORDS = re.compile(
+    r"音量|声音|大声|小声|静音|听不清|吵|亮|暗|屏幕|主题|模式|灯|开|关|调|设|换|切换|"
+    r"volume|loud|quiet|mute|bright|dim|screen|theme|mode|light|lamp|turn|set|switch",
+    re.IGNORECASE,
+)
+
+
+def plausible(name: str, user_text: str) -> bool:
+    """Reads always run; a changing call only if ``user_text`` sounds like a device command."""
+    return is_read(name) or bool(_DEVICE_WORDS.search(user_text))
+
+
 def with_tools_prompt(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     out = list(messages)
     if out and out[0].role == "system":
@@ -71,7 +86,8 @@ class ToolRun:
     calls: list[tuple[ToolCall, str]] = field(default_factory=list)  # (call, result text)
     rounds: int = 0
     spoke: bool = False  # the model produced text
-    ignored: int = 0  # calls written in a round offered no tools (not run)
+    ignored: int = 0  # calls written in the answer round (not run)
+    blocked: int = 0  # changing calls on a text that names nothing of a device (not run)
 
 
 async def tool_rounds(
@@ -87,6 +103,8 @@ async def tool_rounds(
     """Text to speak, round after round, running the model's tool calls in between.
     ``answer=False`` skips the answer round after a changing call (benches of the calls)."""
     history = with_tools_prompt(messages)
+    user_text = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    names = [t.name for t in tools]
     final = False  # this round's calls are not run
     for _ in range(max_rounds + 1):
         if final and not answer:
@@ -96,7 +114,7 @@ async def tool_rounds(
         calls: list[ToolCall] = []
         # a backend that does not parse calls itself: written calls are parsed out here, never
         # spoken (a remote model answering with text only passes through unchanged)
-        async for event in _events(chat(history, tools), ToolTextParser(t.name for t in tools)):
+        async for event in _events(chat(history, tools), ToolTextParser(names)):
             if isinstance(event, ToolCall):
                 calls.append(event)
                 if final:
@@ -105,10 +123,20 @@ async def tool_rounds(
                 text.append(event)
                 run.spoke = run.spoke or bool(event.strip())
                 yield event
-        if not calls:
-            break
         if final:
             run.ignored += len(calls)
+            break
+        blocked = [c for c in calls if not plausible(c.name, user_text)]
+        run.blocked += len(blocked)
+        calls = [c for c in calls if c not in blocked]
+        if not calls:
+            if not run.spoke and not run.calls:
+                # nothing to say (a call of no tool, a blocked call, an empty reply): answer
+                # once more without tools, so the question still gets a spoken answer
+                async for event in _events(chat(history, ()), ToolTextParser(names)):
+                    if isinstance(event, str) and event:
+                        run.spoke = run.spoke or bool(event.strip())
+                        yield event
             break
         history.append(ChatMessage("assistant", "".join(text), tool_calls=tuple(calls)))
         for c in calls:

@@ -321,9 +321,9 @@ class Turn:
             ):
                 yield piece
             return
-        async for piece in self._chat_round(messages, ()):
-            if isinstance(piece, str):
-                yield piece
+        async for event in self._chat_round(messages, ()):
+            if isinstance(event, str):
+                yield event
 
     async def _chat_round(
         self, messages: list[ChatMessage], tools: Sequence[ToolSpec]
@@ -368,6 +368,10 @@ class Turn:
             return error_result("arguments are not JSON")
         if not isinstance(arguments, dict):
             return error_result("arguments must be an object")
+        tool = tools.tool(call.name)
+        if tool is not None:  # the model may add keys (its schema, other tools' arguments)
+            declared = tool.properties()
+            arguments = {k: v for k, v in arguments.items() if k in declared}
         try:
             result = await tools.call(call.name, arguments, timeout_s=self._config.tool_timeout_s)
         except McpError as exc:

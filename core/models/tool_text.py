@@ -18,6 +18,7 @@ never spoken). Identical calls are merged (a 0.5B model repeats its call until m
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,8 @@ from core.models.llm import ChatEvent, ToolCall, ToolSpec
 
 OPEN_TAG = "<tool_call>"
 CLOSE_TAG = "</tool_call>"
+FENCE = "```"
+_CALL_SHAPE = re.compile(r'\{\s*"(name|function)"')
 
 
 def tools_block(tools: Iterable[ToolSpec]) -> str:
@@ -92,10 +95,11 @@ class ToolTextParser:
         if self._holding and not self.done:
             self._scan()
         out: list[ChatEvent] = list(self._calls)
-        if not self._calls and not self._parsed_any and self._held.strip():
-            text = self._held.replace(OPEN_TAG, "").replace(CLOSE_TAG, "")
-            if text.strip():
-                out.append(text)
+        held = self._held.replace(OPEN_TAG, "").replace(CLOSE_TAG, "")
+        held = held.replace(FENCE + "json", "").replace(FENCE, "").strip()
+        # a call-shaped text that did not parse (cut off, or of no offered tool) is never spoken
+        if not self._calls and not self._parsed_any and held and not _CALL_SHAPE.match(held):
+            out.append(held)
         self._calls, self._held = [], ""
         return out
 
@@ -107,8 +111,11 @@ class ToolTextParser:
         """Parse the complete JSON objects of the held text; set :attr:`done` once the model
         repeats a call or writes something other than a call after its calls."""
         text = self._held.replace(OPEN_TAG, "\n").replace(CLOSE_TAG, "\n")
+        text = text.replace(FENCE + "json", "\n").replace(FENCE, "\n")
         decoder = json.JSONDecoder()
-        pos, calls, seen, parsed = 0, [], set(), False
+        pos, parsed = 0, False
+        calls: list[ToolCall] = []
+        seen: set[tuple[str, str]] = set()
         repeated = trailing = False
         while True:
             brace = text.find("{", pos)
@@ -142,15 +149,15 @@ class ToolTextParser:
 
 
 def _call_start(text: str) -> int | None:
-    """Where a tool call may begin in ``text``: a ``{``, the open tag, or a tail that is a
-    prefix of the tag (held until the next piece tells)."""
-    brace = text.find("{")
-    tag = text.find(OPEN_TAG)
-    starts = [i for i in (brace, tag) if i >= 0]
-    for k in range(min(len(OPEN_TAG) - 1, len(text)), 0, -1):
-        if OPEN_TAG.startswith(text[-k:]):
-            starts.append(len(text) - k)
-            break
+    """Where a tool call may begin in ``text``: a ``{``, the open tag, a Markdown code fence
+    (a model wraps its call in one), or a tail that is a prefix of the tag or the fence (held
+    until the next piece tells)."""
+    starts = [i for i in (text.find("{"), text.find(OPEN_TAG), text.find(FENCE)) if i >= 0]
+    for opener in (OPEN_TAG, FENCE):
+        for k in range(min(len(opener) - 1, len(text)), 0, -1):
+            if opener.startswith(text[-k:]):
+                starts.append(len(text) - k)
+                break
     return min(starts) if starts else None
 
 
@@ -158,6 +165,13 @@ def _not_a_call(held: str) -> bool:
     if held.startswith("<"):
         n = min(len(held), len(OPEN_TAG))
         return held[:n] != OPEN_TAG[:n]
+    if held.startswith("`"):
+        n = min(len(held), len(FENCE))
+        if held[:n] != FENCE[:n]:
+            return True
+        rest = held[len(FENCE) :].lstrip()
+        rest = rest[4:].lstrip() if rest.startswith("json") else rest
+        return bool(rest) and not rest.startswith(("{", "<", "j"[: len(rest)]))
     rest = held[1:].lstrip()
     return bool(rest) and rest[0] != '"'
 

@@ -205,3 +205,30 @@ async def test_a_device_command_stays_out_of_the_conversation_memory(
     await _typed_turn(emu, "你是谁")
     last = fake.chat_prompts[-1]
     assert [m.content for m in last if m.role in ("user", "assistant")] == ["你是谁"]
+
+
+async def test_a_changing_call_on_small_talk_is_not_run_and_the_question_is_answered(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Qwen2.5-0.5B set the volume on "谢谢你" (bench/tools_bench.py): a changing call on a text
+    that names nothing of a device is dropped and the model answers without tools."""
+    fake.tool_script = [[_call(SET_VOLUME, '{"volume": 75}')]]
+    fake.reply = "不客气。"  # the plain chat (no tools) that answers instead
+    server = await start_hub(fake)
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "谢谢你")
+    assert emu.tool_calls == [] and emu.volume == 70 and "".join(spoken) == "不客气。"
+    assert len(fake.tool_offers) == 1 and len(fake.chat_prompts) == 2
+
+
+async def test_arguments_the_tool_does_not_declare_are_dropped(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    fake.tool_script = [
+        [_call("self.screen.set_brightness", '{"brightness": 30, "theme": "light"}')],
+        ["好了。"],
+    ]
+    server = await start_hub(fake, keyword_intents=False)
+    emu = await _booted(server)
+    await _typed_turn(emu, "亮度调到30")
+    assert emu.tool_calls == [("self.screen.set_brightness", {"brightness": 30})]

@@ -74,3 +74,18 @@ def test_wire_messages_native_and_in_text() -> None:
     assert "<tools>" in text[0]["content"] and "set_volume" in text[0]["content"]
     assert "<tool_call>" in text[2]["content"] and text[3]["role"] == "user"
     assert "<tool_response>\ntrue" in text[3]["content"]
+
+
+def test_a_call_in_a_code_fence_speaks_no_fence() -> None:
+    out, _ = _parse(["```", "json\n", VOLUME, "\n```"])
+    assert len(out) == 1 and isinstance(out[0], ToolCall)
+
+
+def test_a_cut_off_call_of_no_offered_tool_is_not_spoken() -> None:
+    out, _ = _parse(['{"name": "hello", "arguments": {"message": "你好，有什么我可以帮你的吗？"}'])
+    assert out == []
+
+
+def test_code_that_is_no_call_is_spoken() -> None:
+    out, _ = _parse(["看这个：", "```py", "thon\nprint(1)\n```"])
+    assert "".join(str(e) for e in out) == "看这个：```python\nprint(1)\n```"
