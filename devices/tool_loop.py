@@ -130,13 +130,6 @@ async def tool_rounds(
         run.blocked += len(blocked)
         calls = [c for c in calls if c not in blocked]
         if not calls:
-            if not run.spoke and not run.calls:
-                # nothing to say (a call of no tool, a blocked call, an empty reply): answer
-                # once more without tools, so the question still gets a spoken answer
-                async for event in _events(chat(history, ()), ToolTextParser(names)):
-                    if isinstance(event, str) and event:
-                        run.spoke = run.spoke or bool(event.strip())
-                        yield event
             break
         history.append(ChatMessage("assistant", "".join(text), tool_calls=tuple(calls)))
         for c in calls:
@@ -145,8 +138,17 @@ async def tool_rounds(
             history.append(ChatMessage("tool", result, tool_call_id=c.id))
         changed = any(not is_read(c.name) for c in calls)
         final = changed or run.rounds >= max_rounds  # say what happened; no more calls
-    if run.calls and not run.spoke and any(not is_read(c.name) for c, _ in run.calls):
+    if run.spoke:
+        return
+    if any(not is_read(c.name) for c, _ in run.calls):
         yield DONE_REPLY
+        return
+    # nothing said and nothing changed (a call of no tool, a blocked call, only reads, an empty
+    # reply; trial: "谢谢你" → three reads, then silence): answer once more without tools
+    async for event in _events(chat(history, ()), ToolTextParser(names)):
+        if isinstance(event, str) and event:
+            run.spoke = run.spoke or bool(event.strip())
+            yield event
 
 
 async def _events(

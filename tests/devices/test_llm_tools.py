@@ -232,3 +232,20 @@ async def test_arguments_the_tool_does_not_declare_are_dropped(
     emu = await _booted(server)
     await _typed_turn(emu, "亮度调到30")
     assert emu.tool_calls == [("self.screen.set_brightness", {"brightness": 30})]
+
+
+async def test_reads_and_no_answer_still_get_a_spoken_answer(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Trial: "谢谢你" → the model read the status and the lamp three times and said nothing;
+    the device heard nothing until its idle goodbye."""
+    fake.tool_script = [
+        [_call("self.get_device_status")],
+        [_call("self.lamp.get_state", cid="call_1")],
+        [_call("self.lamp.get_state", cid="call_2")],
+    ]
+    fake.reply = "不客气。"
+    server = await start_hub(fake)
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "谢谢你")
+    assert "".join(spoken) == "不客气。" and emu.volume == 70
