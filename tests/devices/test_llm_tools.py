@@ -243,8 +243,9 @@ async def test_reads_and_no_answer_still_get_a_spoken_answer(
         [_call("self.get_device_status")],
         [_call("self.lamp.get_state", cid="call_1")],
         [_call("self.lamp.get_state", cid="call_2")],
+        [_call("self.lamp.get_state", cid="call_3")],  # the last round: not run
     ]
-    fake.reply = "不客气。"
+    fake.reply = "不客气。"  # the plain chat without tools
     server = await start_hub(fake)
     emu = await _booted(server)
     spoken = await _typed_turn(emu, "谢谢你")
