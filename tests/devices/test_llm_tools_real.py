@@ -48,10 +48,10 @@ async def test_real_llm_calls_the_device_tool_and_answers(
     await asyncio.wait_for(conn.mcp.ready.wait(), timeout=10)
 
     async def typed(text: str) -> str:
-        start = len(emu.messages("tts"))
+        start = len(emu.received)
         await emu.listen("detect", None, text=text)
-        await emu.wait_message("tts", state="stop", timeout_s=240)
-        tts = emu.messages("tts")[start:]
+        await emu.wait_message("tts", state="stop", start=start, timeout_s=240)
+        tts = [r.message for r in emu.received[start:] if r.message and r.message["type"] == "tts"]
         return "".join(m["text"] for m in tts if m["state"] == "sentence_start")
 
     reply = await typed("把屏幕换成深色主题")  # no keyword rule: the LLM's function call
