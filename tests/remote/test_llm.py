@@ -163,7 +163,9 @@ async def test_scheduled_chat_runs_on_the_loop_and_cancel_closes_stream(
         handle = inference.chat(HI, lane=Lane.INTERACTIVE, owner="qq:group:1")
         stream = handle.stream()
         first = await stream.__anext__()
-        assert first == WORDS[0]
+        # the reply guard may merge pieces: a reply starting like the question ("北京") is held
+        # until it is clearly not a copy of it
+        assert first and "".join(WORDS).startswith(first), first
         job = sched.job(handle.id)
         assert job is not None and job["mode"] == "async", job
         assert job["resources"] == {"remote:llm": 1}
