@@ -53,7 +53,9 @@ def test_text_is_split_by_script_with_neutral_characters_kept_in_place() -> None
     assert split_by_script("Hello, world. 3.5 degrees") == [
         ScriptRun("en", "Hello, world. 3.5 degrees")
     ]
-    assert split_by_script("  ！？ 123 ") == []  # nothing in any script: nothing to say
+    assert split_by_script("  ！？ ") == []  # nothing in any script: nothing to say
+    # digits without letters are still spoken, by the default route
+    assert split_by_script("  ！？ 123 ") == [ScriptRun("en", "！？ 123")]
     assert split_by_script("Café 咖啡") == [ScriptRun("en", "Café"), ScriptRun("zh", "咖啡")]
 
 
