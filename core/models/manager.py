@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 B = TypeVar("B")
 
 _WAIT_POLL_S = 0.05  # a job waiting for another job's load re-checks for cancellation this often
+_ROOM_POLL_S = 0.005  # a job waiting for VRAM re-checks (cancel / preemption) this often
 _MIN_SWEEP_S = 0.01
 
 
@@ -464,7 +465,7 @@ class ModelManager:
                             f" {self._settings.vram_wait_timeout_s} s (models in use hold"
                             f" {ledger.used_mb} of {ledger.budget_mb} MB)"
                         )
-                    self._room_changed.wait(_WAIT_POLL_S)
+                    self._room_changed.wait(_ROOM_POLL_S)
                 check()
         finally:
             if waiter is not None:
