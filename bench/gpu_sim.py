@@ -263,6 +263,7 @@ async def soak(
     mean_gap_s: float = 0.01,
     timeout_s: float = 120.0,
     preempt_grace_steps: int = 0,
+    min_turns: int = 0,
 ) -> SoakReport:
     """``jobs`` random chat / see / draw requests (seeded) while one device talks turn after
     turn (REALTIME ASR, LLM, TTS); a report, raising nothing on job errors. A run that does
@@ -335,7 +336,7 @@ async def soak(
 
     async def talk() -> None:  # one device talking turn after turn while the rest arrives
         i = 0
-        while not done.is_set():
+        while not done.is_set() or i < min_turns:
             await run("voice", voice(i))
             i += 1
             await asyncio.sleep(rng.uniform(0.0, 4 * mean_gap_s))
