@@ -387,7 +387,6 @@ class ModelManager:
 
             def take() -> None:
                 ledger.add_weights(entry.name, entry.footprint_mb)
-                ledger.loads += 1
 
             try:
                 self._with_room(entry, ledger, lambda: entry.footprint_mb + working_mb, take, check)
@@ -426,6 +425,8 @@ class ModelManager:
         measured = None if before_mb is None or after_mb is None else max(0.0, after_mb - before_mb)
         with self._lock:
             entry.load_succeeded(load_s, measured)
+            if ledger is not None:
+                ledger.loads += 1
         log.info("model %s loaded in %.2f s (measured %s MB)", entry.name, load_s, measured)
         pending.set_result(None)
 
