@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.gpu_sim import SimLlm, SimShape, sim_factories, sim_models_settings, soak
-from core.errors import GpuOutOfMemory
+from core.errors import GpuOutOfMemory, JobCancelled
 from core.models.base import CancelCheck
 from core.models.gpu_memory import CudaGpu, SimulatedGpu
 from core.models.inference import Inference
@@ -218,3 +218,40 @@ def test_random_mixes_of_voice_chat_see_and_draw_never_run_the_card_out_of_memor
     assert report.realtime_wait_max_s <= _REALTIME_MAX_S, report.lines()
     assert report.loads > 0 and report.evictions > 0  # the mix does not fit: it swapped
     assert time.monotonic() - started < 60.0
+
+
+async def test_a_drawing_cancelled_while_offloaded_leaves_the_ledger_clean(
+    small_card: tuple[Scheduler, SimulatedGpu],
+) -> None:
+    """Cancelled while paused with its pipeline offloaded: its working memory is freed, the
+    model counts no paused job, and the next drawing restores the weights first."""
+    sched, gpu = small_card
+    shape = SimShape(sd_mb=600, llm_mb=500, working=(("sd", 100), ("llm", 50)), sd_step_s=0.02)
+    manager, inference = _manager(sched, gpu, shape)
+    draw = inference.draw(DrawRequest("一只猫", steps=200), owner="qq:1")
+    for _ in range(200):
+        if manager.vram()["cuda:0"]["working_mb"] == 100:
+            break
+        await asyncio.sleep(0.01)
+    chat = inference.chat(HELLO, lane=Lane.REALTIME, owner="device:aa", max_tokens=200)
+    stream = chat.stream()
+    await stream.__anext__()  # the chat runs: the drawing is paused and offloaded
+    assert manager.vram()["cuda:0"]["offloaded_mb"] == {"sd": 600}
+    draw.cancel()
+    with pytest.raises(JobCancelled):
+        await draw.result()
+    chat.cancel()
+    with pytest.raises(JobCancelled):
+        async for _piece in stream:
+            pass
+    await asyncio.sleep(0.05)
+    row = next(r for r in manager.snapshot() if r["name"] == "sd")
+    assert row["in_use"] == 0 and row["paused"] == 0 and row["offloaded"] is True
+    assert manager.vram()["cuda:0"]["working_mb"] == 0
+    assert await inference.draw(DrawRequest("一只狗", steps=2), owner="qq:1").result()
+    assert (
+        manager.vram()["cuda:0"]["weights_mb"] == {"llm": 500, "sd": 600}
+        or gpu.held().get("weights:sd") == 600
+    )
+    assert gpu.stats.out_of_memory == 0
+    await manager.close()
