@@ -220,7 +220,15 @@ class TorchQwen2Vl(VisionLanguage):
         _sync(self._device)
         self.timings.restore_s.append(time.perf_counter() - started)
 
-    def answer(self, image: bytes, question: str, *, max_tokens: int, check: CancelCheck) -> str:
+    def answer(
+        self,
+        image: bytes,
+        question: str,
+        *,
+        max_tokens: int,
+        check: CancelCheck,
+        emit: Any = None,
+    ) -> str:
         import torch
 
         model = self._model
@@ -280,8 +288,8 @@ async def run_torch(args: argparse.Namespace) -> dict[str, Any]:
     vl = TorchQwen2Vl(device, args.tiny, args.vl_dir)
     unused = Path("unused")
     settings = ModelsSettings(
-        vl=VlSettings(device=device, footprint_mb=args.vl_mb, model_dir=unused),
-        sd=SdSettings(device=device, footprint_mb=args.sd_mb, model_dir=unused),
+        vl=VlSettings(device=device, footprint_mb=args.vl_mb, model_dir=unused, placement="inline"),
+        sd=SdSettings(device=device, footprint_mb=args.sd_mb, model_dir=unused, placement="inline"),
         working_mb={"vl": args.vl_working_mb, "sd": args.sd_working_mb},
         warm_start=False,
         default_idle_unload_s=0.0,

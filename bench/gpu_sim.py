@@ -22,7 +22,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +154,15 @@ class SimVl(_OnGpu, VisionLanguage):
     pause_keeps_model = False
     offloadable = True
 
-    def answer(self, image: bytes, question: str, *, max_tokens: int, check: CancelCheck) -> str:
+    def answer(
+        self,
+        image: bytes,
+        question: str,
+        *,
+        max_tokens: int,
+        check: CancelCheck,
+        emit: Callable[[str], None] | None = None,
+    ) -> str:
         with self.working():
             for _ in range(max_tokens):
                 check()
@@ -197,8 +205,13 @@ def sim_models_settings(shape: SimShape) -> ModelsSettings:
     return ModelsSettings(
         llm=LlmSettings(device="cuda:0", footprint_mb=shape.llm_mb),
         asr=AsrSettings(device="cuda:0", footprint_mb=shape.asr_mb),
-        vl=VlSettings(device="cuda:0", footprint_mb=shape.vl_mb, model_dir=unused),
-        sd=SdSettings(device="cuda:0", footprint_mb=shape.sd_mb, model_dir=unused),
+        # inline: the stand-ins run in this process (the worker-process path is bench/workers_*)
+        vl=VlSettings(
+            device="cuda:0", footprint_mb=shape.vl_mb, model_dir=unused, placement="inline"
+        ),
+        sd=SdSettings(
+            device="cuda:0", footprint_mb=shape.sd_mb, model_dir=unused, placement="inline"
+        ),
         working_mb=shape.working_mb(),
         warm_start=False,
         default_idle_unload_s=0.0,
