@@ -16,7 +16,9 @@ operation may be retried is data (``retryable``), not a guess made from the clas
     │   ├── ModelNotConfigured        no model of that name / kind in settings
     │   ├── ModelLoadError            loading failed (bad path, corrupt weights, missing extra)
     │   │   └── DiskFull              no room in the data dir to assemble an embedded model
-    │   └── InferenceError            the backend failed while running a request
+    │   ├── InferenceError            the backend failed while running a request
+    │   ├── GpuOutOfMemory            an allocation past the GPU's capacity (the allocator)
+    │   └── VramUnavailable           no room could be made for a model in time (retryable)
     ├── ProtocolError                 a peer (device, OneBot implementation) sent bad input
     └── QuotaExceeded                 a user hit a cooldown or daily quota (bot plugins)
 """
@@ -115,6 +117,21 @@ def is_disk_full(exc: OSError) -> bool:
 
 class InferenceError(ModelError):
     code = "inference_failed"
+
+
+class GpuOutOfMemory(ModelError):
+    """Raised by a :class:`core.models.gpu_memory.GpuMemory` allocator (the simulated one, or
+    torch's CUDA allocator translated): the residency accounting let something past the card."""
+
+    code = "gpu_out_of_memory"
+
+
+class VramUnavailable(ModelError):
+    """The model manager could not make room for a model on its GPU within
+    ``models.vram_wait_timeout_s`` (the memory is held by models in use)."""
+
+    code = "vram_unavailable"
+    retryable = True
 
 
 class ProtocolError(XiaoyouError):

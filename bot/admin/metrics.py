@@ -127,6 +127,15 @@ class SchedulerCollector(Collector):
         for entry in services.models.snapshot():
             models.add_metric([str(entry.get("name", "?"))], 1.0 if entry.get("loaded") else 0.0)
         yield models
+        vram = GaugeMetricFamily(
+            f"{PREFIX}_vram_mb",
+            "The model manager's VRAM residency plan per GPU: budget, used (weights + working)",
+            labels=["device", "what"],
+        )
+        for device, row in services.models.vram().items():
+            for what in ("budget_mb", "used_mb", "working_mb", "peak_mb"):
+                vram.add_metric([device, what.removesuffix("_mb")], _num(row.get(what)))
+        yield vram
         yield GaugeMetricFamily(
             f"{PREFIX}_devices_connected",
             "Connected devices",

@@ -122,6 +122,15 @@ def create_admin_router(services: Services) -> APIRouter:
         snapshot: list[dict[str, object]] = services.models.snapshot()
         return snapshot
 
+    @api.get(
+        "/vram",
+        summary="Per GPU: the residency plan (budget, resident and offloaded weights, working"
+        " memory, jobs waiting for room with their positions) and what the card measures",
+    )
+    async def vram() -> dict[str, dict[str, object]]:
+        plan: dict[str, dict[str, object]] = services.models.vram()
+        return plan
+
     def unknown_model(name: str) -> Response | None:
         """404 with the usual error body when ``name`` is not a configured model."""
         if any(entry.get("name") == name for entry in services.models.snapshot()):

@@ -27,9 +27,16 @@ class ModelBackend(ABC):
     the shared model object and another job would overwrite it (a diffusers pipeline's noise
     schedule). A backend may instead carry that state across the pause with
     :meth:`save_state` / :meth:`restore_state` (llama.cpp's KV cache).
+
+    On a GPU the weights stay resident while jobs pause (preemption yields compute, not
+    memory). A backend that can move its weights to host memory and back sets
+    ``offloadable``: the manager then calls :meth:`offload` when every job on the model is
+    paused and another model needs the room, and :meth:`restore` before the model is used
+    again (diffusers' ``pipe.to("cpu")`` / ``pipe.to("cuda")``).
     """
 
     pause_keeps_model: ClassVar[bool] = True
+    offloadable: ClassVar[bool] = False
 
     @abstractmethod
     def load(self) -> None:
@@ -37,6 +44,14 @@ class ModelBackend(ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook, most backends need no teardown
         """Drop references to weights so memory can be reclaimed (default: nothing to do)."""
+
+    def offload(self) -> None:
+        """Move the weights to host memory (only called when ``offloadable``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot offload")
+
+    def restore(self) -> None:
+        """Move offloaded weights back to the device (only called after :meth:`offload`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore")
 
     def warm_up(self, check: CancelCheck) -> None:  # noqa: B027 - optional hook
         """One small inference right after a warm-start load, so the first request does not

@@ -9,8 +9,9 @@ Streaming calls (:meth:`Inference.chat`, :meth:`Inference.speak`) return the job
 ``handle.stream()`` yields pieces and ``handle.cancel()`` stops within one token / chunk.
 Every long job is a preemptible step job: when a higher lane waits for what it holds it pauses
 at its next step (LLM and VL between tokens, TTS between chunks, ASR between audio windows,
-SD between denoising steps), gives its CPU/VRAM (and, where its state allows, the model's
-slot) back, and resumes afterwards.
+SD between denoising steps), gives its CPU slot or GPU compute (and, where its state allows,
+the model's slot) back, and resumes afterwards. Its GPU memory stays reserved while it is
+paused, unless the manager offloads the model for another one (``ModelManager.hold``).
 Models hosted on a Ray cluster (``ray.workers``, with ``ray.address`` set) run as ASYNC jobs
 holding ``worker:<name>`` (and ``ray-node:<box>``) from :class:`core.workers.ray_pool.RayPool`:
 the job awaits the actor's stream, its checkpoint runs at every step the actor reports.
@@ -170,11 +171,12 @@ class Inference:
         window_samples = int(self._settings.asr.window_s * 16_000)
 
         def run(ctx: JobContext) -> Transcript:
-            with self._manager.use("asr", Asr, ctx.checkpoint_blocking) as asr:
+            with self._manager.hold("asr", Asr, ctx.checkpoint_blocking) as held:
+                asr = held.backend
                 texts: list[str] = []
                 lang = language
                 for piece in audio_windows(pcm, window_samples):
-                    ctx.checkpoint_blocking()
+                    ctx.checkpoint_blocking(held)
                     part = asr.transcribe(piece, language=lang)
                     lang = lang or part.language  # the first window's language for the rest
                     if part.text.strip():
@@ -286,7 +288,8 @@ class Inference:
             )
 
         def run(ctx: JobContext) -> None:
-            with self._manager.use("llm", Llm, ctx.checkpoint_blocking) as llm:
+            with self._manager.hold("llm", Llm, ctx.checkpoint_blocking) as held:
+                llm = held.backend
                 fitted = fit_prompt(
                     history,
                     n_ctx=llm.context_tokens() or llm_settings.n_ctx,
@@ -294,8 +297,8 @@ class Inference:
                     count=llm.count_tokens,
                 )
 
-                def step() -> None:  # between tokens: cancel point, pause handing over the model
-                    ctx.checkpoint_blocking(llm)
+                # between tokens: cancel point, pause handing over the model (its KV cache)
+                step = held.step(ctx.checkpoint_blocking)
 
                 if offered:
                     pieces: Iterator[Any] = llm.stream_chat_events(
@@ -473,8 +476,10 @@ class Inference:
         self, model: str, text: str, *, lane: Lane, owner: str, rate_hz: int
     ) -> JobHandle[PcmChunk]:
         def run(ctx: JobContext) -> None:
-            with self._manager.use(model, Tts, ctx.checkpoint_blocking) as tts:
-                chunks = tts.synthesize(text, sample_rate_hz=rate_hz, check=ctx.checkpoint_blocking)
+            with self._manager.hold(model, Tts, ctx.checkpoint_blocking) as held:
+                chunks = held.backend.synthesize(
+                    text, sample_rate_hz=rate_hz, check=held.step(ctx.checkpoint_blocking)
+                )
                 _emit_all(ctx, chunks)
 
         async def run_remote(ctx: JobContext) -> None:
@@ -516,12 +521,12 @@ class Inference:
         max_tokens = self._settings.vl.max_tokens
 
         def run(ctx: JobContext) -> str:
-            with self._manager.use("vl", VisionLanguage, ctx.checkpoint_blocking) as vl:
-                return vl.answer(
+            with self._manager.hold("vl", VisionLanguage, ctx.checkpoint_blocking) as held:
+                return held.backend.answer(
                     image,
                     question,
                     max_tokens=max_tokens,
-                    check=ctx.checkpoint_blocking,
+                    check=held.step(ctx.checkpoint_blocking),  # paused: may be offloaded
                     emit=ctx.emit_blocking if stream else None,
                 )
 
@@ -551,8 +556,9 @@ class Inference:
         """A preemptible step job; ``await handle.result()`` gives PNG bytes."""
 
         def run(ctx: JobContext) -> bytes:
-            with self._manager.use("sd", ImageGenerator, ctx.checkpoint_blocking) as sd:
-                return sd.generate(request, check=ctx.checkpoint_blocking)
+            with self._manager.hold("sd", ImageGenerator, ctx.checkpoint_blocking) as held:
+                step = held.step(ctx.checkpoint_blocking)  # paused: may be offloaded meanwhile
+                return held.backend.generate(request, check=step)
 
         async def run_in_worker(ctx: JobContext) -> bytes:
             async with self._manager.use_async("sd", WorkerModel) as sd:

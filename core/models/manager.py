@@ -1,18 +1,25 @@
-"""The model manager: lazy load, idle unload and LRU eviction of the configured models.
+"""The model manager: lazy load, idle unload, VRAM residency and LRU eviction of the models.
 
 One entry per model kind of the one registry (:data:`core.models.registry.MODELS`), plus
 ``tts_remote`` when the TTS routing table mixes local and remote voices (its remote routes;
 kind ``tts``, holding ``remote:tts``; :data:`core.models.registry.PARTS`). A model loads on
 first use, inside the scheduler job that needs it (a THREAD job holding the model's
-resources: ``vram:N`` = footprint on cuda:N, ``cpu`` = 1 on CPU, and ``model:<name>`` = one
+resources: ``gpu:N`` = the compute of cuda:N, ``cpu`` = 1 on CPU, and ``model:<name>`` = one
 of the model's ``concurrency`` slots, so a job starts only when its model is free and never
-waits on a lock inside the job), so a load counts against the VRAM budget; an
-explicit :meth:`ModelManager.load` submits its own ``load:<name>`` job. Concurrent first uses
-share one load. Before a load onto a GPU, least-recently-used idle models on that GPU are
-unloaded until the resident footprints fit ``scheduler.settings.resources["vram:N"]``. An owned
-background task unloads models idle for longer than their ``idle_unload_s``. A failed load is
-raised (as ModelLoadError) to the jobs waiting for it and kept for :meth:`snapshot`; other
-models are unaffected and the next use retries.
+waits on a lock inside the job); an explicit :meth:`ModelManager.load` submits its own
+``load:<name>`` job. Concurrent first uses share one load. An owned background task unloads
+models idle for longer than their ``idle_unload_s``. A failed load is raised (as
+ModelLoadError) to the jobs waiting for it and kept for :meth:`snapshot`; other models are
+unaffected and the next use retries.
+
+VRAM is residency (:mod:`core.models.residency`), one ledger per GPU with the budget
+``scheduler.settings.resources["vram:N"]``: loaded weights hold their footprint once while
+loaded, each job holds its model's ``working_mb`` while it runs or is paused. Nothing is
+loaded, restored or started past the budget: the manager unloads idle models (LRU), then
+offloads models whose every job is paused (``ModelBackend.offloadable``: an SD pipeline moved
+to host memory while its job waits), else the job waits (its position in :meth:`vram`) up to
+``vram_wait_timeout_s``. Preemption yields only ``gpu:N``. What the card really holds is a
+:class:`core.models.gpu_memory.GpuMemory` per device (measured next to the plan).
 
 Warm start: :meth:`ModelManager.start_warm_up` (called by the app at start-up) loads the
 ``warm_start_models`` in an owned background task, all at once (the scheduler's ``cpu`` slots
@@ -43,11 +50,12 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psutil
 
@@ -56,11 +64,14 @@ from core.errors import (
     ModelError,
     ModelLoadError,
     ModelNotConfigured,
+    VramUnavailable,
     XiaoyouError,
 )
 from core.models.base import CancelCheck, ModelBackend, never_cancelled
+from core.models.gpu_memory import GpuMemory, default_gpu
 from core.models.model_entry import ModelEntry
 from core.models.registry import MODEL_NAMES, MODELS, PARTS, TTS_REMOTE, WORKER_FACTORIES, Factory
+from core.models.residency import VramLedger, VramWaiter
 from core.models.settings import ModelsSettings
 from core.scheduler import ExecMode, JobContext, JobSpec, Lane, Scheduler
 
@@ -69,6 +80,7 @@ log = logging.getLogger(__name__)
 B = TypeVar("B")
 
 _WAIT_POLL_S = 0.05  # a job waiting for another job's load re-checks for cancellation this often
+_ROOM_POLL_S = 0.005  # a job waiting for VRAM re-checks (cancel / preemption) this often
 _MIN_SWEEP_S = 0.01
 
 
@@ -112,6 +124,43 @@ class WarmUp:
         }
 
 
+@dataclass(slots=True, eq=False)
+class ModelHold(Generic[B]):
+    """One job's use of a model (:meth:`ModelManager.hold`): the backend, and the pause hooks
+    the job passes to ``ctx.checkpoint_blocking(hold)``: before a pause the backend saves its
+    per-job state and the model counts as paused (so it may be offloaded); after the pause
+    its weights are back on the device before the step goes on."""
+
+    manager: ModelManager
+    entry: ModelEntry
+    backend: B
+    id: int
+    paused: bool = False
+
+    def step(self, check: Any) -> CancelCheck:
+        """A ``check`` for the backend's steps: ``ctx.checkpoint_blocking`` with this hold."""
+
+        def checkpoint() -> None:
+            check(self)
+
+        return checkpoint
+
+    def save_state(self) -> object:
+        saved = getattr(self.backend, "save_state", _no_state)()
+        self.manager._paused(self)
+        return (saved,)  # never None: the scheduler calls restore_state after the pause
+
+    def restore_state(self, state: object) -> None:
+        self.manager._resumed(self)
+        saved = state[0] if isinstance(state, tuple) else None
+        if saved is not None:
+            self.backend.restore_state(saved)  # type: ignore[attr-defined]
+
+
+def _no_state() -> object:
+    return None
+
+
 class ModelManager:
     def __init__(
         self,
@@ -120,6 +169,7 @@ class ModelManager:
         cache_dir: Path,
         *,
         factories: Mapping[str, Factory] | None = None,
+        gpus: Mapping[str, GpuMemory] | None = None,
     ) -> None:
         self._settings = settings
         self._scheduler = scheduler
@@ -141,7 +191,20 @@ class ModelManager:
             slot = entry.model_resource
             if slot is not None:
                 scheduler.define_resource(slot, entry.concurrency)
+        self._gpus: dict[str, GpuMemory] = dict(gpus or {})
+        self._ledgers: dict[str, VramLedger] = {}
+        for entry in self._entries.values():
+            compute = entry.compute_resource
+            if compute is None or entry.remote or entry.device in self._ledgers:
+                continue
+            gpu = self._gpus.setdefault(entry.device, default_gpu(entry.device))
+            self._ledgers[entry.device] = VramLedger(entry.device, self._budget_mb(entry, gpu))
+            scheduler.define_resource(
+                compute, scheduler.settings.resources.get(compute, settings.gpu_compute_slots)
+            )
         self._lock = threading.Lock()  # guards every entry's bookkeeping (jobs run on threads)
+        self._room_changed = threading.Condition(self._lock)  # VRAM may have been freed
+        self._hold_ids = count(1)
         self._idle_task: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
         warm = list(settings.warm_start_models)
@@ -204,6 +267,32 @@ class ModelManager:
         with self._lock:
             return [entry.to_dict() for entry in self._entries.values()]
 
+    def vram(self) -> dict[str, dict[str, object]]:
+        """Per GPU: the residency plan (budget, resident weights, offloaded weights, working
+        memory, jobs waiting for room with their positions) and what the card measures."""
+        with self._lock:
+            out = {device: ledger.to_dict() for device, ledger in self._ledgers.items()}
+        for device, row in out.items():
+            gpu = self._gpus[device]
+            row["measured_used_mb"] = _rounded(gpu.used_mb())
+            row["measured_peak_mb"] = _rounded(gpu.peak_mb())
+            row["capacity_mb"] = gpu.capacity_mb()
+        return out
+
+    def _budget_mb(self, entry: ModelEntry, gpu: GpuMemory) -> int:
+        """``scheduler.resources["vram:N"]``; without it the card's capacity (or no bound)."""
+        budget = self._scheduler.settings.resources.get(entry.gpu_resource or "")
+        if budget is not None:
+            return budget
+        capacity = gpu.capacity_mb()
+        log.warning(
+            "%s: no scheduler.resources[%r]; VRAM budget = %s",
+            entry.device,
+            entry.gpu_resource,
+            "the card's capacity" if capacity is not None else "unbounded",
+        )
+        return capacity if capacity is not None else sys.maxsize
+
     def backend(self, name: str, cls: type[B]) -> B:
         """The (possibly not yet loaded) backend object of ``name``; built on first call."""
         entry = self.entry(name)
@@ -217,15 +306,60 @@ class ModelManager:
     @contextmanager
     def use(self, name: str, cls: type[B], check: CancelCheck = never_cancelled) -> Iterator[B]:
         """Hold ``name`` loaded (loading it first if needed) for the duration of the block."""
+        with self.hold(name, cls, check) as held:
+            yield held.backend
+
+    @contextmanager
+    def hold(
+        self, name: str, cls: type[B], check: CancelCheck = never_cancelled, *, working: bool = True
+    ) -> Iterator[ModelHold[B]]:
+        """Like :meth:`use`, yielding a :class:`ModelHold` (its ``step(ctx.checkpoint_blocking)``
+        lets the model be offloaded while the job is paused). On a GPU the job's
+        ``working_mb`` is reserved on the model's ledger for the block (``working=False``: a
+        load job, which runs nothing)."""
         entry = self.entry(name)
-        backend = self._acquire(entry, check)
+        ledger = self._ledgers.get(entry.device)
+        working_mb = entry.working_mb if working and ledger is not None else 0
+        hold_id = next(self._hold_ids)
+        backend = self._acquire(entry, check, working_mb)
+        held: ModelHold[B] = ModelHold(self, entry, backend, hold_id)  # type: ignore[arg-type]
         try:
-            yield _checked(name, backend, cls)
+            held.backend = _checked(name, backend, cls)
+            if ledger is not None:
+                self._reserve_working(entry, ledger, held, working_mb, check)
+            yield held
         finally:
             with self._lock:
+                if held.paused:  # cancelled while paused
+                    entry.paused -= 1
+                if ledger is not None:
+                    ledger.drop_working(hold_id)
                 entry.release(time.time(), time.monotonic())
+                self._room_changed.notify_all()
 
-    def _acquire(self, entry: ModelEntry, check: CancelCheck) -> ModelBackend:
+    def _reserve_working(
+        self,
+        entry: ModelEntry,
+        ledger: VramLedger,
+        held: ModelHold[Any],
+        mb: int,
+        check: CancelCheck,
+    ) -> None:
+        """The job's working memory, plus the weights when they were offloaded meanwhile."""
+
+        def need() -> int:
+            return mb + (entry.footprint_mb if entry.offloaded else 0)
+
+        def take() -> None:
+            if entry.offloaded:
+                self._restore_locked(entry, ledger)
+            ledger.add_working(held.id, entry.name, mb)
+
+        if need() == 0 and not entry.offloaded:
+            return
+        self._with_room(entry, ledger, need, take, check)
+
+    def _acquire(self, entry: ModelEntry, check: CancelCheck, working_mb: int = 0) -> ModelBackend:
         while True:
             with self._lock:
                 if entry.loaded and entry.backend is not None:
@@ -237,23 +371,46 @@ class ModelManager:
                 pending = entry.loading
             assert pending is not None
             if leader:
-                self._load_as_leader(entry, pending)
+                self._load_as_leader(entry, pending, check, working_mb)
             else:
                 _wait(pending, check)
 
-    def _load_as_leader(self, entry: ModelEntry, pending: concurrent.futures.Future[None]) -> None:
+    def _load_as_leader(
+        self,
+        entry: ModelEntry,
+        pending: concurrent.futures.Future[None],
+        check: CancelCheck = never_cancelled,
+        working_mb: int = 0,
+    ) -> None:
+        ledger = self._ledgers.get(entry.device)
+        if ledger is not None:  # room for the weights (and the first job's working memory)
+
+            def take() -> None:
+                ledger.add_weights(entry.name, entry.footprint_mb)
+
+            try:
+                self._with_room(entry, ledger, lambda: entry.footprint_mb + working_mb, take, check)
+            except BaseException:  # cancelled, or no room in time: the waiters try themselves
+                with self._lock:
+                    entry.loading = None
+                pending.set_result(None)
+                raise
         try:
-            self._evict_for(entry)
             with self._lock:
                 if entry.backend is None:
                     entry.backend = self._new_backend(entry)
                 backend = entry.backend
-            before_mb = _memory_mb(entry.device)
+            gpu = self._gpus.get(entry.device)
+            before_mb = _memory_mb(gpu)
             started = time.perf_counter()
             backend.load()
             load_s = time.perf_counter() - started
-            after_mb = _memory_mb(entry.device)
+            after_mb = _memory_mb(gpu)
         except Exception as exc:
+            if ledger is not None:
+                with self._lock:
+                    ledger.drop_weights(entry.name)
+                    self._room_changed.notify_all()
             error = exc if isinstance(exc, ModelError) else None
             if error is None:
                 error = ModelLoadError(f"{entry.name}: load failed: {type(exc).__name__}: {exc}")
@@ -268,47 +425,147 @@ class ModelManager:
         measured = None if before_mb is None or after_mb is None else max(0.0, after_mb - before_mb)
         with self._lock:
             entry.load_succeeded(load_s, measured)
+            if ledger is not None:
+                ledger.loads += 1
         log.info("model %s loaded in %.2f s (measured %s MB)", entry.name, load_s, measured)
         pending.set_result(None)
 
-    def _evict_for(self, entry: ModelEntry) -> None:
-        """Unload LRU idle models on ``entry``'s GPU until its footprint fits the budget."""
-        if entry.gpu_resource is None:
-            return
-        budget = self._scheduler.settings.resources.get(entry.gpu_resource)
-        if budget is None:
-            return
-        with self._lock:
-            same_gpu = [
-                e for e in self._entries.values() if e.device == entry.device and e is not entry
-            ]
-            resident = sum(e.footprint_mb for e in same_gpu if e.loaded)
-            idle = sorted(
-                (e for e in same_gpu if e.loaded and e.in_use == 0), key=lambda e: e.last_used_mono
+    # -- VRAM residency (every method ending in _locked runs under self._lock) ----------------
+    def _with_room(
+        self,
+        entry: ModelEntry,
+        ledger: VramLedger,
+        need: Callable[[], int],
+        take: Callable[[], None],
+        check: CancelCheck,
+    ) -> None:
+        """Make room for ``need()`` MB on ``ledger`` (unload idle models LRU, then offload
+        models whose every job is paused) and call ``take()`` under the lock; otherwise wait,
+        visible in :meth:`vram`, cancellable through ``check``, up to vram_wait_timeout_s."""
+        deadline = time.monotonic() + self._settings.vram_wait_timeout_s
+        waiter: VramWaiter | None = None
+        try:
+            while True:
+                with self._lock:
+                    if self._free_up_locked(ledger, need(), entry):
+                        take()
+                        return
+                    if waiter is None:
+                        waiter = ledger.enqueue(entry.name, need())
+                        log.info(
+                            "%s waits for %d MB on %s (%d MB free, position %d)",
+                            entry.name,
+                            need(),
+                            ledger.device,
+                            ledger.free_mb,
+                            len(ledger.waiting),
+                        )
+                    if time.monotonic() >= deadline:
+                        raise VramUnavailable(
+                            f"{entry.name}: no room for {need()} MB on {ledger.device} within"
+                            f" {self._settings.vram_wait_timeout_s} s (models in use hold"
+                            f" {ledger.used_mb} of {ledger.budget_mb} MB)"
+                        )
+                    self._room_changed.wait(_ROOM_POLL_S)
+                check()
+        finally:
+            if waiter is not None:
+                with self._lock:
+                    ledger.leave(waiter)
+
+    def _free_up_locked(self, ledger: VramLedger, need_mb: int, target: ModelEntry) -> bool:
+        if ledger.fits(need_mb):
+            return True
+        others = [
+            e for e in self._entries.values() if e.device == ledger.device and e is not target
+        ]
+        idle = [e for e in others if e.loaded and e.in_use == 0 and e.name in ledger.weights]
+        for victim in sorted(idle, key=lambda e: e.last_used_mono):
+            log.info("evicting %s (LRU) to make room for %s", victim.name, target.name)
+            self._unload_locked(victim)
+            ledger.evictions += 1
+            if ledger.fits(need_mb):
+                return True
+        paused = [
+            e
+            for e in others
+            if e.loaded
+            and e.in_use > 0
+            and e.paused == e.in_use
+            and e.name in ledger.weights
+            and e.backend is not None
+            and e.backend.offloadable
+        ]
+        for victim in sorted(paused, key=lambda e: e.last_used_mono):
+            self._offload_locked(victim, ledger)
+            log.info(
+                "offloaded %s (its jobs are paused) to make room for %s", victim.name, target.name
             )
-            for victim in idle:
-                if resident + entry.footprint_mb <= budget:
-                    break
-                log.info("evicting %s (LRU) to make room for %s", victim.name, entry.name)
-                self._unload_locked(victim)
-                resident -= victim.footprint_mb
-            if resident + entry.footprint_mb > budget:
-                log.warning(
-                    "%s: resident %d MB + %d MB exceed %s=%d MB (models in use)",
-                    entry.name,
-                    resident,
-                    entry.footprint_mb,
-                    entry.gpu_resource,
-                    budget,
-                )
+            if ledger.fits(need_mb):
+                return True
+        return False
+
+    def _offload_locked(self, entry: ModelEntry, ledger: VramLedger) -> None:
+        assert entry.backend is not None
+        started = time.perf_counter()
+        entry.backend.offload()
+        ledger.offload(entry.name)
+        entry.offloaded = True
+        self._gpus[entry.device].empty_cache()
+        ledger.last_offload_s = time.perf_counter() - started
+
+    def _restore_locked(self, entry: ModelEntry, ledger: VramLedger) -> None:
+        assert entry.backend is not None
+        started = time.perf_counter()
+        entry.backend.restore()
+        ledger.add_weights(entry.name, entry.footprint_mb)
+        ledger.restores += 1
+        entry.offloaded = False
+        ledger.last_restore_s = time.perf_counter() - started
+
+    def _paused(self, held: ModelHold[Any]) -> None:
+        """A job on ``held`` pauses at a step: once all its model's jobs are paused, the model
+        may be offloaded for a waiting one."""
+        with self._lock:
+            if not held.paused:
+                held.paused = True
+                held.entry.paused += 1
+                self._room_changed.notify_all()
+
+    def _resumed(self, held: ModelHold[Any]) -> None:
+        """After the pause: the weights back on the device (restored, waiting for room if
+        needed) before the next step runs."""
+        entry = held.entry
+        with self._lock:
+            if held.paused:
+                held.paused = False
+                entry.paused -= 1
+        ledger = self._ledgers.get(entry.device)
+        if ledger is None or not entry.offloaded:
+            return
+
+        def take() -> None:
+            if entry.offloaded:
+                self._restore_locked(entry, ledger)
+
+        self._with_room(
+            entry,
+            ledger,
+            lambda: entry.footprint_mb if entry.offloaded else 0,
+            take,
+            never_cancelled,
+        )
 
     def _unload_locked(self, entry: ModelEntry) -> None:
         backend = entry.backend
         entry.unloaded()
         if backend is not None:
             backend.unload()
-        if entry.gpu_resource is not None:
-            _cuda_empty_cache()
+        ledger = self._ledgers.get(entry.device)
+        if ledger is not None:
+            ledger.drop_weights(entry.name)
+            self._gpus[entry.device].empty_cache()
+            self._room_changed.notify_all()
 
     def _unload_if_idle(self, entry: ModelEntry) -> bool:
         with self._lock:
@@ -371,6 +628,7 @@ class ModelManager:
                 error.__cause__ = exc
             with self._lock:
                 entry.load_failed(error)
+                self._drop_worker_weights(entry)
             log.warning("model %s failed to load: %s", entry.name, error)
             pending.set_exception(error)
             if error is exc or not isinstance(exc, Exception):
@@ -383,12 +641,38 @@ class ModelManager:
         log.info("remote model %s ready in %.2f s", entry.name, time.perf_counter() - started)
         pending.set_result(None)
 
+    def _evict_for(self, entry: ModelEntry) -> None:
+        """A worker-placed model loads from the loop: room is made without waiting (idle models
+        unloaded LRU, paused ones offloaded) and its weights are counted on the ledger; past
+        the budget only with a warning (worker models do not wait for room yet)."""
+        ledger = self._ledgers.get(entry.device)
+        if ledger is None:
+            return
+        with self._lock:
+            if not self._free_up_locked(ledger, entry.footprint_mb + entry.working_mb, entry):
+                log.warning(
+                    "%s: %d MB do not fit %s (%d of %d MB in use by models in use)",
+                    entry.name,
+                    entry.footprint_mb,
+                    ledger.device,
+                    ledger.used_mb,
+                    ledger.budget_mb,
+                )
+            ledger.add_weights(entry.name, entry.footprint_mb)
+
+    def _drop_worker_weights(self, entry: ModelEntry) -> None:
+        ledger = self._ledgers.get(entry.device)
+        if ledger is not None and entry.in_worker:
+            ledger.drop_weights(entry.name)
+            self._room_changed.notify_all()
+
     async def _close_remote(self, entry: ModelEntry, *, only_idle: bool) -> bool:
         with self._lock:
             if not entry.loaded or (only_idle and entry.in_use > 0):
                 return False
             backend = entry.backend
             entry.unloaded()
+            self._drop_worker_weights(entry)
         aclose = getattr(backend, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -425,7 +709,8 @@ class ModelManager:
             return
 
         def run(ctx: JobContext) -> None:
-            with self.use(name, object, ctx.checkpoint_blocking) as backend:
+            with self.hold(name, object, ctx.checkpoint_blocking, working=warm_up) as held:
+                backend = held.backend
                 if warm_up and isinstance(backend, ModelBackend):
                     _warm_up_backend(name, backend, ctx.checkpoint_blocking)
 
@@ -570,17 +855,12 @@ def _wait(pending: concurrent.futures.Future[None], check: CancelCheck) -> None:
             return
 
 
-def _memory_mb(device: str) -> float | None:
-    """GPU: torch.cuda.memory_allocated (when torch is already in use); CPU: process RSS."""
-    if device.startswith("cuda"):
-        torch: Any = sys.modules.get("torch")
-        if torch is None or not torch.cuda.is_available():
-            return None
-        return float(torch.cuda.memory_allocated(int(device.split(":")[1]))) / 2**20
+def _memory_mb(gpu: GpuMemory | None) -> float | None:
+    """GPU: what its allocator measures (torch.cuda.memory_allocated); CPU: process RSS."""
+    if gpu is not None:
+        return gpu.used_mb()
     return float(psutil.Process().memory_info().rss) / 2**20
 
 
-def _cuda_empty_cache() -> None:
-    torch: Any = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -36,10 +36,13 @@ class ModelEntry:
     in_worker: bool = False  # runs in a worker process: ASYNC jobs, its own resources as local
     concurrency: int = 0  # jobs using the loaded model at once: resource 'model:<name>' (0: off)
     kind: str = ""  # the model kind ("tts" for tts_remote): remote jobs hold 'remote:<kind>'
+    working_mb: int = 0  # GPU memory per job on top of the weights (cuda only)
     backend: ModelBackend | None = None
     loaded: bool = False
     loading: concurrent.futures.Future[None] | None = None
     in_use: int = 0
+    paused: int = 0  # of in_use: jobs paused by preemption (their model may be offloaded)
+    offloaded: bool = False  # loaded, but the weights are in host memory (GPU only)
     uses: int = 0
     loads: int = 0  # successful loads; a change tells per-stream state to rebuild
     last_used_ts: float | None = None  # time.time() of the last release
@@ -83,11 +86,17 @@ class ModelEntry:
             in_worker=not remote and getattr(settings, "placement", "inline") == "process",
             concurrency=0 if remote else models.concurrency.get(name, 0),
             kind=kind,
+            working_mb=models.working_mb.get(name, 0) if device.startswith("cuda") else 0,
         )
 
     @property
     def gpu_resource(self) -> str | None:
         return f"vram:{self.device.split(':')[1]}" if self.device.startswith("cuda") else None
+
+    @property
+    def compute_resource(self) -> str | None:
+        """The scheduler resource of its GPU's compute (``gpu:N``); None on CPU."""
+        return f"gpu:{self.device.split(':')[1]}" if self.device.startswith("cuda") else None
 
     @property
     def model_resource(self) -> str | None:
@@ -98,8 +107,10 @@ class ModelEntry:
     def resources(self) -> dict[str, int]:
         if self.remote:
             return {remote_resource(self.kind or self.name): 1}
-        gpu = self.gpu_resource
-        needs = {gpu: self.footprint_mb} if gpu is not None else {"cpu": 1} if self.cpu_slot else {}
+        # on a GPU a job takes the card's compute; its memory (the resident weights, once, plus
+        # its working memory) is the manager's residency ledger, not a per-job charge
+        gpu = self.compute_resource
+        needs = {gpu: 1} if gpu is not None else {"cpu": 1} if self.cpu_slot else {}
         slot = self.model_resource
         if slot is not None:
             needs[slot] = 1
@@ -125,7 +136,7 @@ class ModelEntry:
         self.loaded, self.loading, self.load_error = False, None, error
 
     def unloaded(self) -> None:
-        self.loaded = False
+        self.loaded = self.offloaded = False
 
     def idle_expired(self, now_mono: float) -> bool:
         return (
@@ -145,6 +156,9 @@ class ModelEntry:
             "loaded": self.loaded,
             "loading": self.loading is not None,
             "in_use": self.in_use,
+            "paused": self.paused,
+            "offloaded": self.offloaded,
+            "working_mb": self.working_mb,
             "footprint_mb": self.footprint_mb,
             "measured_mb": None if self.measured_mb is None else round(self.measured_mb, 1),
             "load_s": None if self.load_s is None else round(self.load_s, 3),

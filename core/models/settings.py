@@ -65,6 +65,24 @@ class ModelsSettings(BaseModel):
         "a job starts only when its model is free; missing or 0: unbounded. Remote providers "
         "(llm.provider 'openai') take no model slot",
     )
+    working_mb: dict[str, int] = Field(
+        default_factory=lambda: {"asr": 256, "tts": 128, "llm": 512, "vl": 1024, "sd": 1536},
+        description="GPU memory one job needs on top of its model's resident weights (activations,"
+        " KV cache, latents), held while the job runs or is paused; only models on cuda count it",
+    )
+    gpu_compute_slots: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="jobs computing on one GPU at once: the scheduler resource 'gpu:N' (unless"
+        " scheduler.resources sets it); a preempted GPU job gives it back at its next step",
+    )
+    vram_wait_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="a job waiting for room on its GPU (models in use hold it) fails with"
+        " VramUnavailable (retryable) after this long",
+    )
     close_timeout_s: float = Field(5.0, ge=0, description="close(): wait for the idle task")
     worker_threads: int = Field(
         1,

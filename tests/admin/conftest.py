@@ -44,6 +44,10 @@ class FakeModels:
     def warm_up_status(self) -> dict[str, object]:
         return dict(self.warm)
 
+    def vram(self) -> dict[str, dict[str, object]]:
+        row: dict[str, object] = {"budget_mb": 8192, "used_mb": 2048, "working_mb": 0}
+        return {"cuda:0": {**row, "peak_mb": 2048, "weights_mb": {"sd": 2048}, "waiting": []}}
+
     async def load(
         self, name: str, *, lane: Lane = Lane.INTERACTIVE, owner: str = "system"
     ) -> None:

@@ -129,6 +129,12 @@ async def test_delete_cancels_a_queued_job(client: httpx.AsyncClient, scheduler:
     assert await first == "released"
 
 
+async def test_vram_shows_the_residency_plan(client: httpx.AsyncClient) -> None:
+    r = await client.get("/admin/vram", headers=AUTH)
+    assert r.status_code == 200 and r.json()["cuda:0"]["weights_mb"] == {"sd": 2048}
+    assert (await client.get("/admin/vram")).status_code == 401
+
+
 async def test_models_list_load_unload(client: httpx.AsyncClient, services: Services) -> None:
     r = await client.get("/admin/models", headers=AUTH)
     assert {m["name"]: m["loaded"] for m in r.json()} == {"llm": False, "sd": False}

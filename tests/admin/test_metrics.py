@@ -48,6 +48,7 @@ async def test_metrics_parse_and_match_stats(
     assert m[key("xiaoyou_resource_budget", resource="runner")] == 8
     assert m[key("xiaoyou_scheduler_accepting")] == 1
     assert m[key("xiaoyou_model_loaded", model="llm")] == 0
+    assert m[key("xiaoyou_vram_mb", device="cuda:0", what="used")] == 2048  # the residency plan
     assert m[key("xiaoyou_devices_connected")] == 1
     assert m[key("xiaoyou_bots_connected")] == 1
     assert key("xiaoyou_event_loop_lag_seconds", stat="p99") in m

@@ -25,11 +25,13 @@ from tests.models_llm.conftest import FakeBackend
 
 
 def gpu_settings(footprint_mb: int = 400, idle_unload_s: float | None = None) -> ModelsSettings:
-    """llm, vl and sd on cuda:0 (the scheduler fixture's budget is vram:0 = 1000 MB)."""
+    """llm, vl and sd on cuda:0 (the scheduler fixture's budget is vram:0 = 1000 MB), with no
+    per-job working memory (tests/models_llm/test_vram.py covers that)."""
     return ModelsSettings(
         llm=LlmSettings(device="cuda:0", footprint_mb=footprint_mb, idle_unload_s=idle_unload_s),
         vl=VlSettings(device="cuda:0", footprint_mb=footprint_mb, model_dir=Path("unused")),
         sd=SdSettings(device="cuda:0", footprint_mb=footprint_mb, model_dir=Path("unused")),
+        working_mb={},
     )
 
 
@@ -55,8 +57,10 @@ async def use_in_job(scheduler: Scheduler, manager: ModelManager, name: str) -> 
 
 async def test_resources_follow_device(scheduler: Scheduler, tmp_path: Path) -> None:
     manager = ModelManager(gpu_settings(footprint_mb=300), scheduler, tmp_path)
-    # plus the model's slot: one job on the llama.cpp context at a time, queued in the scheduler
-    assert manager.job_resources("llm") == {"vram:0": 300, "model:llm": 1}
+    # plus the model's slot: one job on the llama.cpp context at a time, queued in the scheduler;
+    # on a GPU the job takes its compute, and the weights are the manager's residency, not a
+    # per-job charge
+    assert manager.job_resources("llm") == {"gpu:0": 1, "model:llm": 1}
     assert manager.job_resources("asr") == {"cpu": 1, "model:asr": 1}
     assert manager.job_resources("vad") == {}  # microsecond work never queues for a cpu slot
     with pytest.raises(ModelNotConfigured):
@@ -106,9 +110,9 @@ async def test_lru_eviction_under_vram_budget(scheduler: Scheduler, tmp_path: Pa
 
 async def test_models_in_use_are_not_evicted(scheduler: Scheduler, tmp_path: Path) -> None:
     llm, vl = FakeBackend(), FakeBackend()
-    manager = ModelManager(
-        gpu_settings(footprint_mb=500), scheduler, tmp_path, factories=doubles(llm=llm, vl=vl)
-    )
+    settings = gpu_settings(footprint_mb=500)
+    settings.gpu_compute_slots = 2  # the load runs beside the busy job
+    manager = ModelManager(settings, scheduler, tmp_path, factories=doubles(llm=llm, vl=vl))
     started, release = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -150,7 +154,11 @@ async def test_warm_start_models_load_together_and_stay_loaded(
     unless its own idle_unload_s says so; the others keep the default idle unload."""
     llm, vl, sd = FakeBackend(load_delay_s=0.2), FakeBackend(load_delay_s=0.2), FakeBackend()
     settings = gpu_settings(footprint_mb=300).model_copy(
-        update={"default_idle_unload_s": 0.2, "warm_start_models": ["llm", "vl"]}
+        update={
+            "default_idle_unload_s": 0.2,
+            "warm_start_models": ["llm", "vl"],
+            "gpu_compute_slots": 2,  # a load job takes the GPU's compute like any other job
+        }
     )
     settings.vl.idle_unload_s = 0.3
     factories = doubles(llm=llm, vl=vl, sd=sd)
@@ -222,6 +230,7 @@ async def test_load_failure_is_isolated_and_retried(scheduler: Scheduler, tmp_pa
     llm, vl = FakeBackend(), FakeBackend(load_delay_s=0.2, fail_loads=1)
     settings = gpu_settings(footprint_mb=100)
     settings.concurrency["vl"] = 2  # two jobs may wait for one load at once
+    settings.gpu_compute_slots = 2  # (both on the GPU's compute at once)
     manager = ModelManager(settings, scheduler, tmp_path, factories=doubles(llm=llm, vl=vl))
     outcomes = await asyncio.gather(
         use_in_job(scheduler, manager, "vl"), manager.load("vl"), return_exceptions=True

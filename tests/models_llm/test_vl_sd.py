@@ -123,3 +123,36 @@ def test_sd_rejects_bad_requests(sd: DiffusersSd, tmp_path: Path) -> None:
         sd.generate(DrawRequest("x", width=64, height=64, steps=0), check=never_cancelled)
     with pytest.raises(ModelLoadError, match=r"model_index\.json"):
         create_sd(SdSettings(model_dir=tmp_path)).load()
+
+
+def test_sd_offloaded_while_paused_then_restored_draws_the_same_image(sd: DiffusersSd) -> None:
+    """The manager offloads a paused drawing's pipeline and restores it before the step goes
+    on (here on the CPU, where the move is to the same device: the path, not the copy)."""
+    request = DrawRequest("a red cat", width=32, height=32, steps=3, seed=5)
+    plain = sd.generate(request, check=never_cancelled)
+    calls = 0
+
+    def pause_at_step_two() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            sd.offload()
+            assert sd._pipe.device.type == "cpu"
+            sd.restore()
+
+    assert sd.generate(request, check=pause_at_step_two) == plain and calls >= 2
+
+
+def test_vl_offloaded_while_paused_then_restored_answers_the_same(vl: Qwen2Vl) -> None:
+    plain = vl.answer(png(64, 64), "what colour?", max_tokens=6, check=never_cancelled)
+    calls = 0
+
+    def pause_at_token_three() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            vl.offload()
+            vl.restore()
+
+    again = vl.answer(png(64, 64), "what colour?", max_tokens=6, check=pause_at_token_three)
+    assert again == plain and calls >= 3

@@ -1,7 +1,9 @@
 """Stable Diffusion 1.5 through diffusers' StableDiffusionPipeline, from a local folder.
 
 ``callback_on_step_end`` calls ``check()`` at every denoising step: on cancel it raises out of
-the pipeline, under preemption it blocks there until the scheduler resumes the job. The image is
+the pipeline, under preemption it blocks there until the scheduler resumes the job (meanwhile
+the manager may :meth:`DiffusersSd.offload` the pipeline to host memory; it is restored before
+the callback returns). The image is
 generated at the nearest multiple of 8 and returned as PNG bytes of exactly the requested size.
 """
 
@@ -18,6 +20,8 @@ _SIDE_MULTIPLE_PX = 8  # SD's VAE downsamples by 8; the pipeline rejects other s
 
 
 class DiffusersSd(ImageGenerator):
+    offloadable = True  # the pipeline moves to host memory while its job is paused
+
     def __init__(self, settings: SdSettings) -> None:
         if settings.model_dir is None:
             raise ModelLoadError("sd: model_dir is not set")
@@ -57,6 +61,16 @@ class DiffusersSd(ImageGenerator):
 
     def unload(self) -> None:
         self._pipe = None
+
+    def offload(self) -> None:
+        """The pipeline's weights to host memory (diffusers ``pipe.to("cpu")``); the paused
+        job's latents stay where they are (its working memory)."""
+        if self._pipe is not None:
+            self._pipe.to("cpu")
+
+    def restore(self) -> None:
+        if self._pipe is not None:
+            self._pipe.to(self._settings.device)
 
     def generate(self, request: DrawRequest, *, check: CancelCheck) -> bytes:
         self._validate(request)

@@ -28,6 +28,7 @@ _IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 class Qwen2Vl(VisionLanguage):
     pause_keeps_model = False  # generate() keeps its KV cache in its own frame
+    offloadable = True  # the weights move to host memory while every job on them is paused
 
     def __init__(self, settings: VlSettings) -> None:
         if settings.model_dir is None:
@@ -78,6 +79,16 @@ class Qwen2Vl(VisionLanguage):
 
     def unload(self) -> None:
         self._model = self._tokenizer = self._image_processor = None
+
+    def offload(self) -> None:
+        """The weights to host memory (``model.to("cpu")``); a paused generate()'s KV cache
+        stays on the device (its job's working memory)."""
+        if self._model is not None:
+            self._model.to("cpu")
+
+    def restore(self) -> None:
+        if self._model is not None:
+            self._model.to(self._settings.device)
 
     def answer(
         self,
