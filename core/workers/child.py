@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from core.errors import InferenceError, JobCancelled, XiaoyouError
 from core.workers import wire
 from core.workers.base import LOAD, UNLOAD, WorkerCall, WorkerSpec
+from core.workers.calls import call_backend, portable
 
 log = logging.getLogger("xiaoyou.worker")
 
@@ -96,7 +95,7 @@ class Host:
         except Exception as exc:  # every failure goes back to the front's job
             if not isinstance(exc, XiaoyouError):
                 log.warning("%s.%s failed", call.model, call.method, exc_info=True)
-            return (wire.ERROR, _portable(exc))
+            return (wire.ERROR, portable(exc))
         return (wire.RESULT, value)
 
     def _dispatch(self, call: WorkerCall, step: _Steps) -> Any:
@@ -107,24 +106,7 @@ class Host:
                 self._backend.unload()
             self._backend = None
             return None
-        if self._backend is None:
-            raise InferenceError(f"worker {self._spec.name}: the model is not loaded")
-        method: Callable[..., Any] = getattr(self._backend, call.method)
-        kwargs = dict(call.kwargs)
-        if call.stream:
-            kwargs["emit"] = step.emit
-        result = method(*call.args, **kwargs, check=step)
-        if isinstance(result, Iterator):
-            try:
-                for item in result:
-                    step.emit(item)
-                    step()
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-            return None
-        return result
+        return call_backend(self._backend, call, emit=step.emit, check=step)
 
     def _load(self) -> dict[str, float | None]:
         before_mb = _memory_mb(self._spec.settings)
@@ -179,15 +161,6 @@ class _Steps:
         if self._pending:
             self._link.send((wire.CHUNK, tuple(self._pending)))
             self._pending.clear()
-
-
-def _portable(exc: Exception) -> Exception:
-    """``exc`` if it survives pickling, else an InferenceError naming it."""
-    try:
-        pickle.loads(pickle.dumps(exc, protocol=5))  # our own bytes
-    except Exception:  # noqa: BLE001 - any pickling failure means: send a plain copy
-        return InferenceError(f"{type(exc).__name__}: {exc}")
-    return exc
 
 
 def _memory_mb(settings: Any) -> float | None:

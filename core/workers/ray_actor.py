@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
 
-from core.errors import InferenceError, JobCancelled
+from core.errors import JobCancelled
 from core.workers.base import LOAD, UNLOAD, WorkerCall, WorkerSpec
+from core.workers.calls import call_backend, portable
 
 STEP, RESULT, ERROR, ABORTED = "step", "result", "error", "aborted"
 ENDS = frozenset({RESULT, ERROR, ABORTED})
@@ -135,7 +135,7 @@ class ModelHost:
         except _Aborted:
             state.end((ABORTED,))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the front's job
-            state.end((ERROR, _portable(exc), state.chunks))
+            state.end((ERROR, portable(exc), state.chunks))
         else:
             state.end((RESULT, value, state.chunks))
 
@@ -150,33 +150,7 @@ class ModelHost:
                 self._backend.unload()
             self._backend = None
             return None
-        if self._backend is None:
-            raise InferenceError(f"worker {self._spec.name}: the model is not loaded")
-        method: Callable[..., Any] = getattr(self._backend, call.method)
-        kwargs = dict(call.kwargs)
-        if call.stream:
-            kwargs["emit"] = state.emit
-        result = method(*call.args, **kwargs, check=state.check)
-        if isinstance(result, Iterator):
-            try:
-                for item in result:
-                    state.emit(item)
-                    state.check()
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-            return None
-        return result
-
-
-def _portable(exc: Exception) -> Exception:
-    """``exc`` if it survives pickling, else an InferenceError naming it."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # noqa: BLE001 - any pickling failure means: send a plain copy
-        return InferenceError(f"{type(exc).__name__}: {exc}")
-    return exc
+        return call_backend(self._backend, call, emit=state.emit, check=state.check)
 
 
 _ACTOR_CLASS: Any = None
