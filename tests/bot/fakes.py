@@ -136,5 +136,8 @@ class FakeModels:
     def warm_up_status(self) -> dict[str, object]:
         return {"warm_start": True, "ready": self.warm_started, "models": [], "errors": {}}
 
+    def vram(self) -> dict[str, dict[str, object]]:
+        return {}  # no GPU: nothing on the ledger
+
     async def close(self) -> None:
         self.closed = True

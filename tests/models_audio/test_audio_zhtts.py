@@ -70,7 +70,9 @@ def test_mixed_text_speaks_both_parts(routed: LanguageRoutedTts, whisper: Whispe
     zh_only, _ = _audio(routed, "我今天很开心。")
     mixed, _ = _audio(routed, "我今天很开心。Thank you very much!")
     assert len(mixed) > len(zh_only) + 24_000 * 0.5  # the English part was spoken too
-    english = whisper.transcribe(resample(mixed[len(zh_only) :], 24_000, 16_000)).text
+    english = whisper.transcribe(
+        resample(mixed[len(zh_only) :], 24_000, 16_000), language="en"
+    ).text
     assert "thank" in english.lower(), english
 
 
