@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.child_port import read_port
 from core.models.asr import Transcript
 from core.models.llm import ChatMessage
 from core.models.tts import PcmChunk
@@ -263,14 +264,8 @@ class Server:
             cwd=self.tree,
             env=env,
         )
-        assert self.proc.stdout is not None
-        while True:
-            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=300)).decode()
-            if not line:
-                raise RuntimeError("bench server exited")
-            if line.startswith("PORT "):
-                self.port = int(line.split()[1])
-                return self
+        self.port = await read_port(self.proc, timeout_s=300)
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.proc is not None

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.child_port import read_port
 from devices.simulator import DeviceSimulator, read_wav_16k
 
 AUDIO = Path("/work/shared/audio")  # the shared test clips (refs.json beside them)
@@ -168,14 +169,8 @@ class Server:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.priority_bench", "--serve", stdout=asyncio.subprocess.PIPE
         )
-        assert self.proc.stdout is not None
-        while True:
-            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=600)).decode()
-            if not line:
-                raise RuntimeError("bench server exited")
-            if line.startswith("PORT "):
-                self.port = int(line.split()[1])
-                return self
+        self.port = await read_port(self.proc, timeout_s=600)
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()

@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.child_port import read_port
 from devices.simulator import DeviceSimulator, read_wav_16k
 
 AUDIO = next(
@@ -115,14 +116,8 @@ class Server:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.voice_zh_bench", *self.args, stdout=asyncio.subprocess.PIPE
         )
-        assert self.proc.stdout is not None
-        while True:
-            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=300)).decode()
-            if not line:
-                raise RuntimeError("bench server exited")
-            if line.startswith("PORT "):
-                self.port = int(line.split()[1])
-                return self
+        self.port = await read_port(self.proc, timeout_s=300)
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.proc is not None
