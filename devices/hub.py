@@ -108,6 +108,7 @@ class DeviceHub:
                 max_sentences=s.max_reply_sentences,
                 language=s.language,
                 first_chunk_chars=s.first_chunk_chars,
+                first_clause_hanzi=s.first_clause_hanzi,
                 cancel_timeout_s=s.close_timeout_s,
                 tool_timeout_s=s.mcp_timeout_s,
                 keyword_intents=s.keyword_intents,

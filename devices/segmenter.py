@@ -4,8 +4,9 @@ Chinese terminators (。！？；… and the full-width forms) end a sentence at
 end one only when followed by whitespace (so ``3.5`` and ``e.g.x`` stay whole), which means
 the last ASCII terminator waits for the next piece or ``flush``. Closing quotes and brackets
 stay with their sentence. To speak sooner, the *first* sentence may also be cut at a comma
-once it is ``first_soft_chars`` long (later ones once ``soft_chars`` long, if set), or at a
-space once it is ``first_max_chars`` long (the
+once it is ``first_soft_chars`` long or holds ``first_soft_hanzi`` Chinese characters ("好的，"
+is a clause a Chinese speaker pauses after; a hanzi is a whole syllable), later ones once
+``soft_chars`` long, if set, or at a space once it is ``first_max_chars`` long (the
 first audio waits for the LLM to finish that piece and for TTS to synthesise all of it, so a
 long first sentence would otherwise cost several hundred milliseconds). Pieces without a letter
 or digit (emoji, stray punctuation) are merged into the next sentence instead of being spoken
@@ -21,6 +22,10 @@ _CLOSERS = set("\"'”’」』）)]】")
 _NEWLINE = "\n"
 
 
+def _is_hanzi(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
+
+
 def _speakable(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
@@ -31,6 +36,7 @@ class SentenceSegmenter:
         "_emitted",
         "first_max_chars",
         "first_soft_chars",
+        "first_soft_hanzi",
         "max_chars",
         "soft_chars",
     )
@@ -39,11 +45,13 @@ class SentenceSegmenter:
         self,
         *,
         first_soft_chars: int = 12,
+        first_soft_hanzi: int = 2,
         first_max_chars: int = 40,
         max_chars: int = 200,
         soft_chars: int = 0,
     ) -> None:
         self.first_soft_chars = first_soft_chars
+        self.first_soft_hanzi = first_soft_hanzi  # 0: Chinese clauses count as characters only
         self.first_max_chars = first_max_chars
         # later sentences are cut at a comma once this long (0: never): their synthesis starts
         # before the LLM finishes the sentence, so a slow LLM leaves shorter silences
@@ -77,6 +85,15 @@ class SentenceSegmenter:
             return self.first_soft_chars
         return self.soft_chars or self.max_chars + 1
 
+    def _soft_cut_ok(self, text: str, end: int) -> bool:
+        if end >= self._soft_limit():
+            return True
+        return (
+            self._emitted == 0
+            and self.first_soft_hanzi > 0
+            and sum(1 for ch in text[:end] if _is_hanzi(ch)) >= self.first_soft_hanzi
+        )
+
     def _find_cut(self, start: int = 0) -> int | None:
         text = self._buffer
         n = len(text)
@@ -90,7 +107,7 @@ class SentenceSegmenter:
                     return None  # wait: might be "3." of "3.5"
                 if text[i + 1].isspace() or text[i + 1] in _CLOSERS:
                     end = i + 1
-            elif ch in _SOFT and i + 1 >= self._soft_limit():
+            elif ch in _SOFT and self._soft_cut_ok(text, i + 1):
                 if ch in ",:" and (i + 1 >= n or not text[i + 1].isspace()):
                     continue  # "1,000" or "12:30": not a pause
                 end = i + 1

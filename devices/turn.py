@@ -94,6 +94,7 @@ class TurnConfig:
     max_sentences: int | None = 3  # a spoken reply: one to three short sentences
     language: str | None = None
     first_chunk_chars: int = 40  # see SentenceSegmenter.first_max_chars
+    first_clause_hanzi: int = 2  # see SentenceSegmenter.first_soft_hanzi
     cancel_timeout_s: float = 2.0
     tool_timeout_s: float = 5.0  # one MCP tools/call on the device
     synthesise_ahead: bool = True  # False: the next sentence's TTS starts once this one played
@@ -109,6 +110,8 @@ class TurnTimings:
     started_s: float = field(default_factory=time.monotonic)
     transcribed_s: float | None = None
     first_token_s: float | None = None
+    first_sentence_s: float | None = None  # the first sentence (or clause) went to TTS
+    first_tts_s: float | None = None  # TTS returned its first audio
     first_audio_s: float | None = None
     finished_s: float | None = None
     speculative: bool = False  # the turn started during the pause, before the end was certain
@@ -118,6 +121,8 @@ class TurnTimings:
         marks = {
             "asr": self.transcribed_s,
             "first_token": self.first_token_s,
+            "sentence": self.first_sentence_s,
+            "tts": self.first_tts_s,
             "first_audio": self.first_audio_s,
             "done": self.finished_s,
         }
@@ -241,7 +246,9 @@ class Turn:
         tts_task = self._tasks.spawn(self._synthesise(sentences, items), "tts")
         pace_task = self._tasks.spawn(self._pace(items), "pace")
         segmenter = SentenceSegmenter(
-            first_max_chars=cfg.first_chunk_chars, soft_chars=cfg.later_soft_chars
+            first_max_chars=cfg.first_chunk_chars,
+            first_soft_hanzi=cfg.first_clause_hanzi,
+            soft_chars=cfg.later_soft_chars,
         )
         pieces: list[str] = []
         async for piece in self._reply_pieces(reply):
@@ -388,6 +395,8 @@ class Turn:
             await self._send(Llm(emotion=emotion, text=emoji))
             self._emotion_sent = True
         if strip_emoji(sentence):
+            if self.timings.first_sentence_s is None:
+                self.timings.first_sentence_s = time.monotonic()
             sentences.put_nowait(sentence)
 
     async def _synthesise(
@@ -407,6 +416,8 @@ class Turn:
                 self._handles.append(handle)
                 self._tts = handle
                 async for chunk in handle.stream():
+                    if self.timings.first_tts_s is None:
+                        self.timings.first_tts_s = time.monotonic()
                     for packet in encoder.encode(chunk.samples):
                         items.put_nowait(("audio", packet))
                         self._queued_frames += 1
@@ -434,7 +445,9 @@ class Turn:
             if kind == "audio":
                 self._queued_frames -= 1
             if kind == "sentence":
-                announce = value  # announced with its first frame: a sentence may yield none
+                # announced with its first frame; a sentence whose audio is shorter than a
+                # frame shares the next one, and its text is shown with the next sentence's
+                announce = value if announce is None else f"{announce}{value}"
                 continue
             # the firmware mutes its microphone on 'tts start' and shows the text on
             # 'sentence_start': both go out only once there is audio to play right after them

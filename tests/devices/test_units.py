@@ -293,3 +293,15 @@ def test_english_utterance_gets_the_english_device_prompt() -> None:
     hub_config = DeviceHub(custom, inference=None).pipeline_config("aa:bb")  # type: ignore[arg-type]
     cat = ConversationMemory(system_prompts=hub_config.system_prompts)
     assert cat.messages_for("Hello there")[0].content == "You are a cat."
+
+
+def test_segmenter_cuts_a_short_chinese_first_clause_at_its_comma() -> None:
+    # "好的，" is a whole clause (two syllables): speaking it while the LLM writes the rest is
+    # the sooner first audio; before, the first cut waited for 12 characters
+    seg = SentenceSegmenter(first_soft_chars=12)
+    assert seg.push("好的，我来帮你设置一个十分钟的计时器，然后提醒你。") == [
+        "好的，",
+        "我来帮你设置一个十分钟的计时器，然后提醒你。",  # later clauses stay whole by default
+    ]
+    assert SentenceSegmenter().push("好，") == []  # one syllable alone is no clause
+    assert SentenceSegmenter(first_soft_hanzi=0).push("好的，我来，") == []
