@@ -240,6 +240,12 @@ class LlmSettings(BaseModel):
         " a device's next turn is not evaluated from scratch after QQ chats used the context;"
         " 0: off",
     )
+    warm_prompts: list[str] | None = Field(
+        None,
+        description="llama.cpp: system prompts evaluated at warm-up and kept in the prompt"
+        " cache, so the first request under each (a device's first turn in Chinese or English)"
+        " does not evaluate it; None: the device prompts of this configuration; []: none",
+    )
     seed: int = 0
     warmup: bool = Field(
         True,

@@ -101,3 +101,33 @@ def test_a_flood_of_one_off_chats_does_not_evict_a_continuing_conversation() -> 
     cache.put(longer, "turn2")  # the conversation continued: it replaces its shorter entry
     assert len(cache) == 4
     assert cache.best(longer).state == "turn2"  # type: ignore[union-attr]
+
+
+def test_a_warm_prompt_is_not_evaluated_again_after_other_chats(smollm2_available: None) -> None:
+    # a device's first turn after start-up (or after QQ chats used the context) started by
+    # evaluating its whole system prompt: ~1 s of the first voice turn with the 0.5B default
+    def system_tokens_evaluated(warm_prompts: list[str]) -> int:
+        settings = LlmSettings(
+            n_threads=1, n_ctx=1024, embedded="smollm2-135m", warm_prompts=warm_prompts
+        )
+        llm = LlamaCppLlm(settings, cache_dir=Path("unused"))
+        llm.load()
+        try:
+            run(llm, QQ_CHAT)  # the context now holds another system prompt
+            _, evaluated = run(llm, DEVICE, tokens=1)
+        finally:
+            llm.unload()
+        return evaluated
+
+    cold = system_tokens_evaluated([])
+    warm = system_tokens_evaluated([DEVICE[0].content])
+    assert warm < cold - 10, (warm, cold)  # the system prompt (~15 tokens) was not evaluated
+
+
+def test_device_prompts_are_the_default_warm_prompts() -> None:
+    from core.settings import build_settings
+
+    settings = build_settings()
+    prompts = settings.models.llm.warm_prompts
+    assert prompts == [settings.devices.system_prompt, settings.devices.system_prompts["en"]]
+    assert build_settings(models={"llm": {"warm_prompts": []}}).models.llm.warm_prompts == []
