@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from bot.admin.auth import require_token
 from bot.admin.dashboard import dashboard_html
 from bot.admin.errors import error_response
+from bot.admin.workers import ray_health, workers_view
 from core.errors import ModelNotConfigured, XiaoyouError
 from core.scheduler import JobStatus, TraceEvent
 
@@ -75,7 +76,11 @@ def create_admin_router(services: Services) -> APIRouter:
 
     @api.get("/stats", summary="Scheduler statistics per lane and kind")
     async def stats() -> dict[str, object]:
-        return sched.stats()
+        out = sched.stats()
+        ray = ray_health(services)
+        if ray is not None:  # the Ray pool in brief; /admin/workers has the whole view
+            out["ray"] = ray
+        return out
 
     @api.get("/tasks", summary="Jobs, newest first, filtered and paginated")
     async def tasks(
@@ -159,6 +164,14 @@ def create_admin_router(services: Services) -> APIRouter:
         body = ModelAction(name=name, action="unload", changed=bool(changed))
         return JSONResponse(body.model_dump())
 
+    @api.get(
+        "/workers",
+        summary="Worker processes of process-placed models and the Ray pool: boxes, their"
+        " resources, actors per model, replica state, running jobs, last error",
+    )
+    async def workers() -> dict[str, object]:
+        return workers_view(services)
+
     @api.get("/devices", summary="Connected xiaozhi devices")
     async def devices() -> list[dict[str, object]]:
         return services.devices.snapshot()
@@ -178,14 +191,18 @@ def create_admin_router(services: Services) -> APIRouter:
             if entry.get("storage_error")
         }
         data_dir = sections.get("data_dir", {})
-        problems = (
-            any(state_errors.values())
-            or bool(model_errors)
-            or bool(storage_errors)
-            or bool(data_dir.get("low"))
-        )
+        reasons = [f"state file {name}: {err}" for name, err in state_errors.items() if err]
+        reasons += [f"model {name} failed to load" for name in model_errors]
+        reasons += [f"model {name} storage: {err}" for name, err in storage_errors.items()]
+        if data_dir.get("low"):
+            reasons.append(f"data dir low on space: {data_dir.get('path')}")
+        ray = ray_health(services)
+        if ray is not None:
+            sections["ray"] = ray
+            reasons += [str(problem) for problem in ray["problems"]]  # type: ignore[attr-defined]
         return {
-            "status": "degraded" if problems else "ok",
+            "status": "degraded" if reasons else "ok",
+            "reasons": reasons,
             "state_errors": state_errors,
             "model_errors": model_errors,
             "model_storage_errors": storage_errors,

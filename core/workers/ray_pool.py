@@ -33,11 +33,14 @@ from core.errors import ConfigError, WorkerDied
 from core.scheduler import JobContext, Scheduler
 from core.workers.base import ChunkCallback, WorkerCall, WorkerSpec, WorkerState
 from core.workers.ray_settings import RaySettings, RayWorkerSettings
+from core.workers.ray_view import BoxBook, read_nodes, replica_state
 
 if TYPE_CHECKING:  # imported in start(), after connect() has set Ray's environment
     from core.workers.ray_worker import RayWorker
 
 log = logging.getLogger(__name__)
+
+NODES_TIMEOUT_S = 10.0  # one read of the cluster's node table
 
 
 def worker_resource(name: str) -> str:
@@ -79,7 +82,7 @@ def disconnect() -> None:
 class _Group:
     settings: RayWorkerSettings
     replicas: list[RayWorker]
-    inflight: dict[str, int]  # replica name -> calls running on it
+    jobs: dict[str, list[int]]  # replica name -> ids of the scheduler jobs running on it
     live: set[str]  # replica names counted in the worker: budget
 
 
@@ -103,8 +106,10 @@ class RayPool:
                 raise ConfigError(f"ray.workers: no worker spec for model {worker.model!r}")
         self._groups: dict[str, _Group] = {}
         self._reviver: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._connected = False
+        self._boxes = BoxBook()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,9 +135,10 @@ class RayPool:
                 for replica in group.replicas
             )
         )
-        self._reviver = asyncio.get_running_loop().create_task(
-            self._revive_loop(), name="ray-pool-reviver"
-        )
+        await self.refresh_nodes()
+        loop = asyncio.get_running_loop()
+        self._reviver = loop.create_task(self._revive_loop(), name="ray-pool-reviver")
+        self._watcher = loop.create_task(self._watch_nodes(), name="ray-pool-nodes")
 
     def _build(self) -> None:
         from core.workers.ray_worker import ActorPlacement, RayWorker
@@ -158,14 +164,15 @@ class RayPool:
                 for i in range(worker.replicas)
             ]
             self._groups[worker.model] = _Group(
-                worker, replicas, {r.name: 0 for r in replicas}, set()
+                worker, replicas, {r.name: [] for r in replicas}, set()
             )
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        task, self._reviver = self._reviver, None
-        if task is not None:
+        tasks = [t for t in (self._reviver, self._watcher) if t is not None]
+        self._reviver = self._watcher = None
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout_s)
         for group in self._groups.values():
             for replica in group.replicas:
@@ -215,14 +222,15 @@ class RayPool:
         async def on_step(step: int) -> None:
             await ctx.checkpoint()
 
-        group.inflight[replica.name] += 1
+        running = group.jobs[replica.name]
+        running.append(ctx.job_id)
         try:
             return await replica.call(call, on_step=on_step, on_chunk=on_chunk or ctx.emit)
         except WorkerDied:
             self._lost(group, replica)
             raise
         finally:
-            group.inflight[replica.name] -= 1
+            running.remove(ctx.job_id)
 
     def _pick(self, group: _Group) -> RayWorker:
         limit = group.settings.concurrency
@@ -231,11 +239,11 @@ class RayPool:
             for r in group.replicas
             if r.name in group.live
             and r.state in (WorkerState.IDLE, WorkerState.BUSY)
-            and group.inflight[r.name] < limit
+            and len(group.jobs[r.name]) < limit
         ]
         if not free:
             raise WorkerDied(f"no live Ray worker for {group.settings.model!r} right now")
-        return min(free, key=lambda r: group.inflight[r.name])
+        return min(free, key=lambda r: len(group.jobs[r.name]))
 
     def _lost(self, group: _Group, replica: RayWorker) -> None:
         if replica.name in group.live:
@@ -275,6 +283,13 @@ class RayPool:
                 await asyncio.gather(*(self._revive(g, r) for g, r in dead))
             await self._check_idle()
 
+    async def _watch_nodes(self) -> None:
+        """The node table every ``revive_interval_s``, on its own (a revival may take up to
+        ``start_timeout_s``, and the admin view must show a lost box meanwhile)."""
+        while True:
+            await asyncio.sleep(self._settings.revive_interval_s)
+            await self.refresh_nodes()
+
     async def _check_idle(self) -> None:
         """Ping the live replicas that run nothing, so one that died while idle leaves the
         count (and is revived) before a job is sent to it."""
@@ -282,25 +297,109 @@ class RayPool:
             (group, replica)
             for group in self._groups.values()
             for replica in group.replicas
-            if replica.name in group.live and group.inflight[replica.name] == 0
+            if replica.name in group.live and not group.jobs[replica.name]
         ]
         alive = await asyncio.gather(*(replica.alive() for _, replica in idle))
         for (group, replica), ok in zip(idle, alive, strict=True):
-            if not ok and group.inflight[replica.name] == 0:
+            if not ok and not group.jobs[replica.name]:
                 self._lost(group, replica)
 
-    def snapshot(self) -> list[dict[str, object]]:
-        return [
+    # -- what operators see (/admin/workers, /admin/health) --------------------------------------
+    async def refresh_nodes(self) -> None:
+        """Read the cluster's node table (off the loop); a failure is kept, not raised."""
+        try:
+            nodes = await asyncio.wait_for(asyncio.to_thread(read_nodes), NODES_TIMEOUT_S)
+        except (TimeoutError, ConnectionError) as exc:
+            self._boxes.read_error = f"{type(exc).__name__}: {exc}"
+            return
+        self._boxes.update(nodes)
+
+    def snapshot(self) -> dict[str, object]:
+        """Boxes (alive ones and the lost), their resources and the replicas on them, and per
+        model its replicas: state, box, running jobs, starts, last error."""
+        by_node: dict[str, list[str]] = {}
+        reserved: dict[str, dict[str, float]] = {}
+        for group in self._groups.values():
+            for replica in group.replicas:
+                if replica.node_id is None or replica.name not in group.live:
+                    continue
+                by_node.setdefault(replica.node_id, []).append(replica.name)
+                held = reserved.setdefault(replica.node_id, {})
+                for resource, amount in group.settings.ray_resources().items():
+                    held[resource] = held.get(resource, 0.0) + amount
+        nodes = [
             {
-                "worker": replica.name,
+                "node_id": node.node_id,
+                "box": node.box,
+                "address": node.address,
+                "alive": node.alive,
+                "labels": node.labels,
+                "resources": node.resources,
+                "reserved": reserved.get(node.node_id, {}),
+                "actors": by_node.get(node.node_id, []),
+            }
+            for node in self._boxes.shown_nodes()
+        ]
+        boxes = {node.node_id: node.box for node in self._boxes.nodes}
+        models = [
+            {
                 "model": group.settings.model,
-                "state": replica.state.value,
-                "live": replica.name in group.live,
-                "node_id": replica.node_id,
-                "labels": replica.labels,
-                "running": group.inflight[replica.name],
-                "starts": replica.starts,
+                "worker": group.settings.name,
+                "node": group.settings.node,
+                "vram_mb": group.settings.vram_mb,
+                "live": len(group.live),
+                "replicas": [
+                    {
+                        "worker": replica.name,
+                        "model": group.settings.model,
+                        "state": replica_state(replica.state, replica.starts),
+                        "worker_state": replica.state.value,
+                        "live": replica.name in group.live,
+                        "node_id": replica.node_id,
+                        "box": boxes.get(replica.node_id or ""),
+                        "pid": replica.pid,
+                        "running_jobs": list(group.jobs[replica.name]),
+                        "starts": replica.starts,
+                        "last_error": replica.last_error,
+                        "last_error_at": replica.last_error_at,
+                    }
+                    for replica in group.replicas
+                ],
             }
             for group in self._groups.values()
-            for replica in group.replicas
         ]
+        return {
+            "address": self._settings.address,
+            "namespace": self._settings.namespace,
+            "nodes": nodes,
+            "lost_boxes": self._boxes.lost_boxes(),
+            "models": models,
+            "problems": self.problems(),
+        }
+
+    def problems(self) -> list[str]:
+        """Why the pool is degraded (empty: healthy): lost boxes, replicas not alive."""
+        out = [f"ray box {box!r} lost (no alive Ray node)" for box in self._boxes.lost_boxes()]
+        if self._boxes.read_error is not None:
+            out.append(f"ray node table unreadable: {self._boxes.read_error}")
+        for group in self._groups.values():
+            for replica in group.replicas:
+                if replica.name in group.live or replica.state is WorkerState.STOPPED:
+                    continue
+                why = f": {replica.last_error}" if replica.last_error else ""
+                state = replica_state(replica.state, replica.starts)
+                out.append(f"ray worker {replica.name} ({group.settings.model}) {state}{why}")
+        return out
+
+    def health(self) -> dict[str, object]:
+        """The /admin/health section."""
+        problems = self.problems()
+        live = sum(len(g.live) for g in self._groups.values())
+        total = sum(len(g.replicas) for g in self._groups.values())
+        return {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "boxes_alive": sorted(self._boxes.alive_boxes()),
+            "replicas_live": live,
+            "replicas": total,
+        }

@@ -72,6 +72,8 @@ class RayWorker:
         self.labels: dict[str, str] = {}
         self.pid: int | None = None
         self.starts = 0
+        self.last_error: str | None = None  # why it last died or failed to start (admin view)
+        self.last_error_at: float | None = None  # time.time() of that
 
     @property
     def name(self) -> str:
@@ -96,7 +98,7 @@ class RayWorker:
             try:
                 await asyncio.wait_for(self._start(), self._start_timeout_s)
             except (TimeoutError, RayError, WorkerDied) as exc:
-                self._state = WorkerState.DEAD
+                self._died(f"did not start: {exc!r}")
                 raise WorkerDied(f"worker {self.name} did not start: {exc!r}") from exc
             self._state = WorkerState.IDLE
 
@@ -161,11 +163,11 @@ class RayWorker:
             return False
         try:
             info = await asyncio.wait_for(actor.ping.remote(), timeout_s)
-        except (TimeoutError, RayError):
-            self._died()
+        except (TimeoutError, RayError) as exc:
+            self._died(f"idle health ping failed: {type(exc).__name__}")
             return False
         if int(info["pid"]) != self.pid or not info["loaded"]:  # restarted by Ray meanwhile
-            self._died()
+            self._died(f"restarted by Ray while idle (pid {self.pid} -> {info['pid']})")
             return False
         return True
 
@@ -226,15 +228,15 @@ class RayWorker:
             ref = await asyncio.wait_for(stream.__anext__(), self._call_timeout_s)
             event: tuple[Any, ...] = await asyncio.wait_for(ref, self._call_timeout_s)
         except StopAsyncIteration as exc:
-            self._died()
+            self._died("a call ended without a result")
             raise WorkerDied(f"worker {self.name}: the call ended without a result") from exc
         except TimeoutError as exc:
-            self._died()
+            self._died(f"no answer for {self._call_timeout_s} s (node gone?)")
             raise WorkerDied(
                 f"worker {self.name}: no answer for {self._call_timeout_s} s (node gone?)"
             ) from exc
         except _DEATH as exc:
-            self._died()
+            self._died(f"died during a call: {type(exc).__name__}")
             raise WorkerDied(f"worker {self.name} died: {type(exc).__name__}") from exc
         return event
 
@@ -244,7 +246,8 @@ class RayWorker:
             while (await self._next(stream))[0] not in (RESULT, ERROR, ABORTED):
                 pass
 
-    def _died(self) -> None:
+    def _died(self, why: str) -> None:
+        self.last_error, self.last_error_at = why, time.time()
         if self._state is not WorkerState.STOPPED:
             self._state = WorkerState.DEAD
 

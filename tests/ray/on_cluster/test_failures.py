@@ -74,12 +74,19 @@ async def test_a_killed_actor_fails_its_job_and_the_restarted_one_serves_the_nex
     with pytest.raises(WorkerDied) as died:
         await handle.result()
     assert died.value.retryable
+    (row,) = _replicas(pool)  # the operators' view: not alive, and why
+    assert row["state"] in ("dead", "restarting") and not row["live"], row
+    assert "died during a call" in row["last_error"], row
+    assert any("kill-gen" in p for p in pool.problems())
     # Ray restarts the actor, the pool loads the model again and returns the slot
     await _until(lambda: replica.pid != pid_before and replica.name in _live(pool), 60, "revived")
     result = await submit_generate(scheduler, pool, "llm", ["a"], 0.01).result()
     assert result.endswith(f" {replica.pid}")
     assert replica.starts == 2
     assert (await stats(scheduler, pool, "llm"))["loads"] == 1  # loaded again after the restart
+    (row,) = _replicas(pool)
+    assert row["state"] == "alive" and row["starts"] == 2 and row["running_jobs"] == [], row
+    assert pool.problems() == []
 
 
 async def test_an_actor_that_dies_while_idle_is_back_before_the_next_job(
@@ -98,8 +105,13 @@ async def test_an_actor_that_dies_while_idle_is_back_before_the_next_job(
     assert (await stats(scheduler, pool, "llm"))["loads"] == 1
 
 
+def _replicas(pool: RayPool) -> list[dict[str, Any]]:
+    models: list[dict[str, Any]] = pool.snapshot()["models"]  # type: ignore[assignment]
+    return [row for model in models for row in model["replicas"]]
+
+
 def _live(pool: RayPool) -> set[str]:
-    return {row["worker"] for row in pool.snapshot() if row["live"]}  # type: ignore[misc]
+    return {row["worker"] for row in _replicas(pool) if row["live"]}
 
 
 class RayChat(FakeInference):
@@ -159,7 +171,16 @@ async def test_the_front_keeps_serving_devices_while_a_worker_box_goes_away_and_
 
             lag_probe = _LagProbe()
             probe = asyncio.get_running_loop().create_task(lag_probe.run(), name="lag-probe")
+            assert pool.health()["status"] == "ok"
+            await pool.refresh_nodes()
+            boxes = {n["box"]: n for n in pool.snapshot()["nodes"]}  # type: ignore[attr-defined]
+            assert boxes["gpu1"]["alive"] and boxes["gpu1"]["actors"] == ["xiaoyou-dev-llm-0"]
+            assert boxes["gpu1"]["resources"]["vram_mb"] == 8000
             await asyncio.get_running_loop().run_in_executor(None, cluster.remove_gpu1)
+            await pool.refresh_nodes()
+            health = pool.health()  # the operators see the lost box
+            assert health["status"] == "degraded", health
+            assert any("'gpu1' lost" in p for p in health["problems"]), health  # type: ignore[attr-defined]
             # the box is gone: a new device connects and talks; its turn ends (no reply from
             # the box, a spoken/sent error) instead of hanging, and the first device is served
             second = DeviceSimulator(url)
@@ -173,6 +194,8 @@ async def test_the_front_keeps_serving_devices_while_a_worker_box_goes_away_and_
             await asyncio.get_running_loop().run_in_executor(None, cluster.add_gpu1)
             (replica,) = pool.replicas("llm")
             await _until(lambda: replica.name in _live(pool), 90, "the worker back on gpu1")
+            await pool.refresh_nodes()
+            assert pool.health()["status"] == "ok", pool.health()
             turn = await first.converse(tone_pcm(0.4), mode="manual", speed=4.0, timeout_s=30)
             assert "节点gpu1" in "".join(turn.sentences), turn.sentences
             turn = await second.converse(tone_pcm(0.4), mode="manual", speed=4.0, timeout_s=30)
