@@ -4,8 +4,10 @@ The page asks for the admin token in a form, keeps it in ``sessionStorage`` (thi
 and sends it as an ``Authorization: Bearer`` header; it is never put in a URL, so it cannot
 end up in access logs or browser history. When the server has no admin token configured the
 page says so and how to set one, instead of asking for a token nobody has. Then it polls
-/admin/stats, /admin/models, /admin/devices and /admin/bots once a second and draws lanes,
-queue depths, running jobs, resource bars, models, devices, bots and a p95 latency chart.
+/admin/stats, /admin/models, /admin/workers, /admin/devices and /admin/bots once a second and
+draws lanes, queue depths, running jobs, resource bars, models, worker processes and the Ray
+pool (boxes, their resources and actors; replicas with state, running jobs and last error;
+why the pool is degraded), devices, bots and a p95 latency chart.
 
 Labels are Chinese by default with an English switch (remembered in ``localStorage``);
 durations and times are shown as "3 分 5 秒" / "5 分钟前" rather than raw seconds. The layout
@@ -135,6 +137,12 @@ token = "&lt;生成的令牌&gt;"               # xiaoyou.toml</pre>
   </section>
   <section class="wide"><h2 data-i18n="models">模型</h2><table id="models"><tbody></tbody></table>
   </section>
+  <section class="wide" id="workers-section" hidden><h2 data-i18n="workers">工作节点</h2>
+    <p id="ray-problems" class="bad"></p>
+    <table id="ray-nodes"><tbody></tbody></table>
+    <table id="ray-replicas"><tbody></tbody></table>
+    <table id="proc-workers"><tbody></tbody></table>
+  </section>
   <section><h2 data-i18n="devices">设备</h2><table id="devices"><tbody></tbody></table></section>
   <section><h2 data-i18n="bots">QQ 机器人</h2><table id="bots"><tbody></tbody></table></section>
 </main>
@@ -174,6 +182,13 @@ const T = {
     ds_connected: "已连接", ds_ready: "就绪", ds_listening: "聆听中", ds_thinking: "思考中",
     ds_speaking: "说话中", ds_closed: "已断开",
     b_id: "QQ 号", b_adapter: "适配器", b_since: "已连接",
+    workers: "工作节点", w_box: "节点", w_addr: "地址", w_alive: "状态", w_res: "资源",
+    w_reserved: "已占用", w_actors: "模型实例", w_node_up: "在线", w_node_lost: "已失联",
+    w_replica: "实例", w_model: "模型", w_state: "状态", w_jobs: "正在运行的任务",
+    w_starts: "启动次数", w_error: "最近错误", w_pid: "进程号", w_proc: "工作进程",
+    ws_alive: "运行中", ws_restarting: "重启中", ws_starting: "启动中", ws_dead: "已停止响应",
+    ws_stopped: "已关闭", ws_new: "未启动", ws_idle: "空闲", ws_busy: "忙碌",
+    w_degraded: "Ray 集群降级：",
     ago: "{0}前", day: "天", hour: "小时", min: "分", sec: "秒", ms: "毫秒",
     http: "请求失败", cancel_failed: "取消任务 {0} 失败：HTTP {1}", disabled: "管理 API 已关闭",
   },
@@ -216,6 +231,13 @@ const T = {
     ds_connected: "connected", ds_ready: "ready", ds_listening: "listening",
     ds_thinking: "thinking", ds_speaking: "speaking", ds_closed: "closed",
     b_id: "QQ number", b_adapter: "adapter", b_since: "connected for",
+    workers: "Workers", w_box: "box", w_addr: "address", w_alive: "state", w_res: "resources",
+    w_reserved: "reserved", w_actors: "actors", w_node_up: "alive", w_node_lost: "lost",
+    w_replica: "replica", w_model: "model", w_state: "state", w_jobs: "running jobs",
+    w_starts: "starts", w_error: "last error", w_pid: "pid", w_proc: "worker process",
+    ws_alive: "alive", ws_restarting: "restarting", ws_starting: "starting", ws_dead: "dead",
+    ws_stopped: "stopped", ws_new: "not started", ws_idle: "idle", ws_busy: "busy",
+    w_degraded: "Ray pool degraded: ",
     ago: "{0} ago", day: "d", hour: "h", min: "min", sec: "s", ms: "ms",
     http: "request failed", cancel_failed: "cancel {0}: HTTP {1}", disabled: "admin API is off",
   },
@@ -345,6 +367,7 @@ function render(d) {
   drawChart();
   renderJobs(s.running);
   renderModels(d.models);
+  renderWorkers(d.workers);
   renderDevices(d.devices);
   renderBots(d.bots);
 }
@@ -454,6 +477,64 @@ function renderModels(models) {
     }
   }
 }
+function wState(state) {
+  const cls = {alive: "good", idle: "good", busy: "good", dead: "bad", restarting: "",
+               starting: "", stopped: "muted", new: "muted"}[state];
+  return [T.zh["ws_" + state] ? t("ws_" + state) : String(state), cls || ""];
+}
+function resources(r) {
+  return Object.entries(r || {}).map(([k, v]) => k + " " + num(v)).join(", ") || "–";
+}
+function renderWorkers(w) {
+  const ray = w.ray, procs = w.process || [];
+  $("workers-section").hidden = !ray && !procs.length;
+  const problems = ray ? ray.problems || [] : [];
+  $("ray-problems").textContent = problems.length ? t("w_degraded") + problems.join("；") : "";
+  let tb = body("ray-nodes");
+  if (ray) {
+    header(tb, ["w_box", "w_addr", "w_alive", "w_res", "w_reserved", "w_actors"]);
+    if (!ray.nodes.length) empty(tb);
+    for (const n of ray.nodes) {
+      const tr = el("tr", undefined, {"data-box": n.box, "data-alive": String(n.alive)});
+      cell(tr, n.box, {title: n.node_id}); cell(tr, n.address || "–");
+      cell(tr, n.alive ? t("w_node_up") : t("w_node_lost"), {class: n.alive ? "good" : "bad"});
+      cell(tr, resources(n.resources)); cell(tr, resources(n.reserved));
+      cell(tr, n.actors.join(", ") || "–");
+      tb.appendChild(tr);
+    }
+  }
+  tb = body("ray-replicas");
+  if (ray) {
+    header(tb, ["w_replica", "w_model", "w_state", "w_box", "w_jobs", "w_starts", "w_error"]);
+    for (const m of ray.models) {
+      for (const r of m.replicas) {
+        const tr = el("tr", undefined, {"data-replica": r.worker, "data-state": r.state});
+        cell(tr, r.worker, {title: "pid " + (r.pid || "–")}); cell(tr, r.model);
+        const [text, cls] = wState(r.state);
+        cell(tr, text, {class: cls});
+        cell(tr, r.box || "–");
+        cell(tr, r.running_jobs.length ? r.running_jobs.map(j => "#" + j).join(" ") : "–");
+        cell(tr, num(r.starts));
+        cell(tr, r.last_error ? r.last_error + "（" + ago(r.last_error_at) + "）" : "–",
+             {class: r.last_error ? "bad" : "muted"});
+        tb.appendChild(tr);
+      }
+    }
+  }
+  tb = body("proc-workers");
+  if (procs.length) {
+    header(tb, ["w_proc", "w_state", "w_pid", "w_starts", "m_mem"]);
+    for (const p of procs) {
+      const tr = el("tr", undefined, {"data-proc": p.model});
+      cell(tr, p.model);
+      const [text, cls] = wState(p.state);
+      cell(tr, text, {class: cls});
+      cell(tr, p.pid === null || p.pid === undefined ? "–" : String(p.pid));
+      cell(tr, num(p.starts)); cell(tr, num(p.measured_mb));
+      tb.appendChild(tr);
+    }
+  }
+}
 function renderDevices(devices) {
   const tb = body("devices");
   if (!devices.length) { empty(tb); return; }
@@ -491,15 +572,16 @@ async function cancelJob(id) {
 
 async function tick() {
   try {
-    const [stats, models, devices, bots] = await Promise.all([
-      api("/admin/stats"), api("/admin/models"), api("/admin/devices"), api("/admin/bots")]);
+    const [stats, models, workers, devices, bots] = await Promise.all([
+      api("/admin/stats"), api("/admin/models"), api("/admin/workers"), api("/admin/devices"),
+      api("/admin/bots")]);
     const point = {};
     for (const [lane, r] of Object.entries(stats.lanes)) {
       point[lane] = {wait: (r.wait_ms || {}).p95, run: (r.run_ms || {}).p95};
     }
     history_.push(point);
     if (history_.length > HISTORY) history_.shift();
-    lastData = {stats, models, devices, bots};
+    lastData = {stats, models, workers, devices, bots};
     show("dash");
     render(lastData);
     $("updated").textContent = new Date().toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB",
