@@ -38,6 +38,7 @@ from core.errors import ModelError
 from core.models.asr import Asr, RemoteAsr, Transcript
 from core.models.chat_context import fit_prompt
 from core.models.chat_guard import ReplyGuard
+from core.models.guarded_emit import GuardedEmitter
 from core.models.llm import ChatEvent, ChatMessage, Llm, RemoteLlm, ToolSpec
 from core.models.manager import ModelManager
 from core.models.registry import TTS_REMOTE
@@ -346,25 +347,12 @@ class Inference:
                     max_tokens=fitted.reply_tokens,
                     temperature=temp,
                 )
-                guard = new_guard()
-                async with contextlib.aclosing(events):
+                out = GuardedEmitter(ctx.emit, new_guard())
+                async with contextlib.aclosing(events):  # leaving closes the HTTP stream
                     async for event in events:
-                        if guard is None:
-                            if offered or isinstance(event, str):
-                                await ctx.emit(event)
-                            continue
-                        if not isinstance(event, str):
-                            await ctx.emit(event)  # a tool call: not text to guard
-                            continue
-                        out = guard.push(event)
-                        if out:
-                            await ctx.emit(out)
-                        if guard.stop_reason is not None:
-                            log.debug("reply ended by the guard: %s", guard.stop_reason)
+                        if await out.push(event):
                             return
-                    rest = guard.finish() if guard is not None else ""
-                    if rest:
-                        await ctx.emit(rest)
+                    await out.finish()
 
         async def run_cluster(ctx: JobContext) -> None:
             assert cluster is not None
@@ -379,29 +367,17 @@ class Inference:
                 (fitted.messages,),
                 {"max_tokens": fitted.reply_tokens, "temperature": temp, **extra},
             )
-            guard = new_guard()
+            out = GuardedEmitter(ctx.emit, new_guard())
 
             async def on_piece(piece: Any) -> None:
-                if guard is None:
-                    await ctx.emit(piece)
-                    return
-                if not isinstance(piece, str):
-                    await ctx.emit(piece)  # a tool call: not text to guard
-                    return
-                out = guard.push(piece)
-                if out:
-                    await ctx.emit(out)
-                if guard.stop_reason is not None:
-                    raise _GuardStopped(guard.stop_reason)
+                if await out.push(piece):
+                    raise _GuardStopped(out.stop_reason)
 
             try:
                 await cluster.call(ctx, "llm", call, on_chunk=on_piece)
-            except _GuardStopped as stopped:  # the actor stopped generating at that step
-                log.debug("reply ended by the guard: %s", stopped)
+            except _GuardStopped:  # the actor stopped generating at that step
                 return
-            rest = guard.finish() if guard is not None else ""
-            if rest:
-                await ctx.emit(rest)
+            await out.finish()
 
         cluster = self._on_cluster("llm")
         last = history[-1].content if history else ""
