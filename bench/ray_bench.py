@@ -4,9 +4,10 @@
    (:class:`core.workers.process.ProcessWorker`), both as ASYNC scheduler jobs on the same
    stand-in backend (``echo``: no work; ``tick``: N empty streamed steps): ratio per job and
    per step.
-2. Throughput and REALTIME start wait (p50/p99) with 1 vs 2 worker boxes, stand-in model work
-   (``time.sleep`` steps: GPU time that holds no CPU of this box), a BACKGROUND flood plus a
-   REALTIME job every ``--rt-every-s``.
+2. Throughput and REALTIME start wait (p50/p99) with 1 replica (one box) vs 2 replicas (two
+   boxes) vs 2 replicas with ``background_replicas = 1`` (one kept free for REALTIME work),
+   stand-in model work (``time.sleep`` steps: GPU time that holds no CPU of this box), a
+   BACKGROUND flood plus a REALTIME job on the same model every ``--rt-every-s``.
 3. Front-process RSS and threads without Ray (scheduler running, a worker process started) and
    after joining the cluster with the pool started.
 
@@ -134,7 +135,7 @@ async def _load(pool: Any, scheduler: Any, flood: int, rt_jobs: int, rt_every_s:
 
         spec = JobSpec(
             kind="bench", lane=lane, owner=owner, mode=ExecMode.ASYNC,
-            resources=pool.job_resources("llm"), preemptible=True,
+            resources=pool.job_resources("llm", lane), preemptible=True,
             keep_on_yield=pool.kept_while_paused("llm"), stream_buffer=64,
         )  # fmt: skip
         return scheduler.submit(job, spec=spec)
@@ -240,6 +241,21 @@ async def _inside(args: argparse.Namespace) -> dict[str, Any]:
         results["two_boxes"]["jobs_per_s"] / results["one_box"]["jobs_per_s"], 2
     )
     await two.stop()
+    _say("two replicas, background_replicas = 1 (one kept free for REALTIME)")
+    kept = RayPool(
+        settings([{"name": "kept", "model": "llm", "vram_mb": 1000, "replicas": 2,
+                   "background_replicas": 1}]),
+        scheduler, {"llm": spec},
+    )  # fmt: skip
+    await kept.start()
+    results["two_kept_free"] = await _load(
+        kept, scheduler, args.flood, args.rt_jobs, args.rt_every_s
+    )
+    for name in ("two_boxes", "two_kept_free"):
+        results[f"ratio_rt_p99_{name}_vs_one"] = round(
+            results[name]["rt_wait_ms_p99"] / max(0.1, results["one_box"]["rt_wait_ms_p99"]), 3
+        )
+    await kept.stop()
     await scheduler.stop()
     await local.stop(5.0)
     for box in boxes:

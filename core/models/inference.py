@@ -105,7 +105,7 @@ class Inference:
                 lane=lane,
                 owner=owner,
                 mode=ExecMode.ASYNC,
-                resources=cluster.job_resources(model),
+                resources=cluster.job_resources(model, lane),
                 preemptible=preemptible,
                 keep_on_yield=cluster.kept_while_paused(model) if preemptible else frozenset(),
                 stream_buffer=stream_buffer,

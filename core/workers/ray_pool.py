@@ -12,6 +12,9 @@ resources, so priority, fairness and admission stay with :class:`core.scheduler.
   with WorkerDied, retryable, rather than wait for a box that may not return); an owned task
   probes it every ``revive_interval_s`` (Ray restarts the actor, or a new one is created),
   loads the model again and returns the slots, and queued jobs start.
+- ``worker-bg:<name>`` = ``background_replicas`` x concurrency, when set: BACKGROUND jobs take
+  one unit too, so the other replicas stay free for REALTIME and INTERACTIVE jobs (which
+  otherwise wait for a replica's running job: the call's state lives in its actor).
 - ``ray-node:<label>`` = ``ray.nodes[label].slots`` for a pinned worker: the box's compute,
   shared by all workers pinned to it. A paused (preempted) job keeps its ``worker:`` slot (the
   model's per-call state lives in the actor) and gives the box's slot back, so a REALTIME job
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, WorkerDied
-from core.scheduler import JobContext, Scheduler
+from core.scheduler import JobContext, Lane, Scheduler
 from core.workers.base import ChunkCallback, WorkerCall, WorkerSpec, WorkerState
 from core.workers.ray_settings import RaySettings, RayWorkerSettings
 from core.workers.ray_view import BoxBook, read_nodes, replica_state
@@ -45,6 +48,10 @@ NODES_TIMEOUT_S = 10.0  # one read of the cluster's node table
 
 def worker_resource(name: str) -> str:
     return f"worker:{name}"
+
+
+def background_resource(name: str) -> str:
+    return f"worker-bg:{name}"
 
 
 def node_resource(label: str) -> str:
@@ -191,16 +198,21 @@ class RayPool:
             raise ConfigError(f"no ray.workers entry hosts model {model!r}")
         return worker
 
-    def job_resources(self, model: str) -> dict[str, int]:
+    def job_resources(self, model: str, lane: Lane | None = None) -> dict[str, int]:
+        """One replica slot (and the box's, for a pinned worker); a BACKGROUND job also one of
+        the ``background_replicas`` slots when those are limited."""
         worker = self._worker(model)
         needs = {worker_resource(worker.name): 1}
+        if lane is Lane.BACKGROUND and worker.background_replicas is not None:
+            needs[background_resource(worker.name)] = 1
         if worker.node is not None:
             needs[node_resource(worker.node)] = 1
         return needs
 
     def kept_while_paused(self, model: str) -> frozenset[str]:
         """A paused job keeps its replica (its state lives there), gives the box back."""
-        return frozenset({worker_resource(self._worker(model).name)})
+        name = self._worker(model).name
+        return frozenset({worker_resource(name), background_resource(name)})
 
     def replicas(self, model: str) -> list[RayWorker]:
         return list(self._groups[model].replicas)
@@ -255,8 +267,12 @@ class RayPool:
     def _set_budget(self, group: _Group) -> None:
         """Live replicas x concurrency; with none live, one replica's worth: its jobs start and
         fail at once with WorkerDied (retryable) instead of queueing for a box that is gone."""
-        budget = max(1, len(group.live)) * group.settings.concurrency
-        self._scheduler.define_resource(worker_resource(group.settings.name), budget)
+        worker = group.settings
+        live = max(1, len(group.live))
+        self._scheduler.define_resource(worker_resource(worker.name), live * worker.concurrency)
+        if worker.background_replicas is not None:  # the rest is kept for voice and chat
+            shared = min(worker.background_replicas, live) * worker.concurrency
+            self._scheduler.define_resource(background_resource(worker.name), shared)
 
     async def _revive(self, group: _Group, replica: RayWorker) -> None:
         try:

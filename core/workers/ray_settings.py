@@ -13,6 +13,9 @@ admission; Ray only places actors and carries calls):
 - ``worker:<name>`` = live replicas x ``concurrency``: a job on that worker starts only when a
   replica has a free slot, so calls never queue inside Ray (a sync actor runs queued calls
   even after they were cancelled, and Ray queues are FIFO);
+- ``worker-bg:<name>`` = ``background_replicas`` x ``concurrency`` (only when set): what
+  BACKGROUND jobs on that worker may hold at once, so the other replicas stay free for
+  REALTIME and INTERACTIVE jobs;
 - ``ray-node:<label>`` = ``nodes[label].slots``: the compute of one pinned box (one GPU), shared
   by every worker pinned to it, so a REALTIME chat on the box preempts a BACKGROUND drawing on
   the same box at its next step.
@@ -57,6 +60,13 @@ class RayWorkerSettings(BaseModel):
     concurrency: int = Field(1, ge=1, le=64, description="calls at once per replica")
     max_restarts: int = Field(
         -1, ge=-1, description="Ray restarts of a dead actor (-1: always, 0: never)"
+    )
+    background_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="replicas BACKGROUND jobs may occupy at once (None: all); the rest stay"
+        " free for REALTIME and INTERACTIVE work, which then never waits behind a background"
+        " job on this model (at the cost of background throughput)",
     )
 
     def ray_resources(self) -> dict[str, float]:

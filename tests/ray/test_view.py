@@ -88,6 +88,9 @@ class FakeReplica:
     last_error: str | None = None
     last_error_at: float | None = None
 
+    async def start(self) -> None:
+        self.state = WorkerState.IDLE
+
 
 def pool_with(scheduler: Scheduler, replicas: list[FakeReplica]) -> RayPool:
     settings = RaySettings.model_validate(

@@ -86,3 +86,69 @@ async def test_a_realtime_job_preempts_a_drawing_on_the_same_box_at_its_next_ste
     assert chat_s < 1.0  # one drawing step (0.05 s) + the chat's 3 steps + Ray round trips
     yielded = [e for e in scheduler.trace() if e.event == "yielded"]
     assert len(yielded) >= 1
+
+
+async def _running_on(pool: object, job_id: int) -> str:
+    for _ in range(200):
+        for model in pool.snapshot()["models"]:  # type: ignore[attr-defined]
+            for row in model["replicas"]:
+                if job_id in row["running_jobs"]:
+                    return str(row["worker"])
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} never ran on a replica")
+
+
+async def test_a_realtime_job_takes_the_free_replica_instead_of_waiting_for_the_busy_one(
+    make_pool: MakePool,
+) -> None:
+    """Two replicas, one busy with a 2 s BACKGROUND job: a REALTIME job on the same model
+    starts at once on the other replica (it does not wait for the running call)."""
+    pool, scheduler = await make_pool([{"name": "free-gen", "model": "llm", "replicas": 2}])
+    a, b = pool.replicas("llm")
+    background = submit_generate(
+        scheduler, pool, "llm", ["x"] * 40, 0.05, lane=Lane.BACKGROUND, owner="qq:1",
+        preemptible=True,
+    )  # fmt: skip
+    busy = await _running_on(pool, background.id)
+    free = b if busy == a.name else a
+    loop = asyncio.get_running_loop()
+    submitted = loop.time()
+    voice = submit_generate(
+        scheduler, pool, "llm", ["你", "好"], 0.02, lane=Lane.REALTIME, owner="device:1",
+        preemptible=True,
+    )  # fmt: skip
+    assert (await voice.result()).endswith(f" {free.pid}")
+    assert loop.time() - submitted < 1.0  # the background job still has ~1.5 s to go
+    assert background.status is JobStatus.RUNNING
+    await background.result()
+
+
+async def test_background_replicas_keep_a_replica_free_for_voice_under_a_background_flood(
+    make_pool: MakePool,
+) -> None:
+    """``background_replicas = 1`` of 2: four BACKGROUND jobs run one at a time on one
+    replica, and a REALTIME job submitted behind them starts at once on the other."""
+    pool, scheduler = await make_pool(
+        [{"name": "res-gen", "model": "llm", "replicas": 2, "background_replicas": 1}]
+    )
+    started: list[str] = []
+    flood = [
+        submit_generate(
+            scheduler, pool, "llm", ["x"] * 10, 0.05, lane=Lane.BACKGROUND, owner=f"qq:{i}",
+            started=started, tag=f"bg{i}",
+        )
+        for i in range(4)
+    ]  # fmt: skip
+    await asyncio.sleep(0.3)
+    running = [h for h in flood if h.status is JobStatus.RUNNING]
+    assert len(running) == 1, [h.status for h in flood]  # the other replica is kept free
+    loop = asyncio.get_running_loop()
+    submitted = loop.time()
+    voice = submit_generate(
+        scheduler, pool, "llm", ["你", "好"], 0.02, lane=Lane.REALTIME, owner="device:1",
+        started=started, tag="voice",
+    )  # fmt: skip
+    await voice.result()
+    assert loop.time() - submitted < 0.5  # no background job ahead of it on its replica
+    assert started[:2] == ["bg0", "voice"], started
+    await asyncio.gather(*(h.result() for h in flood))
