@@ -50,7 +50,7 @@ def submit_generate(
         lane=lane,
         owner=owner,
         mode=ExecMode.ASYNC,
-        resources=pool.job_resources(model),
+        resources=pool.job_resources(model, lane),
         preemptible=preemptible,
         keep_on_yield=pool.kept_while_paused(model) if preemptible else frozenset(),
         stream_buffer=stream_buffer,

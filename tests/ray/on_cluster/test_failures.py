@@ -142,7 +142,7 @@ class RayChat(FakeInference):
             lane=lane,
             owner=owner,
             mode=ExecMode.ASYNC,
-            resources=pool.job_resources("llm"),
+            resources=pool.job_resources("llm", lane),
             stream_buffer=stream_buffer,
         )
         return self.scheduler.submit(run, spec=spec)

@@ -105,8 +105,8 @@ async def test_a_realtime_job_takes_the_free_replica_instead_of_waiting_for_the_
     starts at once on the other replica (it does not wait for the running call)."""
     pool, scheduler = await make_pool([{"name": "free-gen", "model": "llm", "replicas": 2}])
     a, b = pool.replicas("llm")
-    background = submit_generate(
-        scheduler, pool, "llm", ["x"] * 40, 0.05, lane=Lane.BACKGROUND, owner="qq:1",
+    background = submit_generate(  # 20 pieces: within the stream buffer nobody reads
+        scheduler, pool, "llm", ["x"] * 20, 0.1, lane=Lane.BACKGROUND, owner="qq:1",
         preemptible=True,
     )  # fmt: skip
     busy = await _running_on(pool, background.id)
@@ -117,10 +117,11 @@ async def test_a_realtime_job_takes_the_free_replica_instead_of_waiting_for_the_
         scheduler, pool, "llm", ["你", "好"], 0.02, lane=Lane.REALTIME, owner="device:1",
         preemptible=True,
     )  # fmt: skip
-    assert (await voice.result()).endswith(f" {free.pid}")
-    assert loop.time() - submitted < 1.0  # the background job still has ~1.5 s to go
-    assert background.status is JobStatus.RUNNING
-    await background.result()
+    async with asyncio.timeout(30):
+        assert (await voice.result()).endswith(f" {free.pid}")
+        assert loop.time() - submitted < 1.0  # the background job still has ~1.5 s to go
+        assert background.status is JobStatus.RUNNING
+        await background.result()
 
 
 async def test_background_replicas_keep_a_replica_free_for_voice_under_a_background_flood(
@@ -148,7 +149,8 @@ async def test_background_replicas_keep_a_replica_free_for_voice_under_a_backgro
         scheduler, pool, "llm", ["你", "好"], 0.02, lane=Lane.REALTIME, owner="device:1",
         started=started, tag="voice",
     )  # fmt: skip
-    await voice.result()
-    assert loop.time() - submitted < 0.5  # no background job ahead of it on its replica
-    assert started[:2] == ["bg0", "voice"], started
-    await asyncio.gather(*(h.result() for h in flood))
+    async with asyncio.timeout(30):
+        await voice.result()
+        assert loop.time() - submitted < 0.5  # no background job ahead of it on its replica
+        assert started[:2] == ["bg0", "voice"], started
+        await asyncio.gather(*(h.result() for h in flood))
