@@ -222,6 +222,11 @@ class DeviceSettings(BaseModel):
         "我在，你说。",
         description="spoken when a wake word is detected (empty: no greeting)",
     )
+    failure_reply: str = Field(
+        "抱歉，我这边出了点问题，请稍后再试。",
+        description="spoken when a turn fails before it said anything (the firmware shows no"
+        " 'error' message; empty: only error + tts stop)",
+    )
 
 
 class RateLimit(BaseModel):

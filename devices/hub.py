@@ -118,6 +118,7 @@ class DeviceHub:
             max_exchanges=s.max_exchanges,
             wake_words=frozenset(wake_key(w) for w in s.wake_words),
             wake_greeting=s.wake_greeting,
+            failure_reply=s.failure_reply,
             system_prompt=s.system_prompt,
             system_prompts=s.system_prompts,
         )

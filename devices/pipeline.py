@@ -47,6 +47,7 @@ class PipelineConfig:
     max_exchanges: int = 6
     wake_words: frozenset[str] = frozenset()  # normalised with wake_key()
     wake_greeting: str = ""  # spoken on a wake word; empty: none
+    failure_reply: str = ""  # spoken when a turn fails before it spoke; empty: silent
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     system_prompts: Mapping[str, str] | None = None  # by utterance language; None: defaults
 
@@ -314,9 +315,25 @@ class VoicePipeline:
     async def _turn_failed(self, turn: Turn, code: str, message: str) -> TurnOutcome:
         if self.turn is turn:  # not aborted meanwhile: the device is still waiting for this turn
             await self._outbox.send_message(Error(code=code, message=message))
-            # always close the turn: firmware ignores ``error`` and would wait for tts forever
-            await self._outbox.send_message(Tts(state="stop"))
+            if turn.spoke or not await self._apologise():
+                # always close the turn: firmware ignores ``error`` and would wait for tts
+                # forever (the apology, when spoken, closed it itself)
+                await self._outbox.send_message(Tts(state="stop"))
         return TurnOutcome.EMPTY
+
+    async def _apologise(self) -> bool:
+        """Say ``failure_reply`` (the firmware shows no ``error``: the user would hear nothing,
+        e.g. while the LLM's box is down); False if it could not be spoken."""
+        text = self._config.failure_reply
+        if not text:
+            return False
+        apology = self._new_turn(held=False, started_s=time.monotonic())
+        apology.typed, apology.remember = True, False
+        try:
+            return await apology.run(None, text="", reply=text) is TurnOutcome.SPOKEN
+        except XiaoyouError as exc:  # the voice is what failed: the error is all there is
+            log.warning("%s: the apology was not spoken: %s", self._config.turn.owner, exc)
+            return False
 
     def _on_speaking(self, turn_id: int) -> None:
         if turn_id == self.generation and self._state.state is _S.THINKING:
