@@ -41,7 +41,10 @@ from devices.mcp import McpTool
 from devices.memory import DEFAULT_SYSTEM_PROMPT
 from devices.tool_loop import TOOL_TEMPERATURE, ToolRun, is_read, tool_rounds, tool_specs
 
-DATA = Path(__file__).resolve().parent / "data" / "device_commands.json"
+SETS = {  # --set NAME: the prompt file (a file may declare its own device tools)
+    "dev": Path(__file__).resolve().parent / "data" / "device_commands.json",
+    "heldout": Path(__file__).resolve().parent / "data" / "device_commands_heldout.json",
+}
 _INT = {"type": "integer", "minimum": 0, "maximum": 100}
 FIRMWARE_TOOLS = [  # descriptions as the firmware's mcp_server.cc and lamp_controller.h
     McpTool(
@@ -87,7 +90,7 @@ def answer(name: str) -> str:
     """What the firmware answers."""
     if name == "self.get_device_status":
         return json.dumps(STATUS)
-    if name == "self.lamp.get_state":
+    if is_read(name):  # self.lamp.get_state and the like: everything starts off
         return '{"power": false}'
     return "true"
 
@@ -152,8 +155,8 @@ class Score:
         )
 
 
-def keyword_calls(text: str) -> list[Call] | None:
-    intent = match_intent(text, {t.name for t in FIRMWARE_TOOLS})
+def keyword_calls(text: str, tools: Sequence[McpTool]) -> list[Call] | None:
+    intent = match_intent(text, {t.name for t in tools})
     if intent is None:
         return None
     arguments = dict(intent.arguments)
@@ -167,10 +170,19 @@ def keyword_calls(text: str) -> list[Call] | None:
 
 
 class LlmPath:
-    def __init__(self, llm: Any, *, tools_prompt: bool, max_tokens: int, answer: bool) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        tools: Sequence[McpTool],
+        *,
+        tools_prompt: bool,
+        max_tokens: int,
+        answer: bool,
+    ) -> None:
         self.answer = answer
         self.llm = llm
-        self.specs = tool_specs(FIRMWARE_TOOLS)
+        self.tools = list(tools)
+        self.specs = tool_specs(tools)
         self.tools_prompt = tools_prompt
         self.max_tokens = max_tokens
         self.replies: list[tuple[str, str]] = []
@@ -208,16 +220,17 @@ class LlmPath:
             )
         ]
         self.replies.append((text, "".join(pieces)))
-        declared = {t.name: t.properties() for t in FIRMWARE_TOOLS}
+        declared = {t.name: t.properties() for t in self.tools}
         calls: list[Call] = []
         for c, _ in run.calls:  # the arguments the turn sends: declared properties only
             arguments = json.loads(c.arguments or "{}")
-            calls.append((c.name, {k: v for k, v in arguments.items() if k in declared[c.name]}))
+            props = declared.get(c.name, {})
+            calls.append((c.name, {k: v for k, v in arguments.items() if k in props}))
         self.blocked += run.blocked
         return calls
 
 
-def chatml_fc_calls(llama: Any, text: str, max_tokens: int) -> list[Call]:
+def chatml_fc_calls(llama: Any, text: str, max_tokens: int, tools: Sequence[McpTool]) -> list[Call]:
     from llama_cpp import llama_chat_format
 
     result = llama_chat_format.chatml_function_calling(
@@ -235,7 +248,7 @@ def chatml_fc_calls(llama: Any, text: str, max_tokens: int) -> list[Call]:
                     "parameters": dict(s.parameters),
                 },
             }
-            for s in tool_specs(FIRMWARE_TOOLS)
+            for s in tool_specs(tools)
         ],
         tool_choice="auto",
         max_tokens=max_tokens,
@@ -251,23 +264,32 @@ def chatml_fc_calls(llama: Any, text: str, max_tokens: int) -> list[Call]:
     return out
 
 
-async def main(args: argparse.Namespace) -> None:
-    from core.models.llamacpp.llm import LlamaCppLlm
-
-    data = json.loads(DATA.read_text(encoding="utf-8"))
+def load_set(name: str) -> tuple[list[tuple[str, list[Call]]], list[McpTool]]:
+    """A prompt set's prompts (text, expected calls) and the tools its device declares."""
+    data = json.loads(SETS[name].read_text(encoding="utf-8"))
     prompts: list[tuple[str, list[Call]]] = [
         (text, [(n, a) for n, a in expect]) for text, expect in data["tool"]
     ] + [(text, []) for text in data["none"]]
+    tools = [
+        McpTool(t["name"], t.get("description", ""), t.get("inputSchema", {}))
+        for t in data.get("tools", [])
+    ]
+    return prompts, tools or FIRMWARE_TOOLS
+
+
+async def run_set(name: str, llm: Any, args: argparse.Namespace) -> None:
+    prompts, tools = load_set(name)
+    n_tool = sum(bool(expect) for _, expect in prompts)
     print(
-        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} (shared box: seconds are"
-        f" loaded-box figures); {len(data['tool'])} tool prompts, {len(data['none'])} without;"
-        f" {len(FIRMWARE_TOOLS)} device tools"
+        f"\n=== set {name}: {n_tool} tool prompts, {len(prompts) - n_tool} without;"
+        f" {len(tools)} device tools; load average {os.getloadavg()[0]:.1f}"
     )
-    settings = LlmSettings(n_threads=args.threads, max_tokens=args.max_tokens)
-    llm = LlamaCppLlm(settings, cache_dir=Path(args.model_cache))
-    llm.load()
     llm_path = LlmPath(
-        llm, tools_prompt=args.tools_prompt, max_tokens=args.max_tokens, answer=not args.calls_only
+        llm,
+        tools,
+        tools_prompt=args.tools_prompt,
+        max_tokens=args.max_tokens,
+        answer=not args.calls_only,
     )
     scores = {name: Score() for name in ("keywords", "llm", "combined")}
     if args.chatml_fc:
@@ -276,7 +298,7 @@ async def main(args: argparse.Namespace) -> None:
         prompts = prompts[: args.limit // 2] + prompts[-(args.limit - args.limit // 2) :]
     for text, expect in prompts:
         start = time.perf_counter()
-        by_keywords = keyword_calls(text)
+        by_keywords = keyword_calls(text, tools)
         keyword_s = time.perf_counter() - start
         scores["keywords"].add(text, expect, by_keywords or [], keyword_s)
         start = time.perf_counter()
@@ -288,7 +310,7 @@ async def main(args: argparse.Namespace) -> None:
         line = f"  {llm_s:5.1f} s {text}: keywords {by_keywords}, llm {by_llm}"
         if args.chatml_fc:
             start = time.perf_counter()
-            calls = chatml_fc_calls(llm._llama, text, args.max_tokens)
+            calls = chatml_fc_calls(llm._llama, text, args.max_tokens, tools)
             scores["chatml-fc"].add(text, expect, calls, time.perf_counter() - start)
             line += f", chatml-fc {calls}"
         print(line, flush=True)
@@ -306,6 +328,20 @@ async def main(args: argparse.Namespace) -> None:
     print("\nllm replies (spoken):")
     for text, reply in llm_path.replies:
         print(f"  {text} → {reply!r}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    from core.models.llamacpp.llm import LlamaCppLlm
+
+    print(
+        f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f} (shared box: seconds are"
+        " loaded-box figures)"
+    )
+    settings = LlmSettings(n_threads=args.threads, max_tokens=args.max_tokens)
+    llm = LlamaCppLlm(settings, cache_dir=Path(args.model_cache))
+    llm.load()
+    for name in args.sets.split(","):
+        await run_set(name, llm, args)
     llm.unload()
 
 
@@ -315,6 +351,9 @@ if __name__ == "__main__":
     parser.add_argument("--chatml-fc", action="store_true")
     parser.add_argument(
         "--calls-only", action="store_true", help="skip the answer round after a changing call"
+    )
+    parser.add_argument(
+        "--sets", default="dev,heldout", help=f"prompt sets, comma-separated: {', '.join(SETS)}"
     )
     parser.add_argument("--limit", type=int, default=0, help="first/last prompts only (0: all)")
     parser.add_argument("--threads", type=int, default=2)
