@@ -29,17 +29,22 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.models.llm import ChatEvent, ChatMessage, LlmSettings, ToolCall, ToolSpec
-from devices.intents import GET_STATUS, argument_name, current_value, match_intent
+from devices import tool_loop
+from devices.device_controls import Controls
+from devices.intents import plan, run_steps
 from devices.mcp import McpTool
 from devices.memory import DEFAULT_SYSTEM_PROMPT
-from devices.tool_loop import TOOL_TEMPERATURE, ToolRun, is_read, tool_rounds, tool_specs
+from devices.tool_loop import TOOL_TEMPERATURE, error_result, is_read, tool_specs
 
 SETS = {  # --set NAME: the prompt file (a file may declare its own device tools)
     "dev": Path(__file__).resolve().parent / "data" / "device_commands.json",
@@ -148,24 +153,62 @@ class Score:
         n = self.tool_prompts
         per_s = sum(self.seconds) / max(1, len(self.seconds))
         return (
-            f"{name:>10} {self.right_tool:>3}/{n} {self.right_tool / n:>5.0%}"
+            f"{name:>12} {self.right_tool:>3}/{n} {self.right_tool / n:>5.0%}"
             f" {self.right_args:>3}/{n} {self.right_args / n:>5.0%}"
             f" {self.false_calls:>6} {self.reads_on_none:>6}/{self.none_prompts}"
             f" {per_s:>8.2f}"
         )
 
 
-def keyword_calls(text: str, tools: Sequence[McpTool]) -> list[Call] | None:
-    intent = match_intent(text, {t.name for t in tools})
-    if intent is None:
+KeywordPath = Callable[[str, Sequence[McpTool]], Awaitable[list[Call] | None]]
+
+
+async def keyword_calls(text: str, tools: Sequence[McpTool]) -> list[Call] | None:
+    """The cheap path of the device turn (devices/intents.py); None when it matches nothing."""
+    steps = plan(text, Controls.of(tools))
+    if not steps:
         return None
-    arguments = dict(intent.arguments)
-    calls: list[Call] = []
-    if intent.relative:
-        calls.append((GET_STATUS, {}))
-        current = current_value(answer(GET_STATUS), intent.tool) or 0
-        arguments[argument_name(intent.tool)] = max(0, min(100, current + intent.relative))
-    calls.append((intent.tool, arguments))
+
+    async def call(name: str, arguments: dict[str, Any]) -> str:
+        return answer(name)
+
+    outcome = await run_steps(steps, call)
+    return [(name, arguments) for name, arguments, _ in outcome.calls]
+
+
+def module_at(rev: str, path: str) -> types.ModuleType:
+    """``path`` as it was at git ``rev``, imported under another name (a before/after in one
+    run: the code of before issue 13's third session beside today's)."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:{path}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
+    module = types.ModuleType(path.replace("/", "_").removesuffix(".py") + "_before")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def baseline_keywords(module: types.ModuleType) -> KeywordPath:
+    """The keyword rules of an old devices/intents.py (``match_intent``: volume, brightness)."""
+
+    async def calls(text: str, tools: Sequence[McpTool]) -> list[Call] | None:
+        intent = module.match_intent(text, {t.name for t in tools})
+        if intent is None:
+            return None
+        arguments = dict(intent.arguments)
+        out: list[Call] = []
+        if intent.relative:
+            out.append((module.GET_STATUS, {}))
+            current = module.current_value(answer(module.GET_STATUS), intent.tool) or 0
+            value = max(0, min(100, current + intent.relative))
+            arguments[module.argument_name(intent.tool)] = value
+        out.append((intent.tool, arguments))
+        return out
+
     return calls
 
 
@@ -178,11 +221,13 @@ class LlmPath:
         tools_prompt: bool,
         max_tokens: int,
         answer: bool,
+        loop: types.ModuleType | None = None,
     ) -> None:
+        self.loop = loop or tool_loop  # an old devices/tool_loop.py for the "before" rows
         self.answer = answer
         self.llm = llm
         self.tools = list(tools)
-        self.specs = tool_specs(tools)
+        self.specs = self.loop.tool_specs(tools)
         self.tools_prompt = tools_prompt
         self.max_tokens = max_tokens
         self.replies: list[tuple[str, str]] = []
@@ -198,19 +243,22 @@ class LlmPath:
                 messages,
                 tools=tools,
                 max_tokens=self.max_tokens,
-                temperature=TOOL_TEMPERATURE,
+                temperature=self.loop.TOOL_TEMPERATURE,
                 check=lambda: None,
             )
             for event in events:
                 yield event
 
-        async def call(c: ToolCall) -> str:
-            return answer(c.name)
+        declared_names = {t.name for t in self.tools}
 
-        run = ToolRun()
+        async def call(c: ToolCall) -> str:  # the firmware answers an unknown tool with an error
+            known = c.name in declared_names
+            return answer(c.name) if known else error_result(f"Unknown tool: {c.name}")
+
+        run = self.loop.ToolRun()
         pieces = [
             p
-            async for p in tool_rounds(
+            async for p in self.loop.tool_rounds(
                 [ChatMessage("system", DEFAULT_SYSTEM_PROMPT), ChatMessage("user", text)],
                 self.specs,
                 chat=chat,
@@ -284,38 +332,57 @@ async def run_set(name: str, llm: Any, args: argparse.Namespace) -> None:
         f"\n=== set {name}: {n_tool} tool prompts, {len(prompts) - n_tool} without;"
         f" {len(tools)} device tools; load average {os.getloadavg()[0]:.1f}"
     )
-    llm_path = LlmPath(
-        llm,
-        tools,
-        tools_prompt=args.tools_prompt,
-        max_tokens=args.max_tokens,
-        answer=not args.calls_only,
+
+    def llm_path(loop: types.ModuleType | None) -> LlmPath:
+        return LlmPath(
+            llm,
+            tools,
+            tools_prompt=args.tools_prompt,
+            max_tokens=args.max_tokens,
+            answer=not args.calls_only,
+            loop=loop,
+        )
+
+    after = llm_path(None)
+    before = llm_path(module_at(args.baseline, "devices/tool_loop.py")) if args.baseline else None
+    keywords_before = (
+        baseline_keywords(module_at(args.baseline, "devices/intents.py")) if args.baseline else None
     )
-    scores = {name: Score() for name in ("keywords", "llm", "combined")}
+    # the LLM runs only where the keywords do not answer (the turn's order), unless --llm-alone
+    paths = ["kw-before", "comb-before"] if before is not None else []
+    paths += ["kw-after", "comb-after"] + (["llm-after"] if args.llm_alone else [])
+    scores = {name: Score() for name in paths}
     if args.chatml_fc:
         scores["chatml-fc"] = Score()
     if args.limit:
         prompts = prompts[: args.limit // 2] + prompts[-(args.limit - args.limit // 2) :]
     for text, expect in prompts:
+        line = f"  {text}:"
+        if before is not None and keywords_before is not None:
+            start = time.perf_counter()
+            by_keywords = await keywords_before(text, tools)
+            scores["kw-before"].add(text, expect, by_keywords or [], time.perf_counter() - start)
+            calls = by_keywords if by_keywords is not None else await before.calls(text)
+            scores["comb-before"].add(text, expect, calls, time.perf_counter() - start)
+            line += f" before {'kw' if by_keywords is not None else 'llm'} {calls};"
         start = time.perf_counter()
-        by_keywords = keyword_calls(text, tools)
-        keyword_s = time.perf_counter() - start
-        scores["keywords"].add(text, expect, by_keywords or [], keyword_s)
-        start = time.perf_counter()
-        by_llm = await llm_path.calls(text)
-        llm_s = time.perf_counter() - start
-        scores["llm"].add(text, expect, by_llm, llm_s)
-        combined = by_keywords if by_keywords is not None else by_llm
-        scores["combined"].add(text, expect, combined, keyword_s if by_keywords else llm_s)
-        line = f"  {llm_s:5.1f} s {text}: keywords {by_keywords}, llm {by_llm}"
+        by_keywords = await keyword_calls(text, tools)
+        scores["kw-after"].add(text, expect, by_keywords or [], time.perf_counter() - start)
+        by_llm = await after.calls(text) if by_keywords is None or args.llm_alone else None
+        calls = by_keywords if by_keywords is not None else by_llm or []
+        scores["comb-after"].add(text, expect, calls, time.perf_counter() - start)
+        line += f" after {'kw' if by_keywords is not None else 'llm'} {calls}"
+        if args.llm_alone:
+            scores["llm-after"].add(text, expect, by_llm or [], time.perf_counter() - start)
+            line += f"; llm alone {by_llm}"
         if args.chatml_fc:
             start = time.perf_counter()
-            calls = chatml_fc_calls(llm._llama, text, args.max_tokens, tools)
-            scores["chatml-fc"].add(text, expect, calls, time.perf_counter() - start)
-            line += f", chatml-fc {calls}"
+            fc_calls = chatml_fc_calls(llm._llama, text, args.max_tokens, tools)
+            scores["chatml-fc"].add(text, expect, fc_calls, time.perf_counter() - start)
+            line += f", chatml-fc {fc_calls}"
         print(line, flush=True)
     print(
-        f"\n{'path':>10} {'right tool':>10} {'+ args':>10} {'false':>6} {'reads':>8}"
+        f"\n{'path':>12} {'right tool':>10} {'+ args':>10} {'false':>6} {'reads':>8}"
         f" {'s/prompt':>8}"
     )
     for name, score in scores.items():
@@ -324,10 +391,12 @@ async def run_set(name: str, llm: Any, args: argparse.Namespace) -> None:
         print(f"\n{name}:")
         for line in score.failures:
             print(f"  {line}")
-    print(f"\nllm: {llm_path.blocked} changing calls blocked (no device word in the text)")
-    print("\nllm replies (spoken):")
-    for text, reply in llm_path.replies:
-        print(f"  {text} → {reply!r}")
+    for label, path in (("before", before), ("after", after)):
+        if path is None:
+            continue
+        print(f"\nllm {label}: {path.blocked} changing calls blocked (no device word)")
+        for text, reply in path.replies:
+            print(f"  {text} → {reply!r}")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -354,6 +423,14 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--sets", default="dev,heldout", help=f"prompt sets, comma-separated: {', '.join(SETS)}"
+    )
+    parser.add_argument(
+        "--baseline",
+        default="e4ce741",
+        help="git rev whose devices/intents.py is the 'before' keyword path ('' to skip)",
+    )
+    parser.add_argument(
+        "--llm-alone", action="store_true", help="also run the LLM on every prompt (a row)"
     )
     parser.add_argument("--limit", type=int, default=0, help="first/last prompts only (0: all)")
     parser.add_argument("--threads", type=int, default=2)

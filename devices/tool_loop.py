@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from core.models.llm import ChatEvent, ChatMessage, ToolCall, ToolSpec
 from core.models.tool_text import ToolTextParser
+from devices.device_controls import THINGS
 from devices.mcp import McpTool
 
 MAX_ROUNDS = 3
@@ -35,6 +36,11 @@ TOOLS_PROMPT = (
 )
 TOOL_TEMPERATURE = 0.0  # greedy: a 0.5B model's calls at 0.7 change from run to run
 DONE_REPLY = "好的，已经办好了。"  # the device changed, but the model said nothing about it
+# a command the device did not carry out must never be confirmed (the model said "好的，灯已
+# 开启。" with no call at all; a failed call is no success either)
+NOT_DONE_REPLY = "抱歉，这件事我没能办到，设备没有执行。"
+FAILED_REPLY = "抱歉，设备没有执行成功。"
+HOLD_CHARS = 40  # a possible false confirmation is held back until a sentence (or this long)
 
 ChatRound = Callable[[list[ChatMessage], Sequence[ToolSpec]], AsyncIterator[ChatEvent]]
 RunTool = Callable[[ToolCall], Awaitable[str]]
@@ -58,16 +64,47 @@ def is_read(name: str) -> bool:
 
 # a changing call runs only if the user's text names something a device has or does: the
 # 0.5B model set the volume on "谢谢你" and "明天早上七点叫我起床" (bench/tools_bench.py)
+# (a lone 开/关/调/设 is no device word: "开心一点嘛" → volume 50 and "调查一下" were seen on the
+# held-out set; a verb counts only as a verb of a device: 打开, 调到, 设成, 换成, 拍照)
 _DEVICE_WORDS = re.compile(
-    r"音量|声音|大声|小声|静音|听不清|吵|亮|暗|屏幕|主题|模式|灯|开|关|调|设|换|切换|"
+    r"屏幕|模式|打开|开启|启动|关掉|关闭|关上|调[到成大小高低亮暗节一]|设[成为到]|设置[为成到]|换成|切换|"
+    r"拍照|拍张|照片|相机|摄像|"
     r"volume|loud|quiet|mute|bright|dim|screen|theme|mode|light|lamp|turn|set|switch",
     re.IGNORECASE,
 )
 
 
 def plausible(name: str, user_text: str) -> bool:
-    """Reads always run; a changing call only if ``user_text`` sounds like a device command."""
-    return is_read(name) or bool(_DEVICE_WORDS.search(user_text))
+    """Reads always run; a changing call only if ``user_text`` sounds like a device command:
+    it names a thing a device has (devices/device_controls.py) or a device verb."""
+    return is_read(name) or names_a_thing(user_text) or bool(_DEVICE_WORDS.search(user_text))
+
+
+# a confirmation: what a reply says when it claims the device did something
+_CLAIM = re.compile(
+    r"已经?(调|设|打开|关闭|开启|关掉|关上|切换|换成|改成|办好|完成|静音|为您|帮您|帮你|将|把)"
+    r"|调到了|调好了|搞定|办好了|完成了|开好了|关好了|打开了|关掉了|关闭了|开启了|^好的[。！!，,]?$"
+)
+_SENTENCE_END = re.compile(r"[。！？!?；;\n]")
+
+
+def names_a_thing(text: str) -> bool:
+    """``text`` names something a device has (音量, 灯, 风扇, ...: devices/device_controls.py)."""
+    return any(t.words.search(text) for t in THINGS)
+
+
+def claims_success(text: str) -> bool:
+    """``text`` says the device did something ("好的，灯已开启。")."""
+    return bool(_CLAIM.search(text.strip()))
+
+
+def succeeded(result: str) -> bool:
+    """A call's result text is not a failure (:func:`error_result`)."""
+    try:
+        answer = json.loads(result)
+    except ValueError:
+        return True
+    return not (isinstance(answer, dict) and "error" in answer)
 
 
 def with_tools_prompt(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -88,6 +125,11 @@ class ToolRun:
     spoke: bool = False  # the model produced text
     ignored: int = 0  # calls written in the answer round (not run)
     blocked: int = 0  # changing calls on a text that names nothing of a device (not run)
+    refused: int = 0  # false confirmations replaced by NOT_DONE_REPLY
+
+    def changed(self) -> bool:
+        """A changing call succeeded."""
+        return any(not is_read(c.name) and succeeded(r) for c, r in self.calls)
 
 
 async def tool_rounds(
@@ -105,6 +147,7 @@ async def tool_rounds(
     history = with_tools_prompt(messages)
     user_text = next((m.content for m in reversed(messages) if m.role == "user"), "")
     names = [t.name for t in tools]
+    command = names_a_thing(user_text)
     final = False  # this round's calls are not run
     for _ in range(max_rounds + 1):
         if final and not answer:
@@ -112,6 +155,9 @@ async def tool_rounds(
         run.rounds += 1
         text: list[str] = []
         calls: list[ToolCall] = []
+        # a device command with nothing done yet: the text is held until its first sentence is
+        # known not to confirm what did not happen (TTS waits for a whole sentence anyway)
+        held: list[str] | None = [] if command and not run.changed() else None
         # a backend that does not parse calls itself: written calls are parsed out here, never
         # spoken (a remote model answering with text only passes through unchanged)
         async for event in _events(chat(history, tools), ToolTextParser(names)):
@@ -119,10 +165,31 @@ async def tool_rounds(
                 calls.append(event)
                 if final:
                     break  # the model repeats its call instead of answering: stop it
+                if held:  # text before a real call ("好的，"): the call decides, not the text
+                    for piece in _release(held, text, run):
+                        yield piece
+                held = None
+            elif event and held is not None:
+                held.append(event)
+                sofar = "".join(held)
+                if _SENTENCE_END.search(sofar) or len(sofar) >= HOLD_CHARS:
+                    if claims_success(sofar):
+                        break
+                    for piece in _release(held, text, run):
+                        yield piece
+                    held = None
             elif event:
                 text.append(event)
                 run.spoke = run.spoke or bool(event.strip())
                 yield event
+        if held and not calls:
+            if claims_success("".join(held)):
+                run.refused += 1
+                run.spoke = True
+                yield NOT_DONE_REPLY
+                return
+            for piece in _release(held, text, run):
+                yield piece
         if final:
             run.ignored += len(calls)
             break
@@ -140,8 +207,11 @@ async def tool_rounds(
         final = changed or run.rounds >= max_rounds  # say what happened; no more calls
     if run.spoke:
         return
-    if any(not is_read(c.name) for c, _ in run.calls):
+    if run.changed():
         yield DONE_REPLY
+        return
+    if any(not is_read(c.name) for c, _ in run.calls):
+        yield FAILED_REPLY  # every changing call failed (an unknown tool, no answer)
         return
     # nothing said and nothing changed (a call of no tool, a blocked call, only reads, an empty
     # reply; trial: "谢谢你" → three reads, then silence): answer once more without tools
@@ -149,6 +219,15 @@ async def tool_rounds(
         if isinstance(event, str) and event:
             run.spoke = run.spoke or bool(event.strip())
             yield event
+
+
+def _release(held: list[str], text: list[str], run: ToolRun) -> list[str]:
+    """Held pieces to speak now."""
+    text.extend(held)
+    run.spoke = run.spoke or any(p.strip() for p in held)
+    pieces = list(held)
+    held.clear()
+    return pieces
 
 
 async def _events(

@@ -31,8 +31,9 @@ import numpy as np
 from core.models.llm import ChatEvent, ChatMessage, ToolCall, ToolSpec
 from core.scheduler import JobHandle, JobStatus, Lane
 from devices.codec import OpusEncoder
+from devices.device_controls import Controls
 from devices.held import HeldOutput
-from devices.intents import GET_STATUS, argument_name, current_value, match_intent
+from devices.intents import plan, run_steps
 from devices.mcp import McpClient, McpError
 from devices.memory import ConversationMemory
 from devices.pacer import PacedSender
@@ -98,7 +99,7 @@ class TurnConfig:
     cancel_timeout_s: float = 2.0
     tool_timeout_s: float = 5.0  # one MCP tools/call on the device
     synthesise_ahead: bool = True  # False: the next sentence's TTS starts once this one played
-    keyword_intents: bool = True  # common intents (volume, brightness) by keywords, no LLM
+    keyword_intents: bool = True  # common commands by keywords (devices/intents.py), no LLM
     llm_tools: bool = True  # the device's tools offered to the LLM as functions
     later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
 
@@ -286,28 +287,26 @@ class Turn:
         return TurnOutcome.SPOKEN
 
     async def _device_tool(self, tools: McpClient, text: str) -> str | None:
-        """Run the device tool a common intent asks for; the spoken confirmation, or None when
-        ``text`` is no such intent (the LLM answers it)."""
-        intent = match_intent(text, {t.name for t in tools.tools})
-        if intent is None:
+        """Run the device tools a common command asks for (devices/intents.py, from the tools
+        the device declared); the spoken reply, or None when ``text`` is no such command (the
+        LLM answers it)."""
+        steps = plan(text, Controls.of(tools.tools))
+        if not steps:
             return None
         await self._output.wait_released()  # a speculation must not touch the device
         timeout_s = self._config.tool_timeout_s
-        arguments = dict(intent.arguments)
-        try:
-            if intent.relative:
-                status = await tools.call(GET_STATUS, {}, timeout_s=timeout_s)
-                current = current_value(status, intent.tool)
-                if current is None:
-                    return "抱歉，我没读到设备现在的设置。"
-                arguments[argument_name(intent.tool)] = max(0, min(100, current + intent.relative))
-            result = await tools.call(intent.tool, arguments, timeout_s=timeout_s)
-        except McpError as exc:
-            log.warning("%s: tool %s failed: %s", self._config.owner, intent.tool, exc.message)
-            return "抱歉，设备没有响应。"
-        self.tool_calls.append((intent.tool, arguments, result))
-        value = next(iter(arguments.values()), "")
-        return intent.reply.format(value=value)
+
+        async def call(name: str, arguments: dict[str, Any]) -> str:
+            try:
+                return await tools.call(name, arguments, timeout_s=timeout_s)
+            except McpError as exc:
+                log.warning("%s: tool %s failed: %s", self._config.owner, name, exc.message)
+                raise
+
+        outcome = await run_steps(steps, call)
+        self.tool_calls.extend(outcome.calls)
+        log.info("%s: keyword calls %s", self._config.owner, [c[:2] for c in outcome.calls])
+        return outcome.reply
 
     async def _reply_pieces(self, reply: str | None) -> AsyncIterator[str]:
         """The reply as it is generated: the LLM's stream (with the device's tools, if it has

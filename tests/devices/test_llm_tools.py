@@ -71,9 +71,9 @@ async def test_a_tool_the_keywords_do_not_know_goes_through_the_llm(
 ) -> None:
     fake.tool_script = [["好的，", _call("self.lamp.turn_on")]]
     fake.reply = "灯已经打开了。"
-    server = await start_hub(fake)  # keywords first: "开灯" is none of theirs
+    server = await start_hub(fake)  # keywords first: "让灯亮起来" is none of theirs
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "开灯")
+    spoken = await _typed_turn(emu, "让灯亮起来")
     assert emu.lamp is True and emu.tool_calls == [("self.lamp.turn_on", {})]
     assert "".join(spoken) == "好的，灯已经打开了。"  # text before the call is spoken too
 
