@@ -210,8 +210,9 @@ class DeviceSettings(BaseModel):
     )
     keyword_intents: bool = Field(
         True,
-        description="common device commands (volume, brightness) matched by keywords and run"
-        " on the device without the LLM, before any LLM call",
+        description="common device commands (volume, brightness, themes, switches such as a"
+        " lamp, state questions, several in one sentence) matched by keywords against the tools"
+        " the device declared and run without the LLM, before any LLM call",
     )
     llm_tools: bool = Field(
         True,
