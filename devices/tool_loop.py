@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from core.models.llm import ChatEvent, ChatMessage, ToolCall, ToolSpec
 from core.models.tool_text import ToolTextParser
-from devices.device_controls import THINGS
+from devices.device_controls import THINGS, Thing, control_of
 from devices.mcp import McpTool
 
 MAX_ROUNDS = 3
@@ -74,10 +74,26 @@ _DEVICE_WORDS = re.compile(
 )
 
 
-def plausible(name: str, user_text: str) -> bool:
+def plausible(name: str, user_text: str, thing: Thing | None = None) -> bool:
     """Reads always run; a changing call only if ``user_text`` sounds like a device command:
-    it names a thing a device has (devices/device_controls.py) or a device verb."""
-    return is_read(name) or names_a_thing(user_text) or bool(_DEVICE_WORDS.search(user_text))
+    it names ``thing``, what the tool acts on (trial: "帮我打开空调" on a device without one →
+    the volume set to 50; "打开夜间模式" → the brightness), or, for a tool the keywords cannot
+    place (a camera), any device thing or verb."""
+    if is_read(name):
+        return True
+    if thing is not None:
+        return bool(thing.words.search(user_text))
+    return names_a_thing(user_text) or bool(_DEVICE_WORDS.search(user_text))
+
+
+def tool_things(tools: Sequence[ToolSpec]) -> dict[str, Thing]:
+    """What each tool acts on, where devices/device_controls.py knows it."""
+    out = {}
+    for spec in tools:
+        control = control_of(McpTool(spec.name, spec.description, dict(spec.parameters)))
+        if control is not None:
+            out[spec.name] = control.thing
+    return out
 
 
 # a confirmation: what a reply says when it claims the device did something
@@ -148,6 +164,7 @@ async def tool_rounds(
     user_text = next((m.content for m in reversed(messages) if m.role == "user"), "")
     names = [t.name for t in tools]
     command = names_a_thing(user_text)
+    things = tool_things(tools)
     final = False  # this round's calls are not run
     for _ in range(max_rounds + 1):
         if final and not answer:
@@ -193,7 +210,7 @@ async def tool_rounds(
         if final:
             run.ignored += len(calls)
             break
-        blocked = [c for c in calls if not plausible(c.name, user_text)]
+        blocked = [c for c in calls if not plausible(c.name, user_text, things.get(c.name))]
         run.blocked += len(blocked)
         calls = [c for c in calls if c not in blocked]
         if not calls:
@@ -215,10 +232,42 @@ async def tool_rounds(
         return
     # nothing said and nothing changed (a call of no tool, a blocked call, only reads, an empty
     # reply; trial: "谢谢你" → three reads, then silence): answer once more without tools
-    async for event in _events(chat(history, ()), ToolTextParser(names)):
-        if isinstance(event, str) and event:
-            run.spoke = run.spoke or bool(event.strip())
-            yield event
+    texts = (
+        e async for e in _events(chat(history, ()), ToolTextParser(names)) if isinstance(e, str)
+    )
+    async for piece in _unless_claimed(texts, run, hold=command):
+        yield piece
+
+
+async def _unless_claimed(
+    texts: AsyncIterator[str], run: ToolRun, *, hold: bool
+) -> AsyncIterator[str]:
+    """``texts``, but with ``hold`` the first sentence waits, and a first sentence that
+    confirms a change (none ran) is replaced by :data:`NOT_DONE_REPLY`."""
+    held: list[str] | None = [] if hold else None
+    async for piece in texts:
+        if not piece:
+            continue
+        if held is None:
+            run.spoke = run.spoke or bool(piece.strip())
+            yield piece
+            continue
+        held.append(piece)
+        sofar = "".join(held)
+        if _SENTENCE_END.search(sofar) or len(sofar) >= HOLD_CHARS:
+            break
+    if held:
+        if claims_success("".join(held)):
+            run.refused += 1
+            run.spoke = True
+            yield NOT_DONE_REPLY
+            return
+        for piece in _release(held, [], run):
+            yield piece
+        async for piece in texts:  # the rest, as it comes
+            if piece:
+                run.spoke = run.spoke or bool(piece.strip())
+                yield piece
 
 
 def _release(held: list[str], text: list[str], run: ToolRun) -> list[str]:

@@ -146,3 +146,29 @@ async def test_plain_answers_about_device_things_still_stream(
     emu = await _booted(server)
     assert await _typed_turn(emu, "台灯是谁发明的") == "灯笼起源于汉代。"
     assert json.dumps(emu.tool_calls) == "[]"
+
+
+async def test_a_call_on_another_part_of_the_device_is_not_run(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Trial: "帮我打开空调" on a device without one → the model set the volume to 50 and the
+    device said "好的，已经办好了。". A call on a part the text does not name is not run, and the
+    answer without tools may not confirm it either."""
+    fake.tool_script = [[_call("self.audio_speaker.set_volume", '{"volume": 50}')]]
+    fake.reply = "好的，空调已经打开了。"  # the answer round without tools
+    server = await start_hub(fake)
+    emu = await _booted(server)
+    assert await _typed_turn(emu, "帮我打开空调") == NOT_DONE_REPLY
+    assert emu.tool_calls == [] and emu.volume == 70
+
+
+async def test_the_llm_cannot_change_the_brightness_for_a_theme(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Bench: "打开夜间模式" → the model set the brightness to 50 (a false call)."""
+    fake.tool_script = [[_call("self.screen.set_brightness", '{"brightness": 50}')]]
+    fake.reply = "好的。"
+    server = await start_hub(fake, keyword_intents=False)
+    emu = await _booted(server)
+    assert await _typed_turn(emu, "打开夜间模式") == NOT_DONE_REPLY
+    assert emu.tool_calls == [] and emu.brightness == 80
