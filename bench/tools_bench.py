@@ -41,7 +41,7 @@ from typing import Any
 from core.models.llm import ChatEvent, ChatMessage, LlmSettings, ToolCall, ToolSpec
 from devices import tool_loop
 from devices.device_controls import Controls
-from devices.intents import plan, run_steps
+from devices.intents import missing, plan, run_steps
 from devices.mcp import McpTool
 from devices.memory import DEFAULT_SYSTEM_PROMPT
 from devices.tool_loop import TOOL_TEMPERATURE, error_result, is_read, tool_specs
@@ -165,9 +165,10 @@ KeywordPath = Callable[[str, Sequence[McpTool]], Awaitable[list[Call] | None]]
 
 async def keyword_calls(text: str, tools: Sequence[McpTool]) -> list[Call] | None:
     """The cheap path of the device turn (devices/intents.py); None when it matches nothing."""
-    steps = plan(text, Controls.of(tools))
+    controls = Controls.of(tools)
+    steps = plan(text, controls)
     if not steps:
-        return None
+        return [] if missing(text, controls) is not None else None  # "这台设备没有空调"
 
     async def call(name: str, arguments: dict[str, Any]) -> str:
         return answer(name)

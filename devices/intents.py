@@ -19,7 +19,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.device_controls import OPTION_WORDS, Control, Controls, Kind, Thing, status_value
+from devices.device_controls import (
+    OPTION_WORDS,
+    THINGS,
+    Control,
+    Controls,
+    Kind,
+    Thing,
+    status_value,
+)
 from devices.mcp import McpError
 
 _CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
@@ -101,6 +109,22 @@ def plan(text: str, controls: Controls) -> list[Step]:
         steps = [s for s in steps if s.control.tool != step.control.tool or s.control.reads]
         steps.append(step)
     return steps
+
+
+def missing(text: str, controls: Controls) -> Thing | None:
+    """A thing ``text`` tells the device to switch or set that the device does not have
+    ("帮我打开空调" on a speaker): better said than handed to a model that calls something
+    else (trial: the volume set to 50)."""
+    have = {t.key for t in controls.things()}
+    for thing in THINGS:
+        if thing.key in have or thing.key == "battery":
+            continue
+        if thing.words.search(text):
+            rest = thing.words.sub(" ", text)
+            asked = _ON.search(rest) or _OFF.search(rest) or chinese_number(text) is not None
+            if asked and not _LEVEL_QUESTION.search(text):
+                return thing
+    return None
 
 
 def _step(clause: str, thing: Thing, controls: Controls) -> Step | None:

@@ -33,7 +33,7 @@ from core.scheduler import JobHandle, JobStatus, Lane
 from devices.codec import OpusEncoder
 from devices.device_controls import Controls
 from devices.held import HeldOutput
-from devices.intents import plan, run_steps
+from devices.intents import missing, plan, run_steps
 from devices.mcp import McpClient, McpError
 from devices.memory import ConversationMemory
 from devices.pacer import PacedSender
@@ -290,9 +290,11 @@ class Turn:
         """Run the device tools a common command asks for (devices/intents.py, from the tools
         the device declared); the spoken reply, or None when ``text`` is no such command (the
         LLM answers it)."""
-        steps = plan(text, Controls.of(tools.tools))
+        controls = Controls.of(tools.tools)
+        steps = plan(text, controls)
         if not steps:
-            return None
+            lacking = missing(text, controls)
+            return None if lacking is None else f"抱歉，这台设备没有{lacking.name_zh}，我控制不了。"
         await self._output.wait_released()  # a speculation must not touch the device
         timeout_s = self._config.tool_timeout_s
 

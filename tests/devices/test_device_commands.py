@@ -156,7 +156,7 @@ async def test_a_call_on_another_part_of_the_device_is_not_run(
     answer without tools may not confirm it either."""
     fake.tool_script = [[_call("self.audio_speaker.set_volume", '{"volume": 50}')]]
     fake.reply = "好的，空调已经打开了。"  # the answer round without tools
-    server = await start_hub(fake)
+    server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
     assert await _typed_turn(emu, "帮我打开空调") == NOT_DONE_REPLY
     assert emu.tool_calls == [] and emu.volume == 70
@@ -172,3 +172,12 @@ async def test_the_llm_cannot_change_the_brightness_for_a_theme(
     emu = await _booted(server)
     assert await _typed_turn(emu, "打开夜间模式") == NOT_DONE_REPLY
     assert emu.tool_calls == [] and emu.brightness == 80
+
+
+async def test_a_thing_the_device_does_not_have_is_said_without_the_llm(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    server = await start_hub(fake)
+    emu = await _booted(server)
+    assert await _typed_turn(emu, "帮我打开空调") == "抱歉，这台设备没有空调，我控制不了。"
+    assert emu.tool_calls == [] and fake.started.get("llm", 0) == 0
