@@ -119,7 +119,7 @@ async def test_a_confirmation_without_any_call_is_replaced_by_an_apology(
 ) -> None:
     """The device has no air conditioner; the model says it switched it on anyway."""
     fake.tool_script = [["好的，空调已", "经打开了。", "还有别的吗？"]]
-    server = await start_hub(fake)
+    server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
     assert await _typed_turn(emu, "帮我打开空调") == NOT_DONE_REPLY
     assert emu.tool_calls == []
