@@ -1,19 +1,26 @@
-"""MCP tool-call accuracy on a prompt set: keyword intents, LLM function calling, both combined.
+"""MCP tool-call accuracy on prompt sets: keyword intents, LLM function calling, combined,
+today's code beside the code of a base commit in the same run.
 
-    .venv/bin/python -m bench.tools_bench                      # the embedded Qwen2.5-0.5B
-    .venv/bin/python -m bench.tools_bench --no-tools-prompt    # without the tool instruction
-    .venv/bin/python -m bench.tools_bench --chatml-fc          # + llama-cpp-python's handler
-    .venv/bin/python -m bench.tools_bench --calls-only         # no answer round (faster)
+    .venv/bin/python -m bench.tools_bench --calls-only --threads 1   # both sets, before/after
+    .venv/bin/python -m bench.tools_bench --sets heldout             # one set
+    .venv/bin/python -m bench.tools_bench --llm-alone                # + the LLM on every prompt
+    .venv/bin/python -m bench.tools_bench --baseline ''              # no before rows
+    .venv/bin/python -m bench.tools_bench --no-tools-prompt          # without the tool instruction
+    .venv/bin/python -m bench.tools_bench --chatml-fc                # + llama-cpp-python's handler
 
-The prompts (``bench/data/device_commands.json``) are spoken device commands with the calls
-they must produce, and questions that must call no tool. The device offers the firmware's
-common tools plus the lamp of its ``lamp_controller.h`` (7 tools) and answers like the
-firmware (status JSON, ``true``). Paths, each on every prompt:
+Prompt sets (``--sets``): ``dev`` (``bench/data/device_commands.json``: the firmware's common
+tools and the lamp of its ``lamp_controller.h``, 7 tools; the keyword rules were tuned on it)
+and ``heldout`` (``bench/data/device_commands_heldout.json``: written before the rules of issue
+13's third session, another board with a GPIO fan switch, 8 tools). Each holds spoken device
+commands with the calls they must produce and questions that must call no tool; the device
+answers like the firmware (status JSON, ``true``, an error for an unknown tool). Paths:
 
-- ``keywords``: devices/intents.py alone (no LLM);
-- ``llm``: the device turn's tool loop (devices/tool_loop.py) on the real model, native
+- ``kw-before`` / ``comb-before``: devices/intents.py and devices/tool_loop.py as they were at
+  ``--baseline`` (loaded with ``git show``), keywords alone and keywords-then-LLM;
+- ``kw-after`` / ``comb-after``: today's code, the device turn's order (the LLM runs only where
+  the keywords find nothing);
+- ``llm-after`` (``--llm-alone``): today's tool loop on the real model on every prompt, native
   template (Qwen's ``<tool_call>`` format, parsed by core/models/tool_text.py);
-- ``combined``: keywords first, the LLM for what they do not match (the device turn's order);
 - ``chatml-fc`` (``--chatml-fc``): llama-cpp-python's ``chatml-function-calling`` handler,
   one round (its first call only; relative requests cannot be right there).
 
