@@ -107,8 +107,17 @@ def test_a_relative_change_needs_a_read_of_the_current_value() -> None:
 
 @pytest.mark.parametrize(
     ("text", "number"),
-    [("60", 60), ("六十", 60), ("六十五", 65), ("十五", 15), ("一百", 100), ("百分之三十", 30)]
-    + [("大一点", None), ("调一下", None), ("两", 2)],
+    [
+        ("60", 60),
+        ("六十", 60),
+        ("六十五", 65),
+        ("十五", 15),
+        ("一百", 100),
+        ("百分之三十", 30),
+        ("大一点", None),
+        ("调一下", None),
+        ("两", 2),
+    ],
 )
 def test_chinese_numbers(text: str, number: int | None) -> None:
     assert chinese_number(text) == number

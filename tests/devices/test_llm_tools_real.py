@@ -1,6 +1,6 @@
 """The device's tools with the real embedded LLM (Qwen2.5-Coder-0.5B, its native tool-call
-template) and the real voices, driven by the firmware emulator over loopback: a typed command
-no keyword rule knows becomes a ``tools/call`` on the device and a spoken Chinese answer; a
+template) and the real voices, driven by the firmware emulator over loopback (keywords off): a
+typed command becomes a ``tools/call`` on the device and a spoken Chinese answer; a
 question calls nothing."""
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ async def real(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Infere
 async def test_real_llm_calls_the_device_tool_and_answers(
     start_hub: StartHub, real: Inference
 ) -> None:
-    server = await start_hub(real, max_reply_tokens=48)
+    # the keywords know themes now (devices/intents.py): off, so the LLM makes the call
+    server = await start_hub(real, max_reply_tokens=48, keyword_intents=False)
     emu = FirmwareEmulator(server.http)
     server.simulators.append(emu)
     await emu.boot()
@@ -54,7 +55,7 @@ async def test_real_llm_calls_the_device_tool_and_answers(
         tts = [r.message for r in emu.received[start:] if r.message and r.message["type"] == "tts"]
         return "".join(m["text"] for m in tts if m["state"] == "sentence_start")
 
-    reply = await typed("把屏幕换成深色主题")  # no keyword rule: the LLM's function call
+    reply = await typed("把屏幕换成深色主题")  # the LLM's function call
     assert emu.tool_calls == [("self.screen.set_theme", {"theme": "dark"})]
     assert emu.theme == "dark" and reply and "{" not in reply
     reply = await typed("澳大利亚的首都是哪里")
