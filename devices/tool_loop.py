@@ -99,6 +99,7 @@ def tool_things(tools: Sequence[ToolSpec]) -> dict[str, Thing]:
 # a confirmation: what a reply says when it claims the device did something
 _CLAIM = re.compile(
     r"已经?(调|设|打开|关闭|开启|关掉|关上|切换|换成|改成|办好|完成|静音|为您|帮您|帮你|将|把)"
+    r"|(正在|这就|马上|立刻)(为您|帮您|帮你|给您|给你)?(调|设|打开|关闭|开启|关掉|切换|换)"
     r"|调到了|调好了|搞定|办好了|完成了|开好了|关好了|打开了|关掉了|关闭了|开启了|^好的[。！!，,]?$"
 )
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]")

@@ -133,3 +133,21 @@ def test_a_failed_call_is_said_and_not_confirmed() -> None:
     outcome = asyncio.run(run_steps(steps, call))
     assert outcome.reply == "好的，音量已调到30。抱歉，灯没有设置成功，设备没有响应。"
     assert [c[0] for c in outcome.calls] == ["self.audio_speaker.set_volume"]
+
+
+@pytest.mark.parametrize(
+    ("text", "claims"),
+    [
+        ("好的，灯已开启。", True),
+        ("好的，已经办好了。", True),
+        ("我正在调到三十。", True),  # the 0.5B model's answer to "声音调到三十", no call made
+        ("好的。", True),
+        ("灯笼起源于汉代。", False),
+        ("好的，我们聊聊长城吧。", False),
+        ("抱歉，我做不到。", False),
+    ],
+)
+def test_what_counts_as_a_confirmation(text: str, claims: bool) -> None:
+    from devices.tool_loop import claims_success
+
+    assert claims_success(text) is claims
