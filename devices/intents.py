@@ -36,7 +36,7 @@ _CN_DIGITS.update({"六": 6, "七": 7, "八": 8, "九": 9})
 
 def chinese_number(text: str) -> int | None:
     """``60``, ``六十``, ``六十五``, ``一百``, ``百分之三十`` → an int (None if none)."""
-    text = re.sub(r"[一]?(点儿?|些|下)", "", text)  # "大一点", "调一下": no number
+    text = re.sub(r"[一]?(点儿?|些|下)|[一减]半", "", text)  # "大一点", "调一下", "一半": none
     text = text.replace("百分之", "")  # "百分之八十" is 80
     if m := re.search(r"\d+", text):
         return int(m.group())
@@ -95,7 +95,7 @@ def plan(text: str, controls: Controls) -> list[Step]:
     for clause in (c.strip() for c in _CLAUSES.split(text)):
         if not clause:
             continue
-        named = next((t for t in things if t.words.search(clause)), None)
+        named = _named(clause, things)
         thing = named or last
         if thing is None:
             continue
@@ -109,6 +109,18 @@ def plan(text: str, controls: Controls) -> list[Step]:
         steps = [s for s in steps if s.control.tool != step.control.tool or s.control.reads]
         steps.append(step)
     return steps
+
+
+_SCREEN = re.compile(r"亮度|背光|屏幕|brightness", re.IGNORECASE)
+
+
+def _named(clause: str, things: list[Thing]) -> Thing | None:
+    """The thing ``clause`` names; "亮"/"暗" alone is the screen's only if nothing else is
+    named ("灯太亮了" is about the lamp)."""
+    named = [t for t in things if t.words.search(clause)]
+    if len(named) > 1 and named[0].key == "brightness" and not _SCREEN.search(clause):
+        return named[1]
+    return named[0] if named else None
 
 
 def missing(text: str, controls: Controls) -> Thing | None:
@@ -142,6 +154,8 @@ def _step(clause: str, thing: Thing, controls: Controls) -> Step | None:
     )
     if read is not None and asks and (thing.key != "theme" or re.search(r"主题|模式", clause)):
         return Step(read, thing)  # (a theme is asked for by name: "白天有什么安排" is no read)
+    if (switch_on or switch_off) and _STATE_QUESTION.search(clause):
+        return None  # "风扇开着没" with nothing to read it: a question, never a switch
     if choice is not None and _CHANGE.search(clause):
         for value in choice.options:
             words = OPTION_WORDS.get(value.casefold())

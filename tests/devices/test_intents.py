@@ -83,6 +83,8 @@ def test_commands(text: str, calls: list[tuple[str, dict[str, Any]]]) -> None:
     "text",
     [
         "开心一点",
+        "灯太亮了",
+        "把亮度调成一半",
         "关于长城你知道什么",
         "灯笼是怎么做的",
         "白天有什么安排",
@@ -98,6 +100,12 @@ def test_no_call_without_a_device_word(text: str) -> None:
 def test_a_thing_the_device_lacks_is_left_to_the_llm() -> None:
     lamp_only = [t for t in TOOLS if "lamp" in t.name]
     assert _calls("把音量调到60", lamp_only) == [] and _calls("开灯", lamp_only)
+
+
+def test_a_state_question_never_switches() -> None:
+    """Fresh phrasing after the bench: "风扇开着没" on a fan without a read tool turned it on."""
+    fan = [McpTool("self.fan.set_power", "", {"properties": {"power": {"type": "boolean"}}})]
+    assert _calls("风扇开着没", fan) == [] and _calls("把风扇打开", fan)
 
 
 def test_a_relative_change_needs_a_read_of_the_current_value() -> None:
