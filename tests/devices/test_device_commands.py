@@ -82,12 +82,17 @@ async def test_a_board_s_own_switch_is_driven_from_its_declared_schema(
     """A GPIO fan with one boolean argument: nothing about fans is written in the rules but its
     name; "打开风扇" sets ``power`` true, "把风扇关了" false."""
     fan: list[bool] = []
+
+    def set_power(args: dict[str, Any]) -> bool:
+        fan.append(bool(args["power"]))
+        return True
+
     emu_tools = [
         EmuTool(
             "self.fan.set_power",
             "Turn the fan on or off",
             {"power": {"type": "boolean"}},
-            call=lambda args: fan.append(bool(args["power"])) or True,
+            call=set_power,
         )
     ]
     server = await start_hub(fake)
