@@ -16,8 +16,9 @@ Models hosted on a Ray cluster (``ray.workers``, with ``ray.address`` set) run a
 holding ``worker:<name>`` (and ``ray-node:<box>``) from :class:`core.workers.ray_pool.RayPool`:
 the job awaits the actor's stream, its checkpoint runs at every step the actor reports.
 Models placed in a worker process (vl and sd by default, ``models.<kind>.placement``) run as
-ASYNC jobs too: the job awaits the worker (no thread), keeps the model's ``cpu``/``vram`` and
-``model:<name>`` resources, and its checkpoint runs at every step the worker reports.
+ASYNC jobs too: the job awaits the worker (no thread), keeps the model's ``cpu``/``gpu:N`` and
+``model:<name>`` resources, its checkpoint runs at every step the worker reports, and on a
+GPU the model takes part in VRAM residency like an inline one (``ModelManager.hold_async``).
 """
 
 # mypy: disable-error-code="type-abstract"
@@ -50,7 +51,7 @@ from core.models.vad import Vad, VadModel
 from core.models.vl import VisionLanguage, vl_configured
 from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, Lane, Scheduler
 from core.workers.base import WorkerCall
-from core.workers.hosted import WorkerModel, job_steps
+from core.workers.hosted import WorkerModel
 
 if TYPE_CHECKING:  # no Ray import: the pool module imports Ray only when it starts
     from core.workers.ray_pool import RayPool
@@ -508,8 +509,10 @@ class Inference:
 
         async def run_in_worker(ctx: JobContext) -> str:
             call = WorkerCall("vl", "answer", (image, question), {"max_tokens": max_tokens}, stream)
-            async with self._manager.use_async("vl", WorkerModel) as vl:
-                answer: str = await vl.call(call, on_step=job_steps(ctx), on_chunk=ctx.emit)
+            async with self._manager.hold_async("vl", WorkerModel, ctx.checkpoint) as held:
+                answer: str = await held.backend.call(
+                    call, on_step=held.astep(ctx.checkpoint), on_chunk=ctx.emit
+                )
                 return answer
 
         spec = self._spec("vl", lane=lane, owner=owner, label=f"see: {question}", preemptible=True)
@@ -537,9 +540,9 @@ class Inference:
                 return held.backend.generate(request, check=step)
 
         async def run_in_worker(ctx: JobContext) -> bytes:
-            async with self._manager.use_async("sd", WorkerModel) as sd:
-                image: bytes = await sd.call(
-                    WorkerCall("sd", "generate", (request,)), on_step=job_steps(ctx)
+            async with self._manager.hold_async("sd", WorkerModel, ctx.checkpoint) as held:
+                image: bytes = await held.backend.call(
+                    WorkerCall("sd", "generate", (request,)), on_step=held.astep(ctx.checkpoint)
                 )
                 return image
 

@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import count
@@ -74,6 +75,7 @@ from core.models.registry import MODEL_NAMES, MODELS, PARTS, TTS_REMOTE, WORKER_
 from core.models.residency import VramLedger, VramWaiter
 from core.models.settings import ModelsSettings
 from core.scheduler import ExecMode, JobContext, JobSpec, Lane, Scheduler
+from core.workers.base import Worker, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +138,31 @@ class ModelHold(Generic[B]):
     backend: B
     id: int
     paused: bool = False
+    restore_in_step: bool = False  # step() restores offloaded weights (a pausable wait)
 
     def step(self, check: Any) -> CancelCheck:
-        """A ``check`` for the backend's steps: ``ctx.checkpoint_blocking`` with this hold."""
+        """A ``check`` for the backend's steps: ``ctx.checkpoint_blocking`` with this hold.
+        After a pause the weights come back before the step goes on; the wait for room and
+        the restore stay pausable, and a higher lane that arrived during the restore gets its
+        pause before the step (a REALTIME job waits for one step, not restore + step)."""
+        self.restore_in_step = True
+        manager = self.manager
 
         def checkpoint() -> None:
             check(self)
+            while manager._restore_for_step(self, check):
+                check(self)
 
         return checkpoint
+
+    def astep(self, check: Any) -> Callable[[int], Awaitable[None]]:
+        """An ``on_step`` for a worker call: ``await ctx.checkpoint(hold)`` at every step the
+        worker reports (the pause is visible to the manager, as in :meth:`step`)."""
+
+        async def on_step(step: int) -> None:
+            await check(self)
+
+        return on_step
 
     def save_state(self) -> object:
         saved = getattr(self.backend, "save_state", _no_state)()
@@ -151,7 +170,7 @@ class ModelHold(Generic[B]):
         return (saved,)  # never None: the scheduler calls restore_state after the pause
 
     def restore_state(self, state: object) -> None:
-        self.manager._resumed(self)
+        self.manager._resumed(self, restore=not self.restore_in_step)
         saved = state[0] if isinstance(state, tuple) else None
         if saved is not None:
             self.backend.restore_state(saved)  # type: ignore[attr-defined]
@@ -159,6 +178,22 @@ class ModelHold(Generic[B]):
 
 def _no_state() -> object:
     return None
+
+
+AsyncCheck = Callable[[], Awaitable[None]]
+
+
+async def _never_paused() -> None:
+    """The ``check`` of an async use outside a job (no cancel, no pause)."""
+
+
+@dataclass(slots=True)
+class _Claim:
+    """:meth:`ModelManager._claim`: the held backend, or the load to wait for (or lead)."""
+
+    backend: ModelBackend | None
+    pending: concurrent.futures.Future[None] | None
+    leader: bool
 
 
 class ModelManager:
@@ -170,8 +205,15 @@ class ModelManager:
         *,
         factories: Mapping[str, Factory] | None = None,
         gpus: Mapping[str, GpuMemory] | None = None,
+        workers: Callable[[WorkerSpec], Worker] | None = None,
     ) -> None:
+        """``factories``: backends by model name (test doubles; an injected factory runs
+        inline, unless ``workers`` is given: then a model placed in a process runs in the
+        worker ``workers(spec)`` builds, default a :class:`core.workers.process.ProcessWorker`
+        on the registry's factory)."""
         self._settings = settings
+        self._workers = workers
+        self._factories = dict(factories or {})
         self._scheduler = scheduler
         self._cache_dir = cache_dir
         chosen = {**MODELS, **{n: f for n, (_k, f) in PARTS.items()}, **(factories or {})}
@@ -184,8 +226,10 @@ class ModelManager:
                 TTS_REMOTE, settings.tts, chosen[TTS_REMOTE], settings, kind="tts", remote=True
             )
         for entry in self._entries.values():  # placement applies to the registry's factories
-            injected = factories is not None and entry.name in factories
-            if injected or entry.name not in WORKER_FACTORIES:
+            injected = factories is not None and entry.name in factories and workers is None
+            if injected or (
+                entry.name not in WORKER_FACTORIES and entry.name not in self._factories
+            ):
                 entry.in_worker = False
         for entry in self._entries.values():  # a job starts only when its model is free
             slot = entry.model_resource
@@ -243,15 +287,24 @@ class ModelManager:
         backend = entry.factory(entry.settings, self._cache_dir)  # cheap: no weights, no torch
         if not entry.in_worker:  # (and a missing model folder fails here, before any process)
             return backend
-        from core.workers.base import WorkerSpec
         from core.workers.hosted import WorkerModel
         from core.workers.process import ProcessWorker
 
         models = self._settings
         threads = str(models.worker_threads)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        spec = WorkerSpec(entry.name, WORKER_FACTORIES[entry.name], entry.settings, env)
-        worker = ProcessWorker(spec, start_timeout_s=models.worker_start_timeout_s)
+        injected = self._factories.get(entry.name)
+        build: Callable[[Any], Any] = (
+            WORKER_FACTORIES[entry.name]
+            if injected is None
+            else functools.partial(injected_backend, injected, self._cache_dir)
+        )
+        spec = WorkerSpec(entry.name, build, entry.settings, env)
+        worker: Worker
+        if self._workers is not None:
+            worker = self._workers(spec)
+        else:
+            worker = ProcessWorker(spec, start_timeout_s=models.worker_start_timeout_s)
         return WorkerModel(worker, stop_timeout_s=models.close_timeout_s)
 
     def kept_while_paused(self, name: str) -> frozenset[str]:
@@ -359,21 +412,66 @@ class ModelManager:
             return
         self._with_room(entry, ledger, need, take, check)
 
-    def _acquire(self, entry: ModelEntry, check: CancelCheck, working_mb: int = 0) -> ModelBackend:
-        while True:
-            with self._lock:
-                if entry.loaded and entry.backend is not None:
-                    entry.acquire(time.monotonic())
-                    return entry.backend
-                leader = entry.loading is None
-                if leader:
-                    entry.loading = concurrent.futures.Future()
-                pending = entry.loading
-            assert pending is not None
+    def _claim(self, entry: ModelEntry) -> _Claim:
+        """One attempt to hold ``entry``: loaded (the job holds it now), or the load to wait
+        for, or this job leads the load (the one acquire step of the blocking and the async
+        use; each then loads or waits its own way and claims again)."""
+        with self._lock:
+            if entry.loaded and entry.backend is not None:
+                entry.acquire(time.monotonic())
+                return _Claim(entry.backend, None, leader=False)
+            leader = entry.loading is None
             if leader:
-                self._load_as_leader(entry, pending, check, working_mb)
+                entry.loading = concurrent.futures.Future()
+            return _Claim(None, entry.loading, leader)
+
+    def _acquire(self, entry: ModelEntry, check: CancelCheck, working_mb: int = 0) -> ModelBackend:
+        while (claim := self._claim(entry)).backend is None:
+            assert claim.pending is not None
+            if claim.leader:
+                self._load_as_leader(entry, claim.pending, check, working_mb)
             else:
-                _wait(pending, check)
+                _wait(claim.pending, check)
+        return claim.backend
+
+    def _load_failed(
+        self, entry: ModelEntry, pending: concurrent.futures.Future[None], exc: BaseException
+    ) -> ModelError:
+        """A load raised: its weights leave the ledger, the error is kept and given to the
+        waiters; returns the error to raise (``exc`` itself when it is a ModelError)."""
+        if isinstance(exc, ModelError):
+            error: ModelError = exc
+        else:
+            error = ModelLoadError(f"{entry.name}: load failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+        ledger = self._ledgers.get(entry.device)
+        with self._lock:
+            if ledger is not None:
+                ledger.drop_weights(entry.name)
+                self._room_changed.notify_all()
+            entry.load_failed(error)
+        log.warning("model %s failed to load: %s", entry.name, error)
+        pending.set_exception(error)
+        return error
+
+    def _no_room_for_load(
+        self, entry: ModelEntry, pending: concurrent.futures.Future[None]
+    ) -> None:
+        """The leader was cancelled, or timed out, waiting for room: its waiters try again."""
+        with self._lock:
+            entry.loading = None
+        pending.set_result(None)
+
+    def _weights_room(
+        self, entry: ModelEntry, ledger: VramLedger, working_mb: int
+    ) -> tuple[Callable[[], int], Callable[[], None]]:
+        """``need``/``take`` of a load: room for the weights and the first job's working
+        memory; the weights are counted from here (before the load allocates them)."""
+
+        def take() -> None:
+            ledger.add_weights(entry.name, entry.footprint_mb)
+
+        return (lambda: entry.footprint_mb + working_mb), take
 
     def _load_as_leader(
         self,
@@ -384,16 +482,12 @@ class ModelManager:
     ) -> None:
         ledger = self._ledgers.get(entry.device)
         if ledger is not None:  # room for the weights (and the first job's working memory)
-
-            def take() -> None:
-                ledger.add_weights(entry.name, entry.footprint_mb)
-
             try:
-                self._with_room(entry, ledger, lambda: entry.footprint_mb + working_mb, take, check)
+                self._with_room(
+                    entry, ledger, *self._weights_room(entry, ledger, working_mb), check
+                )
             except BaseException:  # cancelled, or no room in time: the waiters try themselves
-                with self._lock:
-                    entry.loading = None
-                pending.set_result(None)
+                self._no_room_for_load(entry, pending)
                 raise
         try:
             with self._lock:
@@ -407,18 +501,7 @@ class ModelManager:
             load_s = time.perf_counter() - started
             after_mb = _memory_mb(gpu)
         except Exception as exc:
-            if ledger is not None:
-                with self._lock:
-                    ledger.drop_weights(entry.name)
-                    self._room_changed.notify_all()
-            error = exc if isinstance(exc, ModelError) else None
-            if error is None:
-                error = ModelLoadError(f"{entry.name}: load failed: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
-            with self._lock:
-                entry.load_failed(error)
-            log.warning("model %s failed to load: %s", entry.name, error)
-            pending.set_exception(error)
+            error = self._load_failed(entry, pending, exc)
             if error is exc:
                 raise
             raise error from exc
@@ -441,37 +524,78 @@ class ModelManager:
     ) -> None:
         """Make room for ``need()`` MB on ``ledger`` (unload idle models LRU, then offload
         models whose every job is paused) and call ``take()`` under the lock; otherwise wait,
-        visible in :meth:`vram`, cancellable through ``check``, up to vram_wait_timeout_s."""
+        visible in :meth:`vram`, cancellable (and pausable) through ``check``, up to
+        ``vram_wait_timeout_s``. A blocking job's wait (:meth:`_with_room_async`: a job on
+        the loop)."""
         deadline = time.monotonic() + self._settings.vram_wait_timeout_s
-        waiter: VramWaiter | None = None
+        waiter: list[VramWaiter] = []
         try:
             while True:
                 with self._lock:
-                    if self._free_up_locked(ledger, need(), entry):
-                        take()
+                    if self._room_attempt_locked(entry, ledger, need, take, waiter, deadline):
                         return
-                    if waiter is None:
-                        waiter = ledger.enqueue(entry.name, need())
-                        log.info(
-                            "%s waits for %d MB on %s (%d MB free, position %d)",
-                            entry.name,
-                            need(),
-                            ledger.device,
-                            ledger.free_mb,
-                            len(ledger.waiting),
-                        )
-                    if time.monotonic() >= deadline:
-                        raise VramUnavailable(
-                            f"{entry.name}: no room for {need()} MB on {ledger.device} within"
-                            f" {self._settings.vram_wait_timeout_s} s (models in use hold"
-                            f" {ledger.used_mb} of {ledger.budget_mb} MB)"
-                        )
                     self._room_changed.wait(_ROOM_POLL_S)
                 check()
         finally:
-            if waiter is not None:
+            self._leave_room_queue(ledger, waiter)
+
+    async def _with_room_async(
+        self,
+        entry: ModelEntry,
+        ledger: VramLedger,
+        need: Callable[[], int],
+        take: Callable[[], None],
+        check: Callable[[], Awaitable[None]],
+    ) -> None:
+        """:meth:`_with_room` for a job on the loop (a worker-placed model): polls."""
+        deadline = time.monotonic() + self._settings.vram_wait_timeout_s
+        waiter: list[VramWaiter] = []
+        try:
+            while True:
                 with self._lock:
-                    ledger.leave(waiter)
+                    if self._room_attempt_locked(entry, ledger, need, take, waiter, deadline):
+                        return
+                await asyncio.sleep(_ROOM_POLL_S)
+                await check()
+        finally:
+            self._leave_room_queue(ledger, waiter)
+
+    def _room_attempt_locked(
+        self,
+        entry: ModelEntry,
+        ledger: VramLedger,
+        need: Callable[[], int],
+        take: Callable[[], None],
+        waiter: list[VramWaiter],
+        deadline: float,
+    ) -> bool:
+        """One try of a room wait: True when ``take()`` ran; else the job is (or stays) in
+        the ledger's queue; VramUnavailable past ``deadline``."""
+        if self._free_up_locked(ledger, need(), entry):
+            take()
+            return True
+        if not waiter:
+            waiter.append(ledger.enqueue(entry.name, need()))
+            log.info(
+                "%s waits for %d MB on %s (%d MB free, position %d)",
+                entry.name,
+                need(),
+                ledger.device,
+                ledger.free_mb,
+                len(ledger.waiting),
+            )
+        if time.monotonic() >= deadline:
+            raise VramUnavailable(
+                f"{entry.name}: no room for {need()} MB on {ledger.device} within"
+                f" {self._settings.vram_wait_timeout_s} s (models in use hold"
+                f" {ledger.used_mb} of {ledger.budget_mb} MB)"
+            )
+        return False
+
+    def _leave_room_queue(self, ledger: VramLedger, waiter: list[VramWaiter]) -> None:
+        if waiter:
+            with self._lock:
+                ledger.leave(waiter[0])
 
     def _free_up_locked(self, ledger: VramLedger, need_mb: int, target: ModelEntry) -> bool:
         if ledger.fits(need_mb):
@@ -532,16 +656,16 @@ class ModelManager:
                 held.entry.paused += 1
                 self._room_changed.notify_all()
 
-    def _resumed(self, held: ModelHold[Any]) -> None:
+    def _resumed(self, held: ModelHold[Any], *, restore: bool = True) -> None:
         """After the pause: the weights back on the device (restored, waiting for room if
-        needed) before the next step runs."""
+        needed) before the next step runs (``restore=False``: the hold's step does that)."""
         entry = held.entry
         with self._lock:
             if held.paused:
                 held.paused = False
                 entry.paused -= 1
         ledger = self._ledgers.get(entry.device)
-        if ledger is None or not entry.offloaded:
+        if ledger is None or not entry.offloaded or not restore:
             return
 
         def take() -> None:
@@ -555,6 +679,25 @@ class ModelManager:
             take,
             never_cancelled,
         )
+
+    def _restore_for_step(self, held: ModelHold[Any], check: Any) -> bool:
+        """Before a step: the weights back if they were offloaded during a pause (waiting
+        for room, pausable through ``check``). True when it restored them."""
+        entry = held.entry
+        ledger = self._ledgers.get(entry.device)
+        if ledger is None or not entry.offloaded:
+            return False
+        restored: list[bool] = []
+
+        def take() -> None:
+            if entry.offloaded:
+                self._restore_locked(entry, ledger)
+                restored.append(True)
+
+        self._with_room(
+            entry, ledger, lambda: entry.footprint_mb if entry.offloaded else 0, take, check
+        )
+        return bool(restored)
 
     def _unload_locked(self, entry: ModelEntry) -> None:
         backend = entry.backend
@@ -577,41 +720,83 @@ class ModelManager:
 
     # -- remote models, on the loop inside an ASYNC job --------------------------------------
     @asynccontextmanager
-    async def use_async(self, name: str, cls: type[B]) -> AsyncIterator[B]:
+    async def use_async(
+        self, name: str, cls: type[B], check: AsyncCheck = _never_paused
+    ) -> AsyncIterator[B]:
         """Hold remote or worker-placed ``name`` loaded (``await aload()`` first if needed)."""
+        async with self.hold_async(name, cls, check) as held:
+            yield held.backend
+
+    @asynccontextmanager
+    async def hold_async(
+        self, name: str, cls: type[B], check: AsyncCheck = _never_paused
+    ) -> AsyncIterator[ModelHold[B]]:
+        """Like :meth:`use_async`, yielding the :class:`ModelHold` (``hold.astep(ctx.
+        checkpoint)`` is the worker call's ``on_step``). A worker-placed model on a GPU takes
+        part in residency exactly like an inline one: its weights are reserved on the ledger
+        before the worker loads them (waiting with a position, or after evicting idle models
+        LRU), the job's ``working_mb`` is reserved for the block, and a worker that died under
+        the job leaves the ledger (the next use loads it again through the same reservation).
+        ``check`` (the job's ``ctx.checkpoint``) runs while it waits for room: cancel, pause."""
         entry = self.entry(name)
         if not (entry.remote or entry.in_worker):
             raise ModelError(f"model {name!r} runs inline: use it in a THREAD job (use())")
-        backend = await self._acquire_async(entry)
+        ledger = self._ledgers.get(entry.device) if entry.in_worker else None
+        working_mb = entry.working_mb if ledger is not None else 0
+        backend = await self._acquire_async(entry, check, working_mb)
+        held: ModelHold[B] = ModelHold(self, entry, backend, next(self._hold_ids))  # type: ignore[arg-type]
         try:
-            yield _checked(name, backend, cls)
+            held.backend = _checked(name, backend, cls)
+            if ledger is not None and working_mb > 0:
+
+                def take() -> None:
+                    ledger.add_working(held.id, entry.name, working_mb)
+
+                await self._with_room_async(entry, ledger, lambda: working_mb, take, check)
+            yield held
         finally:
             with self._lock:
+                if held.paused:  # cancelled while paused
+                    entry.paused -= 1
+                if ledger is not None:
+                    ledger.drop_working(held.id)
                 entry.release(time.time(), time.monotonic())
+                if entry.loaded and getattr(backend, "dead", False):  # died under this job
+                    log.warning("model %s: its worker died; it loads again on next use", name)
+                    entry.unloaded()
+                    self._drop_worker_weights(entry)
+                self._room_changed.notify_all()
 
-    async def _acquire_async(self, entry: ModelEntry) -> ModelBackend:
-        while True:
-            with self._lock:
-                if entry.loaded and entry.backend is not None:
-                    entry.acquire(time.monotonic())
-                    return entry.backend
-                leader = entry.loading is None
-                if leader:
-                    entry.loading = concurrent.futures.Future()
-                pending = entry.loading
-            assert pending is not None
-            if leader:
-                await self._load_remote(entry, pending)
+    async def _acquire_async(
+        self, entry: ModelEntry, check: AsyncCheck, working_mb: int
+    ) -> ModelBackend:
+        while (claim := self._claim(entry)).backend is None:
+            assert claim.pending is not None
+            if claim.leader:
+                await self._load_remote(entry, claim.pending, check, working_mb)
             else:  # shield: a cancelled waiter must not cancel the leader's load
-                await asyncio.shield(asyncio.wrap_future(pending))
+                await asyncio.shield(asyncio.wrap_future(claim.pending))
+        return claim.backend
 
     async def _load_remote(
-        self, entry: ModelEntry, pending: concurrent.futures.Future[None]
+        self,
+        entry: ModelEntry,
+        pending: concurrent.futures.Future[None],
+        check: AsyncCheck,
+        working_mb: int,
     ) -> None:
+        """Load a remote or worker-placed model from the loop; a worker-placed one on a GPU
+        first gets room on the ledger, as :meth:`_load_as_leader` does for an inline one."""
+        ledger = self._ledgers.get(entry.device) if entry.in_worker else None
+        if ledger is not None:
+            try:
+                need, take = self._weights_room(entry, ledger, working_mb)
+                await self._with_room_async(entry, ledger, need, take, check)
+            except BaseException:  # cancelled, or no room in time: the waiters try themselves
+                self._no_room_for_load(entry, pending)
+                raise
         started = time.perf_counter()
         try:
-            if entry.in_worker:
-                self._evict_for(entry)
             with self._lock:
                 if entry.backend is None:
                     entry.backend = self._new_backend(entry)
@@ -621,16 +806,7 @@ class ModelManager:
                 raise ModelLoadError(f"{entry.name}: {type(backend).__name__} has no aload()")
             await aload()
         except BaseException as exc:
-            if isinstance(exc, ModelError):
-                error: ModelError = exc
-            else:
-                error = ModelLoadError(f"{entry.name}: load failed: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
-            with self._lock:
-                entry.load_failed(error)
-                self._drop_worker_weights(entry)
-            log.warning("model %s failed to load: %s", entry.name, error)
-            pending.set_exception(error)
+            error = self._load_failed(entry, pending, exc)
             if error is exc or not isinstance(exc, Exception):
                 raise
             raise error from exc
@@ -638,27 +814,10 @@ class ModelManager:
             entry.load_succeeded(
                 time.perf_counter() - started, getattr(backend, "measured_mb", None)
             )
-        log.info("remote model %s ready in %.2f s", entry.name, time.perf_counter() - started)
+            if ledger is not None:
+                ledger.loads += 1
+        log.info("model %s ready in %.2f s", entry.name, time.perf_counter() - started)
         pending.set_result(None)
-
-    def _evict_for(self, entry: ModelEntry) -> None:
-        """A worker-placed model loads from the loop: room is made without waiting (idle models
-        unloaded LRU, paused ones offloaded) and its weights are counted on the ledger; past
-        the budget only with a warning (worker models do not wait for room yet)."""
-        ledger = self._ledgers.get(entry.device)
-        if ledger is None:
-            return
-        with self._lock:
-            if not self._free_up_locked(ledger, entry.footprint_mb + entry.working_mb, entry):
-                log.warning(
-                    "%s: %d MB do not fit %s (%d of %d MB in use by models in use)",
-                    entry.name,
-                    entry.footprint_mb,
-                    ledger.device,
-                    ledger.used_mb,
-                    ledger.budget_mb,
-                )
-            ledger.add_weights(entry.name, entry.footprint_mb)
 
     def _drop_worker_weights(self, entry: ModelEntry) -> None:
         ledger = self._ledgers.get(entry.device)
@@ -828,6 +987,11 @@ class ModelManager:
                     await self.unload(name)
                 except XiaoyouError as exc:  # e.g. the scheduler closed under us: next sweep
                     log.warning("idle unload of %s failed: %s", name, exc)
+
+
+def injected_backend(factory: Factory, cache_dir: Path, settings: Any) -> ModelBackend:
+    """An injected factory's backend, built inside its worker (module-level: picklable)."""
+    return factory(settings, cache_dir)
 
 
 def _warm_up_backend(name: str, backend: ModelBackend, check: CancelCheck) -> None:

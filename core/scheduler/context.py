@@ -47,12 +47,17 @@ class JobContext:
             raise
         self.raise_if_cancelled()
 
-    async def checkpoint(self) -> None:
-        """A safe point: raises if cancelled; yields resources while a higher lane needs them."""
+    async def checkpoint(self, state: StepState | None = None) -> None:
+        """A safe point: raises if cancelled; yields resources while a higher lane needs them
+        (``state``: saved before the pause, restored after, as in :meth:`checkpoint_blocking`)."""
         self.raise_if_cancelled()
-        if self._job.yield_requested:
-            await self._dispatcher.pause(self._job)
+        job = self._job
+        if job.yield_requested:
+            saved = state.save_state() if state is not None and job.pauses_at_this_step() else None
+            await self._dispatcher.pause(job)
             self.raise_if_cancelled()
+            if state is not None and saved is not None:
+                state.restore_state(saved)
 
     # -- blocking jobs (called from an executor thread) ------------------------------------------
     def emit_blocking(self, chunk: Any) -> None:
@@ -66,7 +71,7 @@ class JobContext:
         self.raise_if_cancelled()
         job = self._job
         if job.yield_requested:
-            saved = state.save_state() if state is not None and job.grace == 0 else None
+            saved = state.save_state() if state is not None and job.pauses_at_this_step() else None
             asyncio.run_coroutine_threadsafe(self.checkpoint(), self._loop).result()
             if state is not None and saved is not None:
                 state.restore_state(saved)

@@ -11,7 +11,10 @@ lanes can backfill without delaying them). A lane passed over ``starvation_bound
 while non-empty is looked at first once. A blocked job asks running preemptible jobs of
 lower lanes holding what it lacks to yield at their next step (:meth:`Dispatcher.pause` is
 that step); a job resumed after a yield runs ``preempt_grace_steps`` more steps before it
-pauses again (it always makes progress).
+pauses again (it always makes progress), except for a REALTIME job: with
+``realtime_next_step`` (the default) a REALTIME job's yield request is honoured at the very next
+step (no grace), and what a job yields to a waiting REALTIME job goes to that job before any
+promoted lane, so a REALTIME job waits for at most one step of one lower-lane job.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Dispatcher:
         "_grace_steps",
         "_on_deadline",
         "_pool",
+        "_realtime_next_step",
         "_record",
         "_runners",
         "_slice_s",
@@ -51,6 +55,7 @@ class Dispatcher:
         "dirty",
         "lanes",
         "preemptible",
+        "preempting",
         "pumping",
         "repump",
     )
@@ -67,6 +72,7 @@ class Dispatcher:
         self._on_deadline = on_deadline  # a queued job found past its deadline during a pass
         self._bound = settings.starvation_bound
         self._grace_steps = settings.preempt_grace_steps
+        self._realtime_next_step = settings.realtime_next_step
         self._slice_s = settings.owner_slice_s
         self._slice_timer: asyncio.TimerHandle | None = None  # a pass when a slice ends
         self._runners: Runners | None = (
@@ -75,6 +81,7 @@ class Dispatcher:
         self.lanes = [LaneQueue() for _ in Lane]
         self.bypassed = [0 for _ in Lane]
         self.preemptible: dict[int, Job] = {}  # running preemptible jobs (preemption victims)
+        self.preempting: dict[int, Job] = {}  # queued REALTIME jobs a running job yields to
         self.pumping = False
         self.repump = False
         self.dirty = True  # something may have become startable since the last pass
@@ -160,6 +167,8 @@ class Dispatcher:
             starved = [i for i in (1, 2) if bypassed[i] >= bound and lanes[i].live]
             promoted: frozenset[int] = frozenset(starved)
             order = [*starved, *(i for i in _ORDER if i not in promoted)]
+            if self.preempting:  # what was yielded to a REALTIME job is its own, not a lane's
+                order = [0, *(i for i in order if i != 0)]
         else:
             promoted, order = _NONE, list(_ORDER)
         reserved: dict[str, int] = {}
@@ -213,6 +222,9 @@ class Dispatcher:
                 bypassed[lower] += 1
 
     def start(self, job: Job) -> None:
+        if job.preempting:
+            job.preempting = False
+            self.preempting.pop(job.id, None)
         self._pool.acquire(job.needs)
         job.holding = True
         job.status = RUNNING
@@ -251,6 +263,9 @@ class Dispatcher:
         """A queued or paused job was stopped: it leaves its lane (lazily), and a paused one's
         checkpoint wakes up to raise the error."""
         self.lanes[job.spec.lane].discard(job)
+        if job.preempting:
+            job.preempting = False
+            self.preempting.pop(job.id, None)
         self.dirty = True  # the owner's next job may now be a head
         if job.resume is not None and not job.resume.done():
             job.resume.set_result(None)
@@ -260,6 +275,7 @@ class Dispatcher:
         job.holding = True
         job.status = JobStatus.RUNNING
         job.grace = self._grace_steps  # the starvation bound of preemption
+        job.yield_for_realtime = False
         job.slice_at = time.monotonic()
         job.sliced = False
         spec = job.spec
@@ -273,7 +289,9 @@ class Dispatcher:
         of other owners that have run ``owner_slice_s`` since their last start or resume."""
         short = self._pool.shortfall(needs)
         lane, owner = blocked.spec.lane, blocked.spec.owner
-        sliced = self._slice_s > 0 and lane is Lane.REALTIME
+        realtime = lane is Lane.REALTIME
+        sliced = self._slice_s > 0 and realtime
+        first = realtime and self._realtime_next_step and blocked.status is QUEUED
         now = time.monotonic()
         for name, missing in short.items():
             victims = []
@@ -293,6 +311,11 @@ class Dispatcher:
                 if missing <= 0:
                     break
                 missing -= victim.declared[name]
+                if first and victim.spec.lane > lane:
+                    victim.yield_for_realtime = True  # no grace steps: it pauses at its next
+                    if not blocked.preempting:
+                        blocked.preempting = True
+                        self.preempting[blocked.id] = blocked
                 if victim.spec.lane > lane:
                     victim.sliced = False  # a higher lane needs it: it resumes first in its lane
                 elif not victim.yield_requested:
@@ -330,10 +353,10 @@ class Dispatcher:
         """At a checkpoint of a job asked to yield: give its resources back until re-admitted."""
         if not job.yield_requested or job.status is not JobStatus.RUNNING:
             return
-        if job.grace > 0:  # resumed a moment ago: a few steps of progress before pausing again
-            job.grace -= 1
+        if job.grace > 0 and not job.yield_for_realtime:
+            job.grace -= 1  # resumed a moment ago: a few steps of progress before pausing again
             return
-        job.yield_requested = False
+        job.yield_requested = job.yield_for_realtime = False
         self._pool.release(job.declared)
         job.holding = False
         job.status = JobStatus.YIELDED

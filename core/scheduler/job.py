@@ -41,11 +41,18 @@ class Job:
     resume: asyncio.Future[None] | None = None
     yields: int = 0
     grace: int = 0  # checkpoints a resumed job still runs after a new yield request
+    yield_for_realtime: bool = False  # a REALTIME job asked it to yield: no grace steps
+    preempting: bool = False  # a queued REALTIME job that asked a running job to yield
     slice_at: float = 0.0  # time.monotonic() of its last start or resume (owner_slice_s)
     sliced: bool = False  # paused for another owner of its lane: resumes after their heads
     error: str = ""
     stream_size: int = 32
     channel: Channel[Any] | None = None  # created on first emit or stream()
+
+    def pauses_at_this_step(self) -> bool:
+        """Asked to yield, it pauses at this checkpoint (no grace steps left, or a REALTIME
+        job asked)."""
+        return self.yield_requested and (self.grace == 0 or self.yield_for_realtime)
 
     def kept(self) -> dict[str, int]:
         """What a preempted job still holds while paused: its slot and ``keep_on_yield``."""

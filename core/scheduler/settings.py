@@ -40,6 +40,13 @@ class SchedulerSettings(BaseModel):
         description="a preempted job, once resumed, runs this many more steps before it yields"
         " again (with starvation_bound: lower lanes always make progress under voice load)",
     )
+    realtime_next_step: bool = Field(
+        True,
+        description="a REALTIME job's yield request is honoured at the lower-lane job's next"
+        " step (no grace steps), and what that job yields goes to the REALTIME job before any"
+        " starved lane: a REALTIME job waits at most one step of one lower-lane job; false:"
+        " grace and lane promotion apply to REALTIME waiters too (more lower-lane throughput)",
+    )
     owner_slice_s: float = Field(
         0.5,
         ge=0,

@@ -40,6 +40,7 @@ class WorkerModel(ModelBackend):
         self.load_s: float | None = None
         self.measured_mb: float | None = None
         self.restarts = 0  # starts after a death
+        self._evicted = False  # killed by the manager's eviction: the next start is no restart
 
     def load(self) -> None:
         raise ModelError(f"{self.worker.name} runs in a worker process: use it from an ASYNC job")
@@ -50,11 +51,18 @@ class WorkerModel(ModelBackend):
         terminate = getattr(self.worker, "terminate", None)
         if terminate is not None:
             terminate()
+            self._evicted = True
+
+    @property
+    def dead(self) -> bool:
+        """The worker died (kill -9, a native crash): the manager drops its weights."""
+        return self.worker.state is WorkerState.DEAD and not self._evicted
 
     async def aload(self) -> None:
         worker = self.worker
-        if worker.state is WorkerState.DEAD:
+        if worker.state is WorkerState.DEAD and not self._evicted:
             self.restarts += 1
+        self._evicted = False
         if worker.state is not WorkerState.IDLE:
             await worker.start()
         info = await worker.call(WorkerCall(worker.name, LOAD), on_step=no_step, on_chunk=no_chunk)
