@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import GpuOutOfMemory, XiaoyouError
+from core.errors import GpuOutOfMemory, WorkerDied, XiaoyouError
 from core.models.asr import Asr, AsrSettings, Transcript
 from core.models.base import CancelCheck
 from core.models.inference import Inference
@@ -41,6 +41,17 @@ from core.models.settings import ModelsSettings
 from core.models.tts import PcmChunk, Tts
 from core.models.vl import VisionLanguage, VlSettings
 from core.scheduler import Lane, Scheduler, SchedulerSettings
+from core.workers.base import (
+    LOAD,
+    OFFLOAD,
+    RESTORE,
+    ChunkCallback,
+    StepCallback,
+    WorkerCall,
+    WorkerSpec,
+    WorkerState,
+)
+from core.workers.calls import call_backend
 
 _IDS = itertools.count(1)
 _STEP_SLACK_S = 0.01  # dispatch and thread wake-up on top of "one SD step"
@@ -69,13 +80,23 @@ class SimShape:
         return dict(self.working)
 
 
+@dataclass(slots=True)
+class StepLog:
+    """The longest step the stand-ins really took (a loaded box oversleeps ``sd_step_s``)."""
+
+    longest_sd_step_s: float = 0.0
+
+
 class _OnGpu:
     """Weights and per-job working memory of a stand-in on the simulated card."""
 
     name = "model"
 
-    def __init__(self, gpu: Any, shape: SimShape, footprint_mb: int) -> None:
+    def __init__(
+        self, gpu: Any, shape: SimShape, footprint_mb: int, steps: StepLog | None = None
+    ) -> None:
         self._gpu = gpu
+        self._steps = steps or StepLog()
         self._shape = shape
         self._footprint_mb = footprint_mb
         self._working_mb = shape.working_mb().get(self.name, 0)
@@ -178,7 +199,10 @@ class SimSd(_OnGpu, ImageGenerator):
         with self.working():
             for _ in range(request.steps):
                 check()
+                started = time.perf_counter()
                 self.step(self._shape.sd_step_s)
+                took = time.perf_counter() - started
+                self._steps.longest_sd_step_s = max(self._steps.longest_sd_step_s, took)
         return b"\x89PNG sim"
 
 
@@ -200,17 +224,118 @@ class SimTts(Tts):
             yield PcmChunk(np.zeros(160, dtype=np.int16), sample_rate_hz)
 
 
-def sim_models_settings(shape: SimShape) -> ModelsSettings:
+class ThreadWorker:
+    """A worker double (the :class:`core.workers.base.Worker` protocol) for the soak: it hosts
+    the stand-in backend in this process and runs each call on a thread, lock-step at every
+    step like a :class:`core.workers.process.ProcessWorker` (the backend waits at its step
+    until the front's ``on_step`` returned: cancel, pause). Its loads, unloads and per-job
+    working memory go to the simulated card through the stand-in; killing it (eviction)
+    frees the weights as a process exit would."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self._spec = spec
+        self._state = WorkerState.NEW
+        self._backend: Any = None
+        self._parked = False
+        self.starts = 0
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def parked(self) -> bool:
+        return self._parked
+
+    @property
+    def state(self) -> WorkerState:
+        return self._state
+
+    async def start(self) -> None:
+        self._backend = None
+        self._state = WorkerState.IDLE
+        self.starts += 1
+
+    async def call(
+        self, call: WorkerCall, *, on_step: StepCallback, on_chunk: ChunkCallback
+    ) -> Any:
+        if self._state is not WorkerState.IDLE:
+            raise WorkerDied(f"worker {self.name} is {self._state.value}")
+        self._state = WorkerState.BUSY
+        try:
+            if call.method == LOAD:
+                backend = self._spec.factory(self._spec.settings)
+                await asyncio.to_thread(backend.load)
+                self._backend = backend
+                return {"load_s": 0.0, "measured_mb": None, "offloadable": backend.offloadable}
+            if call.method in (OFFLOAD, RESTORE):
+                return await self._move(call.method)
+            loop = asyncio.get_running_loop()
+            steps = itertools.count(1)
+
+            async def parked(step: int) -> None:
+                self._parked = True
+                try:
+                    await on_step(step)
+                finally:
+                    self._parked = False
+
+            def check() -> None:
+                asyncio.run_coroutine_threadsafe(parked(next(steps)), loop).result()
+
+            def emit(chunk: Any) -> None:
+                asyncio.run_coroutine_threadsafe(on_chunk(chunk), loop).result()
+
+            return await asyncio.to_thread(
+                call_backend, self._backend, call, emit=emit, check=check
+            )
+        finally:
+            if self._state is WorkerState.BUSY:
+                self._state = WorkerState.IDLE
+
+    async def at_step(self, command: str) -> float:
+        """Offload / restore while the call waits at a step (as the process worker does)."""
+        if not self._parked:
+            raise WorkerDied(f"worker {self.name}: no call waits at a step")
+        return await self._move(command)
+
+    async def _move(self, command: str) -> float:
+        started = time.perf_counter()
+        backend = self._backend
+        await asyncio.to_thread(backend.offload if command == OFFLOAD else backend.restore)
+        return time.perf_counter() - started
+
+    async def cancel(self) -> None:
+        return None
+
+    def terminate(self) -> None:
+        """Killed (eviction): the process's memory goes back at once."""
+        self._drop()
+        self._state = WorkerState.DEAD
+
+    async def stop(self, timeout_s: float) -> None:
+        self._drop()
+        self._state = WorkerState.STOPPED
+
+    def _drop(self) -> None:
+        if self._backend is not None:
+            self._backend.unload()
+            self._backend = None
+
+
+def sim_models_settings(shape: SimShape, placement: str = "inline") -> ModelsSettings:
+    """``placement``: where VL and SD run: "inline" (THREAD jobs) or "process" (ASYNC jobs
+    awaiting a worker: the manager's worker residency path; the soak's worker is a
+    :class:`ThreadWorker`)."""
     unused = Path("unused")
     return ModelsSettings(
         llm=LlmSettings(device="cuda:0", footprint_mb=shape.llm_mb),
         asr=AsrSettings(device="cuda:0", footprint_mb=shape.asr_mb),
-        # inline: the stand-ins run in this process (the worker-process path is bench/workers_*)
         vl=VlSettings(
-            device="cuda:0", footprint_mb=shape.vl_mb, model_dir=unused, placement="inline"
+            device="cuda:0", footprint_mb=shape.vl_mb, model_dir=unused, placement=placement
         ),
         sd=SdSettings(
-            device="cuda:0", footprint_mb=shape.sd_mb, model_dir=unused, placement="inline"
+            device="cuda:0", footprint_mb=shape.sd_mb, model_dir=unused, placement=placement
         ),
         working_mb=shape.working_mb(),
         warm_start=False,
@@ -219,12 +344,12 @@ def sim_models_settings(shape: SimShape) -> ModelsSettings:
     )
 
 
-def sim_factories(gpu: Any, shape: SimShape) -> dict[str, Any]:
+def sim_factories(gpu: Any, shape: SimShape, steps: StepLog | None = None) -> dict[str, Any]:
     return {
         "llm": lambda _s, _c: SimLlm(gpu, shape, shape.llm_mb),
         "asr": lambda _s, _c: SimAsr(gpu, shape, shape.asr_mb),
         "vl": lambda _s, _c: SimVl(gpu, shape, shape.vl_mb),
-        "sd": lambda _s, _c: SimSd(gpu, shape, shape.sd_mb),
+        "sd": lambda _s, _c: SimSd(gpu, shape, shape.sd_mb, steps),
         "tts": lambda _s, _c: SimTts(shape),
     }
 
@@ -240,6 +365,7 @@ class SoakReport:
     realtime_wait_p50_s: float = 0.0
     realtime_within_one_step: float = 1.0  # share of REALTIME waits <= 1 SD step + 10 ms
     sd_step_s: float = 0.0
+    longest_sd_step_s: float = 0.0  # measured: time.sleep oversleeps on a loaded box
     peak_card_mb: float = 0.0
     peak_plan_mb: int = 0
     budget_mb: int = 0
@@ -256,13 +382,21 @@ class SoakReport:
     def realtime_wait_max_steps(self) -> float:
         return self.realtime_wait_max_s / self.sd_step_s if self.sd_step_s else 0.0
 
+    @property
+    def realtime_wait_max_measured_steps(self) -> float:
+        """The longest REALTIME wait in units of the longest SD step that really ran."""
+        step = self.longest_sd_step_s or self.sd_step_s
+        return self.realtime_wait_max_s / step if step else 0.0
+
     def lines(self) -> list[str]:
         return [
             f"jobs {self.jobs}, completed {self.completed}, errors {self.errors or 0},"
             f" out-of-memory {self.out_of_memory}, {self.seconds:.1f} s",
             f"REALTIME jobs {self.realtime_jobs}: wait for compute p50"
             f" {self.realtime_wait_p50_s * 1000:.1f} ms, max {self.realtime_wait_max_s * 1000:.1f}"
-            f" ms = {self.realtime_wait_max_steps:.2f} SD steps ({self.sd_step_s * 1000:.0f} ms);"
+            f" ms = {self.realtime_wait_max_steps:.2f} SD steps ({self.sd_step_s * 1000:.0f} ms)"
+            f" = {self.realtime_wait_max_measured_steps:.2f} of the longest step that ran"
+            f" ({self.longest_sd_step_s * 1000:.1f} ms);"
             f" {self.realtime_within_one_step:.1%} within one SD step (+10 ms)",
             f"peak VRAM: card {self.peak_card_mb:.0f} MB (capacity {self.card_mb}),"
             f" plan {self.peak_plan_mb} MB (budget {self.budget_mb})",
@@ -278,24 +412,30 @@ async def soak(
     shape: SimShape | None = None,
     mean_gap_s: float = 0.01,
     timeout_s: float = 120.0,
-    preempt_grace_steps: int = 0,
+    preempt_grace_steps: int = 2,
     min_turns: int = 0,
+    placement: str = "inline",
+    realtime_next_step: bool = True,
 ) -> SoakReport:
     """``jobs`` random chat / see / draw requests (seeded) while one device talks turn after
     turn (REALTIME ASR, LLM, TTS); a report, raising nothing on job errors. A run that does
     not finish within ``timeout_s`` (a deadlock) raises TimeoutError. ``preempt_grace_steps``:
-    the scheduler setting (a resumed job's steps before it yields again; the default 2 lets a
-    REALTIME job wait up to that many more SD steps in exchange for the lower lanes' progress)."""
+    the scheduler setting (a resumed job's steps before it yields again: the default 2);
+    ``realtime_next_step``: the scheduler setting (False: the behaviour before it, where grace
+    and lane promotion let a REALTIME job wait several SD steps); ``placement``: VL and SD
+    inline or in (thread-double) workers."""
     from core.models.gpu_memory import SimulatedGpu
 
     shape = shape or SimShape()
     rng = random.Random(seed)
     gpu = SimulatedGpu(shape.card_mb)
+    step_log = StepLog()
     scheduler = Scheduler(
         SchedulerSettings(
             resources={"cpu": 2, "vram:0": shape.budget_mb},
             thread_workers=64,
             preempt_grace_steps=preempt_grace_steps,
+            realtime_next_step=realtime_next_step,
             prewarm=False,
             drain_timeout_s=30.0,
             cancel_timeout_s=5.0,
@@ -303,11 +443,12 @@ async def soak(
     )
     await scheduler.start()
     manager = ModelManager(
-        sim_models_settings(shape),
+        sim_models_settings(shape, placement),
         scheduler,
         Path("unused"),
-        factories=sim_factories(gpu, shape),
+        factories=sim_factories(gpu, shape, step_log),
         gpus={"cuda:0": gpu},
+        workers=ThreadWorker if placement == "process" else None,
     )
     inference = Inference(scheduler, manager, manager._settings)
     report = SoakReport(sd_step_s=shape.sd_step_s, budget_mb=shape.budget_mb, card_mb=shape.card_mb)
@@ -399,6 +540,7 @@ async def soak(
             report.worst = worst
             report.trace = [e.to_dict() for e in scheduler.trace()]
         report.peak_card_mb = gpu.peak_mb() or 0.0
+        report.longest_sd_step_s = step_log.longest_sd_step_s
         row = manager.vram()["cuda:0"]
         report.peak_plan_mb = int(str(row["peak_mb"]))
         for key in ("offloads", "restores", "evictions", "loads"):

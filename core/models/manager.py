@@ -157,10 +157,15 @@ class ModelHold(Generic[B]):
 
     def astep(self, check: Any) -> Callable[[int], Awaitable[None]]:
         """An ``on_step`` for a worker call: ``await ctx.checkpoint(hold)`` at every step the
-        worker reports (the pause is visible to the manager, as in :meth:`step`)."""
+        worker reports. The pause is visible to the manager, which may have the worker offload
+        the weights meanwhile; they are restored before the step goes on, as in :meth:`step`."""
+        self.restore_in_step = True
+        manager = self.manager
 
         async def on_step(step: int) -> None:
             await check(self)
+            while await manager._arestore_for_step(self, check):
+                await check(self)
 
         return on_step
 
@@ -249,6 +254,7 @@ class ModelManager:
         self._lock = threading.Lock()  # guards every entry's bookkeeping (jobs run on threads)
         self._room_changed = threading.Condition(self._lock)  # VRAM may have been freed
         self._hold_ids = count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None  # worker offloads run on it
         self._idle_task: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
         warm = list(settings.warm_start_models)
@@ -618,9 +624,13 @@ class ModelManager:
             and e.paused == e.in_use
             and e.name in ledger.weights
             and e.backend is not None
-            and e.backend.offloadable
+            and e.offloading is None
+            and (e.backend.offloadable or _offloads_async(e.backend))
         ]
         for victim in sorted(paused, key=lambda e: e.last_used_mono):
+            if _offloads_async(victim.backend):  # in a worker: room once the worker confirms
+                self._offload_worker_locked(victim, ledger, target)
+                continue
             self._offload_locked(victim, ledger)
             log.info(
                 "offloaded %s (its jobs are paused) to make room for %s", victim.name, target.name
@@ -628,6 +638,70 @@ class ModelManager:
             if ledger.fits(need_mb):
                 return True
         return False
+
+    def _offload_worker_locked(
+        self, entry: ModelEntry, ledger: VramLedger, target: ModelEntry
+    ) -> None:
+        """Ask the paused job's worker to move its weights to host memory (on the loop: the
+        worker's socket is the loop's); the ledger frees them when the worker confirms."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        log.info("offloading %s in its worker (its job is paused) for %s", entry.name, target.name)
+        entry.offloading = asyncio.run_coroutine_threadsafe(
+            self._offload_worker(entry, ledger), loop
+        )
+
+    async def _offload_worker(self, entry: ModelEntry, ledger: VramLedger) -> None:
+        backend = entry.backend
+        started = time.perf_counter()
+        try:
+            await backend.aoffload()  # type: ignore[union-attr]
+        except XiaoyouError as exc:  # the job ended meanwhile, or the worker died
+            log.warning("offload of %s in its worker failed: %s", entry.name, exc)
+            with self._lock:
+                entry.offloading = None
+                self._room_changed.notify_all()
+            return
+        with self._lock:
+            entry.offloading = None
+            if entry.name in ledger.weights:
+                ledger.offload(entry.name)
+                entry.offloaded = True
+                self._gpus[entry.device].empty_cache()
+                ledger.last_offload_s = time.perf_counter() - started
+            self._room_changed.notify_all()
+
+    async def _arestore_for_step(self, held: ModelHold[Any], check: AsyncCheck) -> bool:
+        """:meth:`_restore_for_step` for a worker-placed model (the move runs in the worker):
+        an offload asked during the pause ends first, then the weights are counted back on
+        the ledger (waiting for room, pausable) and restored. True when it restored."""
+        entry = held.entry
+        ledger = self._ledgers.get(entry.device)
+        offloading = entry.offloading
+        if offloading is not None:
+            await asyncio.wrap_future(offloading)
+        if ledger is None or not entry.offloaded:
+            return False
+        taken: list[bool] = []
+
+        def take() -> None:
+            if entry.offloaded:
+                ledger.add_weights(entry.name, entry.footprint_mb)
+                entry.offloaded = False  # counted from here; nobody offloads it meanwhile
+                taken.append(True)
+
+        await self._with_room_async(
+            entry, ledger, lambda: entry.footprint_mb if entry.offloaded else 0, take, check
+        )
+        if not taken:
+            return False
+        started = time.perf_counter()
+        await held.backend.arestore()  # type: ignore[attr-defined]
+        with self._lock:
+            ledger.restores += 1
+            ledger.last_restore_s = time.perf_counter() - started
+        return True
 
     def _offload_locked(self, entry: ModelEntry, ledger: VramLedger) -> None:
         assert entry.backend is not None
@@ -743,10 +817,13 @@ class ModelManager:
             raise ModelError(f"model {name!r} runs inline: use it in a THREAD job (use())")
         ledger = self._ledgers.get(entry.device) if entry.in_worker else None
         working_mb = entry.working_mb if ledger is not None else 0
+        self._loop = asyncio.get_running_loop()
         backend = await self._acquire_async(entry, check, working_mb)
         held: ModelHold[B] = ModelHold(self, entry, backend, next(self._hold_ids))  # type: ignore[arg-type]
         try:
             held.backend = _checked(name, backend, cls)
+            if ledger is not None:  # offloaded under a job cancelled while paused: back first
+                await self._arestore_for_step(held, check)
             if ledger is not None and working_mb > 0:
 
                 def take() -> None:
@@ -1002,6 +1079,11 @@ def _warm_up_backend(name: str, backend: ModelBackend, check: CancelCheck) -> No
     except InferenceError as exc:
         raise ModelLoadError(f"{name} loads but does not run: {exc.message}") from exc
     log.info("warm start: %s warmed up in %.2f s", name, time.perf_counter() - started)
+
+
+def _offloads_async(backend: object) -> bool:
+    """A worker-placed model whose weights its worker can move while its job is paused."""
+    return bool(getattr(backend, "offloads_async", False))
 
 
 def _checked(name: str, backend: object, cls: type[B]) -> B:

@@ -43,6 +43,7 @@ class ModelEntry:
     in_use: int = 0
     paused: int = 0  # of in_use: jobs paused by preemption (their model may be offloaded)
     offloaded: bool = False  # loaded, but the weights are in host memory (GPU only)
+    offloading: concurrent.futures.Future[None] | None = None  # a worker's offload in flight
     uses: int = 0
     loads: int = 0  # successful loads; a change tells per-stream state to rebuild
     last_used_ts: float | None = None  # time.time() of the last release

@@ -32,6 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 # the calls every worker understands besides its backend's own methods
 LOAD = "load"  # build the backend from the worker's spec and load its weights
 UNLOAD = "unload"  # drop the weights (the process stays)
+OFFLOAD = "offload"  # move the weights to host memory (ModelBackend.offload), the call idle
+RESTORE = "restore"  # and back (ModelBackend.restore)
 
 
 class WorkerState(StrEnum):

@@ -15,11 +15,12 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from core.errors import InferenceError, JobCancelled, XiaoyouError
 from core.workers import wire
-from core.workers.base import LOAD, UNLOAD, WorkerCall, WorkerSpec
+from core.workers.base import LOAD, OFFLOAD, RESTORE, UNLOAD, WorkerCall, WorkerSpec
 from core.workers.calls import call_backend, portable
 
 log = logging.getLogger("xiaoyou.worker")
@@ -84,7 +85,7 @@ class Host:
                 return
 
     def _run(self, call: WorkerCall) -> tuple[Any, ...]:
-        step = _Steps(self._link)
+        step = _Steps(self._link, self._move)
         try:
             value = self._dispatch(call, step)
             step.flush()
@@ -106,7 +107,19 @@ class Host:
                 self._backend.unload()
             self._backend = None
             return None
+        if call.method in (OFFLOAD, RESTORE):
+            return self._move(call.method)
         return call_backend(self._backend, call, emit=step.emit, check=step)
+
+    def _move(self, method: str) -> float:
+        """The weights to host memory (``offload``) or back (``restore``); the seconds it took.
+        Runs as a call, or inside a call waiting at a step (its latents stay where they are)."""
+        backend = self._backend
+        if backend is None:
+            raise InferenceError(f"worker for {self._spec.name}: the model is not loaded")
+        started = time.perf_counter()
+        backend.offload() if method == OFFLOAD else backend.restore()
+        return time.perf_counter() - started
 
     def _load(self) -> dict[str, float | None]:
         before_mb = _memory_mb(self._spec.settings)
@@ -117,7 +130,8 @@ class Host:
         load_s = time.perf_counter() - started
         after_mb = _memory_mb(self._spec.settings)
         measured = None if before_mb is None or after_mb is None else max(0.0, after_mb - before_mb)
-        return {"load_s": load_s, "measured_mb": measured}
+        offloadable = bool(getattr(self._backend, "offloadable", False))
+        return {"load_s": load_s, "measured_mb": measured, "offloadable": offloadable}
 
 
 class _Aborted(JobCancelled):
@@ -128,10 +142,11 @@ class _Steps:
     """The backend's ``check``: one call is one step reported to the front, carrying the
     chunks emitted since the previous step (one frame per step, chunks first)."""
 
-    __slots__ = ("_link", "_pending", "n")
+    __slots__ = ("_link", "_move", "_pending", "n")
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, move: Callable[[str], float]) -> None:
         self._link = link
+        self._move = move  # offload / restore while the step waits (the job is paused)
         self._pending: list[Any] = []
         self.n = 0
 
@@ -144,14 +159,20 @@ class _Steps:
             pending.clear()
         else:
             link.send((wire.STEP, self.n))
-        answer = link.recv()[0]
-        if answer == wire.GO:
-            return
-        if answer == wire.ABORT:
-            raise _Aborted("abandoned by the front")
-        if answer == wire.STOP:
-            raise _Stop
-        raise InferenceError(f"worker: unexpected answer {answer!r} at step {self.n}")
+        while True:
+            answer = link.recv()[0]
+            if answer == wire.GO:
+                return
+            if answer == wire.ABORT:
+                raise _Aborted("abandoned by the front")
+            if answer == wire.STOP:
+                raise _Stop
+            if answer == wire.OFFLOAD:
+                link.send((wire.OFFLOADED, self._move(OFFLOAD)))
+            elif answer == wire.RESTORE:
+                link.send((wire.RESTORED, self._move(RESTORE)))
+            else:
+                raise InferenceError(f"worker: unexpected answer {answer!r} at step {self.n}")
 
     def emit(self, chunk: Any) -> None:
         self._pending.append(chunk)

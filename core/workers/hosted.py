@@ -18,6 +18,8 @@ from core.models.base import ModelBackend
 from core.scheduler import JobContext
 from core.workers.base import (
     LOAD,
+    OFFLOAD,
+    RESTORE,
     ChunkCallback,
     StepCallback,
     Worker,
@@ -41,6 +43,7 @@ class WorkerModel(ModelBackend):
         self.measured_mb: float | None = None
         self.restarts = 0  # starts after a death
         self._evicted = False  # killed by the manager's eviction: the next start is no restart
+        self._movable = False  # the hosted backend is offloadable (reported by its load)
 
     def load(self) -> None:
         raise ModelError(f"{self.worker.name} runs in a worker process: use it from an ASYNC job")
@@ -67,6 +70,31 @@ class WorkerModel(ModelBackend):
             await worker.start()
         info = await worker.call(WorkerCall(worker.name, LOAD), on_step=no_step, on_chunk=no_chunk)
         self.load_s, self.measured_mb = info["load_s"], info["measured_mb"]
+        self._movable = bool(info.get("offloadable", False))
+
+    @property
+    def offloads_async(self) -> bool:
+        """Its weights can move to host memory while its job is paused at a step (the hosted
+        backend is offloadable, and the worker takes commands at a step: ``at_step``)."""
+        return self._movable and hasattr(self.worker, "at_step")
+
+    async def aoffload(self) -> float:
+        """The weights to host memory, while the running call waits at a step (its job is
+        paused); the seconds it took in the worker."""
+        seconds: float = await self.worker.at_step(OFFLOAD)  # type: ignore[attr-defined]
+        return seconds
+
+    async def arestore(self) -> float:
+        """The weights back on the device: at the waiting step, or as a call when idle (a job
+        that was cancelled while its model was offloaded)."""
+        worker = self.worker
+        if getattr(worker, "parked", False):
+            parked: float = await worker.at_step(RESTORE)  # type: ignore[attr-defined]
+            return parked
+        idle: float = await worker.call(
+            WorkerCall(worker.name, RESTORE), on_step=no_step, on_chunk=no_chunk
+        )
+        return idle
 
     async def aclose(self) -> None:
         await self.worker.stop(self._stop_timeout_s)

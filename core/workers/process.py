@@ -61,6 +61,7 @@ class ProcessWorker:
         self._lock = asyncio.Lock()  # one call (or start/stop) at a time
         self._abandoned = False  # a cancelled call is still unwinding in the child
         self._cancel_requested = False
+        self._parked = False  # the running call waits at a step (its job's on_step runs)
         self.pid: int | None = None
         self.starts = 0
 
@@ -71,6 +72,11 @@ class ProcessWorker:
     @property
     def state(self) -> WorkerState:
         return self._state
+
+    @property
+    def parked(self) -> bool:
+        """The running call waits at a step (its job is paused or at its checkpoint)."""
+        return self._parked
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -219,7 +225,11 @@ class ProcessWorker:
                             await on_chunk(chunk)
                     if self._cancel_requested:
                         raise JobCancelled(f"worker {self.name}: call cancelled")
-                    await on_step(message[1])
+                    self._parked = True
+                    try:
+                        await on_step(message[1])
+                    finally:
+                        self._parked = False
                 except asyncio.CancelledError:
                     raise
                 except BaseException:
@@ -244,6 +254,21 @@ class ProcessWorker:
                 raise JobCancelled(f"worker {self.name}: call abandoned")
             else:
                 raise WorkerDied(f"worker {self.name}: unexpected frame {kind!r}")
+
+    async def at_step(self, command: str) -> float:
+        """While the running call waits at a step (:attr:`parked`: its job is paused), move
+        the model's weights in the worker: ``wire.OFFLOAD`` to host memory, ``wire.RESTORE``
+        back; the seconds it took. The step keeps waiting for its go/abort afterwards. Only
+        the job's own ``on_step`` (or what it awaits) calls this: nothing else reads then."""
+        if not self._parked or self._writer is None:
+            raise WorkerDied(f"worker {self.name}: no call waits at a step")
+        await self._send(wire.frame((command,)))
+        reply = await self._recv()
+        expected = wire.OFFLOADED if command == wire.OFFLOAD else wire.RESTORED
+        if reply[0] != expected:  # the move failed inside the backend: the call is gone
+            self.terminate()
+            raise WorkerDied(f"worker {self.name}: {command} at a step failed: {reply!r:.200}")
+        return float(reply[1])
 
     def _abandon(self) -> None:
         """The awaiting task was cancelled mid-call: stop the child at its current step."""
