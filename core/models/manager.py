@@ -803,7 +803,7 @@ class ModelManager:
 
     @asynccontextmanager
     async def hold_async(
-        self, name: str, cls: type[B], check: AsyncCheck = _never_paused
+        self, name: str, cls: type[B], check: AsyncCheck = _never_paused, *, working: bool = True
     ) -> AsyncIterator[ModelHold[B]]:
         """Like :meth:`use_async`, yielding the :class:`ModelHold` (``hold.astep(ctx.
         checkpoint)`` is the worker call's ``on_step``). A worker-placed model on a GPU takes
@@ -811,12 +811,13 @@ class ModelManager:
         before the worker loads them (waiting with a position, or after evicting idle models
         LRU), the job's ``working_mb`` is reserved for the block, and a worker that died under
         the job leaves the ledger (the next use loads it again through the same reservation).
-        ``check`` (the job's ``ctx.checkpoint``) runs while it waits for room: cancel, pause."""
+        ``check`` (the job's ``ctx.checkpoint``) runs while it waits for room: cancel, pause.
+        ``working=False``: a load job, which runs nothing."""
         entry = self.entry(name)
         if not (entry.remote or entry.in_worker):
             raise ModelError(f"model {name!r} runs inline: use it in a THREAD job (use())")
         ledger = self._ledgers.get(entry.device) if entry.in_worker else None
-        working_mb = entry.working_mb if ledger is not None else 0
+        working_mb = entry.working_mb if ledger is not None and working else 0
         self._loop = asyncio.get_running_loop()
         backend = await self._acquire_async(entry, check, working_mb)
         held: ModelHold[B] = ModelHold(self, entry, backend, next(self._hold_ids))  # type: ignore[arg-type]
@@ -931,7 +932,7 @@ class ModelManager:
         if entry.remote or entry.in_worker:
 
             async def run_remote(ctx: JobContext) -> None:
-                async with self.use_async(name, object):
+                async with self.hold_async(name, object, ctx.checkpoint, working=False):
                     pass
 
             remote_spec = JobSpec(

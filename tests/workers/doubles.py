@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -65,3 +66,41 @@ class Steps(ModelBackend):
 
 def create_steps(settings: StepsSettings) -> Steps:
     return Steps(settings)
+
+
+class GpuSteps(Steps):
+    """An SD-shaped double for the VRAM residency tests: offloadable weights (``on_device``),
+    and a drawing whose steps fail if they ever run while the weights are offloaded."""
+
+    offloadable = True
+
+    def __init__(self) -> None:
+        super().__init__(StepsSettings())
+        self.on_device = False
+        self.moves: list[str] = []
+
+    def load(self) -> None:
+        self.on_device = True
+
+    def unload(self) -> None:
+        self.on_device = False
+
+    def offload(self) -> None:
+        self.on_device = False
+        self.moves.append("offload")
+
+    def restore(self) -> None:
+        self.on_device = True
+        self.moves.append("restore")
+
+    def generate(self, request: Any, *, check: CancelCheck) -> bytes:
+        for _ in range(request.steps):
+            check()
+            if not self.on_device:
+                raise InferenceError("a step ran while the weights were offloaded")
+            time.sleep(0.02)
+        return f"png {os.getpid()} {','.join(self.moves)}".encode()
+
+
+def create_gpu_steps(settings: Any) -> GpuSteps:
+    return GpuSteps()
