@@ -376,31 +376,47 @@ def print_torch(figures: dict[str, Any]) -> None:
         )
 
 
+# the soak's configurations, side by side in one run: (label, soak keyword arguments)
+SIM_CONFIGS: tuple[tuple[str, dict[str, object]], ...] = (
+    ("before: grace 2, realtime_next_step off", {"realtime_next_step": False}),
+    ("grace 0, realtime_next_step off", {"realtime_next_step": False, "preempt_grace_steps": 0}),
+    ("default: grace 2, realtime_next_step on", {}),
+    ("default, VL+SD in workers", {"placement": "process"}),
+)
+
+
 async def run_simulated(seeds: int, jobs: int, baseline_turns: int = 20) -> list[str]:
-    """The simulated-GPU soak, with the voice-only run (no chats/see/draw) as the baseline."""
+    """The simulated-GPU soak, with the voice-only run (no chats/see/draw) as the baseline,
+    in each configuration of :data:`SIM_CONFIGS` (the same seeds), and a summary: the longest
+    REALTIME wait in SD steps (nominal and of the longest step that really ran) per config."""
     from bench.gpu_sim import soak
 
     lines: list[str] = []
     baseline = await soak(0, jobs=0, min_turns=baseline_turns)
     lines.append("baseline, voice only: " + baseline.lines()[1])
-    total_jobs = total_oom = 0
-    worst_steps = 0.0
-    shares: list[float] = []
+    summary: dict[str, list[tuple[float, float, float, int, int]]] = {}
     for seed in range(1, seeds + 1):
-        for grace in (0, 2):
-            report = await soak(seed, jobs=jobs, preempt_grace_steps=grace)
-            lines.append(f"seed {seed}, preempt_grace_steps {grace}:")
+        for label, kwargs in SIM_CONFIGS:
+            report = await soak(seed, jobs=jobs, **kwargs)  # type: ignore[arg-type]
+            lines.append(f"seed {seed}, {label}:")
             lines.extend("  " + line for line in report.lines())
-            total_jobs += report.jobs
-            total_oom += report.out_of_memory
-            if grace == 0:
-                worst_steps = max(worst_steps, report.realtime_wait_max_steps)
-                shares.append(report.realtime_within_one_step)
-    lines.append(
-        f"TOTAL: {total_jobs} jobs, out-of-memory errors {total_oom},"
-        f" longest REALTIME wait {worst_steps:.2f} SD steps, worst share within one SD step"
-        f" {min(shares, default=1.0):.1%} (preempt_grace_steps 0)"
-    )
+            summary.setdefault(label, []).append(
+                (
+                    report.realtime_wait_max_steps,
+                    report.realtime_wait_max_measured_steps,
+                    report.realtime_within_one_step,
+                    report.jobs,
+                    report.out_of_memory,
+                )
+            )
+    lines.append("SUMMARY (same seeds): longest REALTIME wait, in SD steps nominal / of the")
+    lines.append("longest step that ran; worst share within one SD step (+10 ms); jobs; OOM")
+    for label, rows in summary.items():
+        lines.append(
+            f"  {label:42s} {max(r[0] for r in rows):5.2f} / {max(r[1] for r in rows):4.2f}"
+            f"  {min(r[2] for r in rows):6.1%}  {sum(r[3] for r in rows):5d}"
+            f"  {sum(r[4] for r in rows)}"
+        )
     return lines
 
 

@@ -4,6 +4,9 @@ Qwen2.5-Coder-0.5B (token counting with its tokenizer, context size, a Chinese a
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,3 +179,29 @@ def test_english_device_request_is_answered_in_english_by_smollm2(smollm2: Llama
         )
     )
     assert language_of(text) == "en", text
+
+
+def test_a_process_that_loaded_a_model_exits_without_a_resource_warning(
+    smollm2_available: None, tmp_path: Path
+) -> None:
+    """llama_cpp keeps two /dev/null files open from its import; they are closed at exit, so
+    a process that loaded a GGUF (the service, a test run) ends without "ResourceWarning:
+    unclosed file <... name='/dev/null'>"."""
+    script = (
+        "from pathlib import Path; import sys\n"
+        "from core.models.llm import LlmSettings, create_llm\n"
+        "llm = create_llm(LlmSettings(n_threads=1, n_ctx=256, embedded='smollm2-135m'),"
+        " Path(sys.argv[1]))\n"
+        "llm.load(); llm.unload()\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ResourceWarning" not in done.stderr, done.stderr[-2000:]

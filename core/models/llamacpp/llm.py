@@ -15,8 +15,10 @@ messages alone); llama.cpp's own prefix reuse still applies.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
+import sys
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,29 @@ from core.models.llm import ChatEvent, ChatMessage, Llm, LlmSettings, ToolSpec
 from core.models.tool_text import ToolTextParser, call_text, tools_block
 
 WARM_USER_TEXT = "你好"  # the user message under each warm prompt (a first turn's shape)
+
+
+_DEVNULL_FILES = ("outnull_file", "errnull_file")
+_devnull_hook: list[bool] = []
+
+
+def close_llama_devnull_at_exit() -> None:
+    """llama_cpp opens two /dev/null files at import (``llama_cpp._utils``: where a model
+    load's output goes) and never closes them: every process that imported it ended with
+    "ResourceWarning: unclosed file <... name='/dev/null'>". Close them at interpreter exit
+    (they are used only while a model loads; nothing loads then). Registered once."""
+    if _devnull_hook:
+        return
+    _devnull_hook.append(True)
+    atexit.register(_close_llama_devnull)
+
+
+def _close_llama_devnull() -> None:
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in _DEVNULL_FILES:
+        handle = getattr(utils, name, None)
+        if handle is not None and not handle.closed:
+            handle.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,7 @@ class LlamaCppLlm(Llm):
             import llama_cpp
         except ImportError as exc:
             raise ModelLoadError(f"llama-cpp-python is not installed: {exc}") from exc
+        close_llama_devnull_at_exit()
         on_gpu = self._settings.device.startswith("cuda")
         try:
             self._llama = llama_cpp.Llama(
