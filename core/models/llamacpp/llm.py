@@ -38,7 +38,6 @@ from core.models.tool_text import ToolTextParser, call_text, tools_block
 
 WARM_USER_TEXT = "你好"  # the user message under each warm prompt (a first turn's shape)
 
-
 _DEVNULL_FILES = ("outnull_file", "errnull_file")
 _devnull_hook: list[bool] = []
 
