@@ -13,14 +13,17 @@ from core.errors import (
     QueueFull,
     ResourceUnsatisfiable,
     SchedulerClosed,
+    VramUnavailable,
     XiaoyouError,
 )
 
 # Most specific first; anything else deliberate is a 500 with its code and message. Unknown
 # model names are answered 404 before any call; a known model that cannot load because its
-# settings lack something (no model folder) is a 409, like a footprint over the budget.
+# settings lack something (no model folder) is a 409, like a footprint over the budget; no
+# room on the GPU in time (models in use hold it: retryable) is a 503.
 _STATUS: tuple[tuple[type[XiaoyouError], int], ...] = (
     (ModelNotConfigured, status.HTTP_409_CONFLICT),
+    (VramUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
     (ModelLoadError, status.HTTP_500_INTERNAL_SERVER_ERROR),
     (ResourceUnsatisfiable, status.HTTP_409_CONFLICT),
     (JobCancelled, status.HTTP_409_CONFLICT),

@@ -189,9 +189,8 @@ async def test_a_model_is_never_loaded_past_the_budget_the_job_waits_with_its_po
 
 
 SOAK_SHAPE = SimShape(sd_steps=(3, 8), chat_tokens=16)
-# the longest REALTIME wait: one SD step, plus what cannot be preempted (a load, offloads and
-# restores of a job the starvation bound resumes first) and slack on this shared, loaded box
-_REALTIME_MAX_S = 0.3
+# dispatch, thread and loop wake-ups on top of "one SD step" on this shared, loaded box
+_STEP_SLACK_S = 0.03
 
 
 @settings(
@@ -205,17 +204,18 @@ def test_random_mixes_of_voice_chat_see_and_draw_never_run_the_card_out_of_memor
     seed: int,
 ) -> None:
     """One device talking turn after turn while chats, vision questions and drawings arrive
-    at random: every job completes (no deadlock: bounded by the soak's timeout), the card
-    never runs out of memory, and REALTIME jobs wait for compute at most one SD step (90 %
-    within one step + 10 ms on this loaded box; the rest within 0.3 s: the starvation bound
-    resumes a drawing first now and then, whose restore and step then run before it yields)."""
+    at random, with the scheduler's default settings (preempt_grace_steps 2): every job
+    completes (no deadlock: bounded by the soak's timeout), the card never runs out of
+    memory, and a REALTIME job waits for compute at most one SD step (the longest step that
+    really ran, plus dispatch slack). (Before: the grace steps of a resumed drawing and a
+    promoted lane taking what a chat yielded made it 3.6-4.3 steps.)"""
     started = time.monotonic()
     report = asyncio.run(soak(seed, jobs=6, shape=SOAK_SHAPE, timeout_s=60.0))
     assert report.out_of_memory == 0 and report.errors == {}, report.lines()
     assert report.completed == report.jobs and report.realtime_jobs > 0
     assert report.peak_card_mb <= SOAK_SHAPE.card_mb and report.peak_plan_mb <= SOAK_SHAPE.budget_mb
-    assert report.realtime_within_one_step >= 0.9, report.lines()  # within one SD step
-    assert report.realtime_wait_max_s <= _REALTIME_MAX_S, report.lines()
+    assert report.realtime_wait_max_s <= report.longest_sd_step_s + _STEP_SLACK_S, report.lines()
+    assert report.realtime_within_one_step >= 0.95, report.lines()
     assert report.loads > 0 and report.evictions > 0  # the mix does not fit: it swapped
     assert time.monotonic() - started < 60.0
 
