@@ -283,8 +283,11 @@ class ThreadWorker:
             def check() -> None:
                 asyncio.run_coroutine_threadsafe(parked(next(steps)), loop).result()
 
-            def emit(chunk: Any) -> None:
-                asyncio.run_coroutine_threadsafe(on_chunk(chunk), loop).result()
+            async def chunk(item: Any) -> None:
+                await on_chunk(item)
+
+            def emit(item: Any) -> None:
+                asyncio.run_coroutine_threadsafe(chunk(item), loop).result()
 
             return await asyncio.to_thread(
                 call_backend, self._backend, call, emit=emit, check=check

@@ -697,7 +697,7 @@ class ModelManager:
         if not taken:
             return False
         started = time.perf_counter()
-        await held.backend.arestore()  # type: ignore[attr-defined]
+        await held.backend.arestore()
         with self._lock:
             ledger.restores += 1
             ledger.last_restore_s = time.perf_counter() - started

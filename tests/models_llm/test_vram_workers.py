@@ -72,7 +72,7 @@ def _real_worker_stack(
     sched: Scheduler, gpu: SimulatedGpu, monkeypatch: pytest.MonkeyPatch, compute_slots: int
 ) -> tuple[ModelManager, Inference]:
     """SD (500 MB: the double) in a real worker process, an inline LLM of 600 MB."""
-    monkeypatch.setitem(registry.WORKER_FACTORIES, "sd", create_gpu_steps)  # type: ignore[index]
+    monkeypatch.setitem(registry.WORKER_FACTORIES, "sd", create_gpu_steps)
     shape = SimShape(llm_mb=600, sd_mb=500, working=(("sd", 100), ("llm", 50)), token_s=0.01)
     models = sim_models_settings(shape, "process").model_copy(
         update={"gpu_compute_slots": compute_slots, "vram_wait_timeout_s": 8.0}
