@@ -31,10 +31,15 @@ are the one registry :data:`core.models.registry.MODELS`, and tests inject doubl
 ``factories=``.
 
 Models placed in a worker process (``placement="process"``, the default for vl and sd) are
-held the same way: their backend object is a :class:`core.workers.hosted.WorkerModel`, loaded
-with ``await aload()`` (the weights load inside the worker) by an ASYNC job that declares the
-model's own resources (``cpu`` or ``vram:N``, ``model:<name>``), and unloaded by stopping the
-worker. An injected factory for such a model wins (test doubles stay inline).
+held the same way (:meth:`ModelManager.hold_async`): their backend object is a
+:class:`core.workers.hosted.WorkerModel`, loaded with ``await aload()`` (the weights load
+inside the worker) by an ASYNC job that declares the model's own resources (``cpu`` or
+``gpu:N``, ``model:<name>``), and unloaded by stopping the worker. On a GPU they take part in
+residency like inline models: weights reserved before the worker loads them (waiting with a
+position, or evicting idle models LRU, which kills their workers), per-job working memory, a
+dead worker's weights dropped, and a paused job's weights offloaded inside its worker (at the
+step it waits at) and restored before its next step. An injected factory for such a model
+runs inline, unless ``workers=`` builds the workers (test doubles).
 
 Remote models (a provider whose settings say ``remote``: OpenAI-compatible, Ollama, Edge) are
 held on the loop instead: :meth:`ModelManager.use_async` loads them with ``await aload()``
