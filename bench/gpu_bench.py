@@ -409,6 +409,14 @@ async def run_simulated(seeds: int, jobs: int, baseline_turns: int = 20) -> list
                     report.out_of_memory,
                 )
             )
+    rows = [r for runs in summary.values() for r in runs]
+    default = summary.get(SIM_CONFIGS[2][0], [])
+    lines.append(
+        f"TOTAL: {sum(r[3] for r in rows)} jobs, out-of-memory errors {sum(r[4] for r in rows)},"
+        f" longest REALTIME wait with the default settings"
+        f" {max((r[0] for r in default), default=0.0):.2f} SD steps"
+        f" ({max((r[1] for r in default), default=0.0):.2f} of the longest step that ran)"
+    )
     lines.append("SUMMARY (same seeds): longest REALTIME wait, in SD steps nominal / of the")
     lines.append("longest step that ran; worst share within one SD step (+10 ms); jobs; OOM")
     for label, rows in summary.items():
