@@ -37,10 +37,13 @@ from core.scheduler.settings import SchedulerSettings
 from core.scheduler.stats import Counters, LoopLagMonitor, TraceBuffer
 from core.scheduler.types import (
     SCHEDULED,
+    SHARED_THREADS,
     SLOT_OF_MODE,
+    SLOTS,
     ExecMode,
     JobSpec,
     JobStatus,
+    Lane,
     SchedulerState,
     TraceEvent,
     TraceKind,
@@ -61,10 +64,14 @@ class Scheduler:
             thread=settings.thread_workers,
             process=settings.process_workers,
         )
+        budgets[SHARED_THREADS] = settings.shared_threads
         self._pool = ResourcePool(budgets)
-        self._slot_needs: dict[ExecMode, Mapping[str, int]] = {
-            mode: {slot: 1} for mode, slot in _SLOT.items() if budgets[slot] >= 1
-        }
+        # per lane, per mode: the needs of a job that declares nothing (shared, read-only);
+        # a blocking job of a lower lane also takes a shared thread (REALTIME keeps the rest)
+        self._slot_needs: list[dict[ExecMode, Mapping[str, int]]] = [
+            {mode: _slot_needs(lane, mode) for mode, slot in _SLOT.items() if budgets[slot] >= 1}
+            for lane in Lane
+        ]
         self._jobs: dict[int, Job] = {}  # not finished, or finished but still running its code
         self._latest: dict[tuple[str, str], Job] = {}  # (owner, supersedes key) -> newest job
         self._history: deque[Job] = deque(maxlen=settings.history_capacity)
@@ -231,10 +238,10 @@ class Scheduler:
     def _needs(self, spec: JobSpec) -> Mapping[str, int]:
         """Declared resources plus the implicit slot, validated against the budgets."""
         if not spec.resources:
-            needs = self._slot_needs.get(spec.mode)  # shared, read-only: only valid slots
+            needs = self._slot_needs[spec.lane].get(spec.mode)  # shared, read-only
             if needs is not None:
                 return needs
-        needs = {**spec.resources, _SLOT[spec.mode]: 1}
+        needs = {**spec.resources, **_slot_needs(spec.lane, spec.mode)}
         try:
             self._pool.validate(needs)
         except SchedulerError:
@@ -247,7 +254,7 @@ class Scheduler:
         context): the model manager declares each model's concurrency this way, so a job
         starts only when its model is free instead of waiting inside the job. At run time it
         changes a budget (Ray workers lost and back) and starts the queued jobs that now fit."""
-        if name in _SLOT.values():
+        if name in SLOTS:
             raise SchedulerError(f"resource name {name!r} is reserved")
         self._pool.define(name, budget)
         dispatcher = self._dispatcher
@@ -381,6 +388,13 @@ class Scheduler:
 
     def trace_jsonl(self, limit: int | None = None) -> str:
         return self._trace.jsonl(limit)
+
+
+def _slot_needs(lane: Lane, mode: ExecMode) -> dict[str, int]:
+    """The implicit slots a job of ``lane`` running in ``mode`` takes."""
+    if mode is ExecMode.THREAD and lane is not Lane.REALTIME:
+        return {"thread": 1, SHARED_THREADS: 1}
+    return {_SLOT[mode]: 1}
 
 
 def _given_back(spec: JobSpec) -> Mapping[str, int]:

@@ -11,7 +11,10 @@ class SchedulerSettings(BaseModel):
     ``resources`` are named counted budgets held only while a job runs, for example
     ``{"vram:0": 8192, "cpu": 2}``: VRAM in MB per GPU and CPU slots. Three more are implicit and
     sized from the fields below: ``thread`` (the fixed executor), ``process`` (the fixed process
-    pool) and ``runner`` (async jobs running at once).
+    pool) and ``runner`` (async jobs running at once). A fourth, ``thread:shared``, is the part
+    of the executor that INTERACTIVE and BACKGROUND jobs may hold together: ``realtime_threads``
+    threads are left for the REALTIME lane (a paused blocking job keeps its thread, so a thread
+    cannot be preempted; it has to be kept free).
     """
 
     resources: dict[str, int] = Field(default_factory=lambda: {"cpu": 2})
@@ -21,6 +24,14 @@ class SchedulerSettings(BaseModel):
         le=256,
         description="fixed size of the blocking-job executor: the cpu slots, plus jobs paused"
         " by preemption (a paused blocking job keeps its thread), plus headroom for VAD",
+    )
+    realtime_threads: int = Field(
+        2,
+        ge=0,
+        le=256,
+        description="executor threads INTERACTIVE and BACKGROUND jobs never take: a REALTIME"
+        " blocking job finds a thread at the next dispatch even when lower lanes (running or"
+        " paused) hold all the others (at most thread_workers - 1: lower lanes keep one)",
     )
     process_workers: int = Field(
         0, ge=0, le=64, description="fixed size of the process pool (0: off)"
@@ -74,6 +85,11 @@ class SchedulerSettings(BaseModel):
         for name, amount in self.resources.items():
             if amount < 0:
                 raise ValueError(f"resource {name!r} has a negative budget {amount}")
-            if name in {"thread", "process", "runner"}:
+            if name in {"thread", "thread:shared", "process", "runner"}:
                 raise ValueError(f"resource name {name!r} is reserved")
         return self
+
+    @property
+    def shared_threads(self) -> int:
+        """Threads INTERACTIVE and BACKGROUND jobs may hold together (at least one)."""
+        return max(1, self.thread_workers - self.realtime_threads)

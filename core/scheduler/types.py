@@ -46,7 +46,9 @@ _MOVES: dict[SchedulerState, frozenset[SchedulerState]] = {
 
 # the implicit slot each mode takes (budgets: settings runners, thread_workers, process_workers)
 SLOT_OF_MODE = {ExecMode.ASYNC: "runner", ExecMode.THREAD: "thread", ExecMode.PROCESS: "process"}
-SLOTS = tuple(SLOT_OF_MODE.values())
+# the executor threads lower lanes may hold together (thread_workers - realtime_threads)
+SHARED_THREADS = "thread:shared"
+SLOTS = (*SLOT_OF_MODE.values(), SHARED_THREADS)
 
 
 class JobStatus(StrEnum):
