@@ -181,6 +181,7 @@ class LlmSettings(BaseModel):
                 "seed",
                 "warmup",
                 "prompt_cache_entries",
+                "prefill_chunk_tokens",
                 "top_p",
                 "top_k",
             ),
@@ -245,6 +246,14 @@ class LlmSettings(BaseModel):
         description="llama.cpp: system prompts evaluated at warm-up and kept in the prompt"
         " cache, so the first request under each (a device's first turn in Chinese or English)"
         " does not evaluate it; None: the device prompts of this configuration; []: none",
+    )
+    prefill_chunk_tokens: int = Field(
+        64,
+        ge=8,
+        le=4096,
+        description="llama.cpp: a prompt is evaluated in chunks of this many tokens with a"
+        " pause point between them, so a voice turn waiting for the model gets it within one"
+        " chunk of a QQ chat's prompt (its evaluated part stays in the KV cache)",
     )
     seed: int = 0
     warmup: bool = Field(

@@ -5,6 +5,11 @@ Without ``model_path`` the embedded model chosen by ``embedded`` is used
 as the small English-only choice). Token counts come from the model's own tokenizer, and
 ``repeat_penalty`` is applied to every request.
 
+Prompt evaluation has pause points: llama.cpp's ``eval`` is replaced on the instance by one that
+evaluates ``prefill_chunk_tokens`` at a time and calls the generation's ``check`` between chunks,
+so a chat whose long prompt is being evaluated hands the context over (its evaluated tokens kept
+by :meth:`LlamaCppLlm.save_state`) within one chunk, not after the whole prompt.
+
 Tool calls: the functions go to the GGUF's own chat template when it renders ``tools`` (Qwen2.5
 does: its native ``<tool_call>`` format); for a template without, the same Qwen-style section is
 added to the system prompt and earlier calls and results are written as text. The calls are
@@ -86,6 +91,8 @@ class LlamaCppLlm(Llm):
         self.model_path: Path | None = settings.model_path
         self.prompt_cache: PromptCache[_SavedSequence] = PromptCache(settings.prompt_cache_entries)
         self._context_key: MessagesKey = ()  # the conversation the context's tokens belong to
+        self._prefill_check: CancelCheck | None = None  # the check of the generation stepping
+        self.prefill_pauses = 0  # pause points reached inside prompt evaluation (tests, bench)
 
     def load(self) -> None:
         path = self._settings.model_path or embedded_gguf(self._settings.embedded, self._cache_dir)
@@ -110,6 +117,7 @@ class LlamaCppLlm(Llm):
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         self.model_path = path
+        self._llama.eval = self._eval_in_chunks  # pause points inside prompt evaluation
         if self._settings.warmup:
             self._warm_up(path)
 
@@ -137,6 +145,25 @@ class LlamaCppLlm(Llm):
         llama, self._llama = self._llama, None
         if llama is not None:
             llama.close()
+
+    def _eval_in_chunks(self, tokens: Sequence[int]) -> None:
+        """llama.cpp's ``eval`` a chunk at a time, calling the stepping generation's ``check``
+        between chunks. Between two chunks the context's state (KV cache, ``n_tokens``,
+        ``input_ids``) is consistent, so a pause there saves and restores it like a pause
+        between tokens. No check after the last chunk: the logits sampled next are this
+        generation's own."""
+        llama = self._llama
+        evaluate = type(llama).eval
+        check = self._prefill_check  # read once: a pause lets another generation set its own
+        size = self._settings.prefill_chunk_tokens
+        if check is None or len(tokens) <= size:
+            evaluate(llama, tokens)
+            return
+        for start in range(0, len(tokens), size):
+            if start:
+                self.prefill_pauses += 1
+                check()
+            evaluate(llama, tokens[start : start + size])
 
     def count_tokens(self, text: str) -> int:
         llama = self._llama
@@ -286,12 +313,15 @@ class LlamaCppLlm(Llm):
         try:
             while True:
                 check()  # before each token: a cancel stops generation within one token
+                self._prefill_check = check  # the prompt (first next()) pauses between chunks
                 try:
                     chunk = next(chunks)
                 except StopIteration:
                     break
                 except (RuntimeError, ValueError) as exc:
                     raise InferenceError(f"llama.cpp generation failed: {exc}") from exc
+                finally:
+                    self._prefill_check = None
                 piece = chunk["choices"][0]["delta"].get("content")
                 if piece:
                     reply.append(piece)
