@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -29,8 +30,12 @@ class Channel(Generic[T]):
         self._getter: asyncio.Future[None] | None = None
         self._putter: asyncio.Future[None] | None = None
 
-    async def put(self, item: T) -> None:
+    async def put(self, item: T, give_up: Callable[[], bool] | None = None) -> bool:
+        """Append ``item``, waiting while the buffer is full. While waiting, ``give_up()`` is
+        asked at every wake-up (:meth:`wake_producer`): True returns False, item not added."""
         while len(self._items) >= self._maxsize and not self._closed:
+            if give_up is not None and give_up():
+                return False
             self._putter = self._loop.create_future()
             try:
                 await self._putter
@@ -40,6 +45,11 @@ class Channel(Generic[T]):
             raise ChannelClosed
         self._items.append(item)
         _wake(self._getter)
+        return True
+
+    def wake_producer(self) -> None:
+        """Wake a producer waiting for room, so that it asks its ``give_up`` again."""
+        _wake(self._putter)
 
     def close(self, error: BaseException | None = None) -> None:
         """No more items. Buffered items are still delivered, then ``error`` (if any) is raised."""

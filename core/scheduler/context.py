@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class JobContext:
-    __slots__ = ("_dispatcher", "_job", "_loop", "cancel_error", "job_id")
+    __slots__ = ("_dispatcher", "_job", "_loop", "_pausable", "_state", "cancel_error", "job_id")
 
     def __init__(self, job: Job, dispatcher: Dispatcher, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job.id
@@ -27,6 +27,8 @@ class JobContext:
         self._dispatcher = dispatcher  # pause(): the only thing a job asks of the scheduler
         self._loop = loop
         self.cancel_error: SchedulerError | None = None  # set when cancelled or expired
+        self._pausable = False  # the job has reached a checkpoint: its code can pause
+        self._state: StepState | None = None  # what its last blocking checkpoint saved
 
     @property
     def cancelled(self) -> bool:
@@ -38,20 +40,34 @@ class JobContext:
 
     # -- async jobs -------------------------------------------------------------------------
     async def emit(self, chunk: Any) -> None:
-        """Hand a chunk to the consumer; waits while its buffer is full (backpressure)."""
+        """Hand a chunk to the consumer; waits while its buffer is full (backpressure). A job
+        that has reached a checkpoint pauses there too when asked to yield while it waits (it
+        keeps the chunk and offers it again when resumed)."""
+        while not await self._offer(chunk):
+            await self.checkpoint(self._state)
+
+    async def _offer(self, chunk: Any) -> bool:
+        """Put ``chunk``; False (not put) when asked to yield while the buffer is full."""
         self.raise_if_cancelled()
         try:
-            await self._job.channel_for(self._loop).put(chunk)
+            put = await self._job.channel_for(self._loop).put(chunk, self._yield_due)
         except ChannelClosed:
             self.raise_if_cancelled()
             raise
         self.raise_if_cancelled()
+        return put
+
+    def _yield_due(self) -> bool:
+        return self._pausable and self._job.yield_requested
 
     async def checkpoint(self, state: StepState | None = None) -> None:
         """A safe point: raises if cancelled; yields resources while a higher lane needs them
         (``state``: saved before the pause, restored after, as in :meth:`checkpoint_blocking`)."""
         self.raise_if_cancelled()
         job = self._job
+        self._pausable = True
+        if state is not None:
+            self._state = state
         if job.yield_requested:
             saved = state.save_state() if state is not None and job.pauses_at_this_step() else None
             await self._dispatcher.pause(job)
@@ -61,8 +77,13 @@ class JobContext:
 
     # -- blocking jobs (called from an executor thread) ------------------------------------------
     def emit_blocking(self, chunk: Any) -> None:
+        """:meth:`emit` from the job's thread. Asked to yield while the consumer's buffer is
+        full (a device's LLM waiting for its TTS), it pauses like its last checkpoint did
+        (saving that checkpoint's ``state``), instead of holding the model while it waits."""
         self.raise_if_cancelled()
-        asyncio.run_coroutine_threadsafe(self.emit(chunk), self._loop).result()
+        loop = self._loop
+        while not asyncio.run_coroutine_threadsafe(self._offer(chunk), loop).result():
+            self.checkpoint_blocking(self._state)
 
     def checkpoint_blocking(self, state: StepState | None = None) -> None:
         """A safe point of a blocking job. When the job pauses here and gives its model slot
@@ -70,6 +91,9 @@ class JobContext:
         KV cache) before the pause and restores it after."""
         self.raise_if_cancelled()
         job = self._job
+        self._pausable = True
+        if state is not None:
+            self._state = state
         if job.yield_requested:
             saved = state.save_state() if state is not None and job.pauses_at_this_step() else None
             asyncio.run_coroutine_threadsafe(self.checkpoint(), self._loop).result()

@@ -322,6 +322,8 @@ class Dispatcher:
                     victim.sliced = True  # its owner's slice is over: it resumes after the others
                 if not victim.yield_requested:
                     victim.yield_requested = True
+                    if victim.channel is not None:  # waiting in emit: pause there instead
+                        victim.channel.wake_producer()
                     s = victim.spec
                     self._record(
                         (

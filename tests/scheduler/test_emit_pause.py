@@ -1,0 +1,90 @@
+"""A job waiting in emit for its consumer (backpressure) pauses there when a higher lane needs
+what it holds (issue 14): a device's LLM waiting for its own TTS no longer keeps the one LLM
+context from another device's turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.scheduler import ExecMode, JobContext, JobSpec, JobStatus, Lane
+
+from .conftest import MakeScheduler
+
+NEEDS = {"cpu": 1, "model:llm": 1}
+
+
+class Model:
+    """The shared model object: whoever ran last owns its state."""
+
+    def __init__(self) -> None:
+        self.owner = ""
+        self.log: list[str] = []
+
+    def save_state(self) -> object:
+        self.log.append("save")
+        return self.owner
+
+    def restore_state(self, state: object) -> None:
+        self.log.append("restore")
+        self.owner = str(state)
+
+
+def generate(ctx: JobContext, model: Model, name: str, tokens: int) -> int:
+    model.owner = name
+    for i in range(tokens):
+        ctx.checkpoint_blocking(model)
+        assert model.owner == name, "the paused job's state was not restored"
+        ctx.emit_blocking(f"{name}{i}")
+    return tokens
+
+
+async def test_a_blocking_job_waiting_in_emit_pauses_for_a_higher_lane(
+    make_scheduler: MakeScheduler,
+) -> None:
+    s = await make_scheduler(resources={"cpu": 1})
+    s.define_resource("model:llm", 1)
+    model = Model()
+    spec = JobSpec(
+        kind="llm", mode=ExecMode.THREAD, resources=NEEDS, preemptible=True, stream_buffer=2
+    )
+    slow = s.submit(generate, model, "qq", 6, spec=spec)  # nobody reads: it waits in emit
+    stream = slow.stream()
+    first = await asyncio.wait_for(anext(stream), 2.0)
+    await asyncio.sleep(0.05)
+    assert slow.status is JobStatus.RUNNING and s.stats()["resources"]["model:llm"]["used"] == 1
+    realtime = JobSpec(
+        kind="llm", lane=Lane.REALTIME, mode=ExecMode.THREAD, resources=NEEDS, stream_buffer=8
+    )
+    voice = s.submit(generate, model, "rt", 3, spec=realtime)
+    assert await asyncio.wait_for(voice, 2.0) == 3  # old code: waited for the reader forever
+    assert model.log[:1] == ["save"]  # paused in emit with its state saved
+    rest = [piece async for piece in stream]
+    assert [first, *rest] == [f"qq{i}" for i in range(6)]  # nothing lost or repeated
+    assert await slow == 6
+    assert model.log == ["save", "restore"]
+
+
+async def test_a_job_without_checkpoints_keeps_waiting_in_emit(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """Code that never reached a checkpoint cannot be paused: emit only waits, as before."""
+    s = await make_scheduler(resources={"cpu": 1})
+    s.define_resource("model:llm", 1)
+
+    def plain(ctx: JobContext) -> int:
+        for i in range(4):
+            ctx.emit_blocking(i)
+        return 4
+
+    spec = JobSpec(
+        kind="llm", mode=ExecMode.THREAD, resources=NEEDS, preemptible=True, stream_buffer=1
+    )
+    slow = s.submit(plain, spec=spec)
+    stream = slow.stream()
+    await asyncio.wait_for(anext(stream), 2.0)
+    realtime = JobSpec(kind="llm", lane=Lane.REALTIME, mode=ExecMode.THREAD, resources=NEEDS)
+    voice = s.submit(generate, Model(), "rt", 1, spec=realtime)
+    await asyncio.sleep(0.1)
+    assert voice.status is JobStatus.QUEUED
+    assert [x async for x in stream] == [1, 2, 3]
+    assert await slow == 4 and await asyncio.wait_for(voice, 2.0) == 1
