@@ -15,6 +15,11 @@ the same run, each reported as a ratio to the idle figure:
 * talker: a second device streams speech without a pause in realtime listen mode (a TV beside
   it): endpointed utterances, speculation at every pause, barge-in.
 
+With ``--baseline REF`` (a commit, e.g. ``main``) a second server runs that commit's code (a
+``git archive`` copy in a temporary directory) beside this tree's; both are loaded before the
+first turn and the scenarios alternate between them turn by turn, so the box's load falls on
+both alike; each tree's figures are ratios to its own idle turns.
+
 Then the REALTIME start wait (scheduled → started, from the scheduler's trace) of
 ``--rt-jobs`` one-second ASR jobs, submitted one after another while ``--rt-chats`` chats are
 queued on a busy LLM, against the same jobs on an idle scheduler.
@@ -26,7 +31,9 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -160,14 +167,27 @@ async def _serve() -> None:
 
 # -- the clients (this process) ----------------------------------------------------------------
 class Server:
-    def __init__(self) -> None:
+    """The child server running the code of ``tree`` (None: this tree)."""
+
+    def __init__(self, tree: Path | None = None, name: str = "this tree") -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
         self.http = httpx.AsyncClient(timeout=600)
+        self.tree = tree
+        self.name = name
 
     async def __aenter__(self) -> Server:
+        env = None
+        if self.tree is not None:
+            env = {**os.environ, "PYTHONPATH": str(self.tree)}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.priority_bench", "--serve", stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "bench.priority_bench",
+            "--serve",
+            stdout=asyncio.subprocess.PIPE,
+            cwd=self.tree,
+            env=env,
         )
         self.port = await read_port(self.proc, timeout_s=600)
         return self
@@ -254,6 +274,88 @@ def _trim(pcm: np.ndarray) -> np.ndarray:
     """Drop leading and trailing silence: the clips run into each other with no pause."""
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 500)
     return pcm[loud[0] : loud[-1] + 1] if loud.size else pcm
+
+
+def _export(ref: str) -> Path:
+    """A copy of commit ``ref``'s files (``git archive``; no worktree, no git state touched)."""
+    root = Path(__file__).resolve().parent.parent
+    tree = Path(tempfile.mkdtemp(prefix="prio_base_"))
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+async def _talker_side_by_side(args: argparse.Namespace) -> None:
+    """--baseline: the talker scenario (and idle turns, and with --chats the flood) on the
+    baseline's server and on this tree's, alternating turn by turn."""
+    pcm = read_wav_16k(WAV)
+    speech = _talker_speech()
+    tree = _export(args.baseline)
+    try:
+        async with Server(tree, f"baseline {args.baseline}") as base, Server() as this:
+            servers = (base, this)
+            sims = {}
+            for server in servers:
+                sim = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:01")
+                await sim.connect()
+                await _turns(sim, pcm, 1)  # warm-up turn
+                sims[server.name] = sim
+            rows: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
+
+            def add(server: Server, scenario: str, values: list[float]) -> None:
+                rows[server.name].setdefault(scenario, []).extend(values)
+
+            for _ in range(args.turns):
+                for server in servers:
+                    sim = sims[server.name]
+                    profile = server if args.profile else None
+                    add(server, "idle", await _turns(sim, pcm, 1))
+                    if args.chats:
+                        await server.call("POST", "/bench/chats", n=args.chats)
+                        await _until_llm_busy(server)
+                        if profile:
+                            print(f"  [{server.name}] {args.chats} chats")
+                        add(
+                            server,
+                            f"{args.chats} QQ chats queued",
+                            await _turns(sim, pcm, 1, profile),
+                        )
+                        await server.call("POST", "/bench/stop_chats")
+                    talker = DeviceSimulator(server.url, device_id="aa:bb:cc:00:00:02")
+                    await talker.connect()
+                    stop = asyncio.Event()
+                    talking = asyncio.create_task(_talk_without_pause(talker, speech, stop))
+                    await asyncio.sleep(3.0)
+                    if profile:
+                        print(f"  [{server.name}] talker")
+                    add(
+                        server,
+                        "one device talking without pause",
+                        await _turns(sim, pcm, 1, profile),
+                    )
+                    stop.set()
+                    await talking
+                    await talker.close()
+                    await asyncio.sleep(1.0)
+                    add(server, "idle again", await _turns(sim, pcm, 1))
+            for sim in sims.values():
+                await sim.close()
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    print("\n== device first audio after the end of speech (median), ratio to that tree's idle ==")
+    print(f"{'scenario':<36} {'tree':<22} {'turns':>5} {'median_s':>9} {'max_s':>7} {'ratio':>6}")
+    for name, scenarios in rows.items():
+        idle = statistics.median(scenarios["idle"])
+        again = statistics.median(scenarios["idle again"])
+        for scenario, firsts in scenarios.items():
+            med = statistics.median(firsts)
+            print(
+                f"{scenario:<36} {name:<22} {len(firsts):>5} {med:>9.2f} {max(firsts):>7.2f}"
+                f" {med / idle:>5.2f}x  ({med / again:.2f}x idle again)"
+            )
+    print("  target: ≤ 2x idle with 200 chats and with a talker (issue 14)")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -344,5 +446,16 @@ if __name__ == "__main__":
     parser.add_argument("--rt-jobs", type=int, default=40)
     parser.add_argument("--profile", action="store_true", help="print each loaded turn's jobs")
     parser.add_argument("--only-flood", action="store_true", help="skip the talker and rt parts")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run commit REF's server; idle, flood (--chats, 0: skip) and talker turns"
+        " alternate between the two trees",
+    )
     ns = parser.parse_args()
-    asyncio.run(_serve() if ns.serve else main(ns))
+    if ns.serve:
+        asyncio.run(_serve())
+    elif ns.baseline:
+        asyncio.run(_talker_side_by_side(ns))
+    else:
+        asyncio.run(main(ns))
