@@ -309,7 +309,12 @@ async def _talker_side_by_side(args: argparse.Namespace) -> None:
 
             for _ in range(args.turns):
                 for server in servers:
-                    sim = sims[server.name]
+                    # a fresh connection: the other tree's turns took longer than the idle timeout
+                    await sims[server.name].close()
+                    sim = sims[server.name] = DeviceSimulator(
+                        server.url, device_id="aa:bb:cc:00:00:01"
+                    )
+                    await sim.connect()
                     profile = server if args.profile else None
                     add(server, "idle", await _turns(sim, pcm, 1))
                     if args.chats:
