@@ -15,6 +15,10 @@ pauses again (it always makes progress), except for a REALTIME job: with
 ``realtime_next_step`` (the default) a REALTIME job's yield request is honoured at the very next
 step (no grace), and what a job yields to a waiting REALTIME job goes to that job before any
 promoted lane, so a REALTIME job waits for at most one step of one lower-lane job.
+Within the REALTIME lane a job that has run its ``owner_slice_s`` pauses for another
+owner's waiting job only when its owner has used the lane more recently than that owner (run
+time decaying with ``owner_share_half_life_s``): a device that talks without pause gets its
+share, not the quiet device's.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Dispatcher:
     __slots__ = (
         "_bound",
         "_grace_steps",
+        "_half_life_s",
         "_on_deadline",
         "_pool",
         "_realtime_next_step",
@@ -51,6 +56,7 @@ class Dispatcher:
         "_runners",
         "_slice_s",
         "_slice_timer",
+        "_used",
         "bypassed",
         "dirty",
         "lanes",
@@ -75,6 +81,9 @@ class Dispatcher:
         self._realtime_next_step = settings.realtime_next_step
         self._slice_s = settings.owner_slice_s
         self._slice_timer: asyncio.TimerHandle | None = None  # a pass when a slice ends
+        self._half_life_s = settings.owner_share_half_life_s
+        # REALTIME owner -> (run seconds, decayed to the time noted beside them)
+        self._used: dict[str, tuple[float, float]] = {}
         self._runners: Runners | None = (
             None  # bind(): the runners and the dispatcher know each other
         )
@@ -244,6 +253,8 @@ class Dispatcher:
         """The job's code has returned (its runner is idle again): give back everything it
         holds and start what may start now."""
         freed = job.needs if job.holding else None
+        if job.spec.lane is Lane.REALTIME and job.holding:
+            self._charge(job, time.monotonic())
         if job.holding:
             self._pool.release(job.needs)  # declared resources and the slot
             job.holding = False
@@ -301,7 +312,11 @@ class Dispatcher:
                 if j.spec.lane > lane:
                     victims.append(j)
                 elif sliced and j.spec.lane == lane and j.spec.owner != owner:
-                    due_s = j.slice_at + self._slice_s - now
+                    # its slice is over and its owner used the lane more than the waiting one
+                    due_s = max(
+                        j.slice_at + self._slice_s - now,
+                        self._usage(owner, now) - self._share(j, now),
+                    )
                     if due_s <= 0:
                         victims.append(j)
                     else:
@@ -337,6 +352,28 @@ class Dispatcher:
                         )
                     )
 
+    def _usage(self, owner: str, now: float) -> float:
+        """The owner's recent REALTIME run time (seconds, decayed); 0 when shares are off."""
+        used = self._used.get(owner)
+        if used is None or self._half_life_s <= 0:
+            return 0.0
+        seconds, at = used
+        return seconds * 0.5 ** ((now - at) / self._half_life_s)
+
+    def _share(self, job: Job, now: float) -> float:
+        """What ``job``'s owner has used, counting the running job's current stretch."""
+        return self._usage(job.spec.owner, now) + (now - job.slice_at)
+
+    def _charge(self, job: Job, now: float) -> None:
+        """A REALTIME job stops running (pause or finish): its stretch joins its owner's use."""
+        if self._half_life_s <= 0 or not job.spec.resources:
+            return
+        used = self._used
+        used[job.spec.owner] = (self._share(job, now), now)
+        if len(used) > 1024:  # many short-lived owners: forget the ones with little use
+            for name in [n for n in used if self._usage(n, now) < 0.01]:
+                del used[name]
+
     def _pass_at(self, delay_s: float) -> None:
         """Run a dispatch pass in ``delay_s`` (a running job's slice ends then)."""
         timer = self._slice_timer
@@ -359,6 +396,8 @@ class Dispatcher:
             job.grace -= 1  # resumed a moment ago: a few steps of progress before pausing again
             return
         job.yield_requested = job.yield_for_realtime = False
+        if job.spec.lane is Lane.REALTIME:
+            self._charge(job, time.monotonic())
         self._pool.release(job.declared)
         job.holding = False
         job.status = JobStatus.YIELDED

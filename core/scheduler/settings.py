@@ -65,6 +65,14 @@ class SchedulerSettings(BaseModel):
         " to another owner's REALTIME job waiting for what it holds (round-robin between devices"
         " at step granularity: a device that talks without pause cannot hold the ASR); 0: off",
     )
+    owner_share_half_life_s: float = Field(
+        10.0,
+        ge=0,
+        description="the owner slice pauses another owner's REALTIME job only when that owner"
+        " has used the lane more than the waiting owner recently (run time, decaying with this"
+        " half-life): a device that talks without pause cannot slice a quiet device's turn; 0:"
+        " every slice counts alike",
+    )
     drain_timeout_s: float = Field(
         10.0, ge=0, description="shutdown: time to finish work before cancelling"
     )

@@ -114,3 +114,32 @@ async def test_a_long_realtime_job_of_one_owner_yields_to_another_owner_after_it
     assert first_b <= 8, order  # a slice (0.05 s) of the talker, not its 40 windows
     assert order.index("b1") == first_b + 1  # b then ran on: its own slice
     assert order[-1] == "tv39"  # and the talker finished
+
+
+async def test_a_talker_that_used_the_lane_does_not_slice_a_quiet_devices_job(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """Slices go by recent use: the talker (a TV beside a device) has had the REALTIME lane for
+    a while, so its next job waits for the quiet device's job instead of pausing it."""
+    s = await make_scheduler(owner_slice_s=0.03)
+    order: list[str] = []
+
+    async def windows(ctx: JobContext, owner: str, n: int) -> str:
+        for i in range(n):
+            await ctx.checkpoint()
+            order.append(f"{owner}{i}")
+            await asyncio.sleep(0.02)
+        return owner
+
+    def spec(owner: str) -> JobSpec:
+        return JobSpec(
+            kind="asr", lane=Lane.REALTIME, owner=owner, resources={"cpu": 1}, preemptible=True
+        )
+
+    assert await s.submit(windows, "tv", 25, spec=spec("device:tv")) == "tv"  # ~0.5 s of use
+    order.clear()
+    quiet = s.submit(windows, "a", 10, spec=spec("device:a"))  # ~0.2 s: several slices long
+    await asyncio.sleep(0.05)  # the quiet job has run past its slice
+    talker = s.submit(windows, "tv", 3, spec=spec("device:tv"))
+    assert await quiet == "a" and await talker == "tv"
+    assert order == [*(f"a{i}" for i in range(10)), "tv0", "tv1", "tv2"]  # never paused
