@@ -358,7 +358,7 @@ class Dispatcher:
         if used is None or self._half_life_s <= 0:
             return 0.0
         seconds, at = used
-        return seconds * 0.5 ** ((now - at) / self._half_life_s)
+        return float(seconds * 0.5 ** ((now - at) / self._half_life_s))
 
     def _share(self, job: Job, now: float) -> float:
         """What ``job``'s owner has used, counting the running job's current stretch."""
