@@ -63,17 +63,29 @@ class JobContext:
     async def checkpoint(self, state: StepState | None = None) -> None:
         """A safe point: raises if cancelled; yields resources while a higher lane needs them
         (``state``: saved before the pause, restored after, as in :meth:`checkpoint_blocking`)."""
+        pause, saved = self._arrive(state)
+        if pause:
+            await self._pause()
+            if state is not None and saved is not None:
+                state.restore_state(saved)
+
+    def _arrive(self, state: StepState | None) -> tuple[bool, object | None]:
+        """At a checkpoint: raise if cancelled; whether to pause here, and ``state``'s saved
+        copy for that pause."""
         self.raise_if_cancelled()
         job = self._job
         self._pausable = True
         if state is not None:
             self._state = state
-        if job.yield_requested:
-            saved = state.save_state() if state is not None and job.pauses_at_this_step() else None
-            await self._dispatcher.pause(job)
-            self.raise_if_cancelled()
-            if state is not None and saved is not None:
-                state.restore_state(saved)
+        if not job.yield_requested:
+            return False, None
+        saved = state.save_state() if state is not None and job.pauses_at_this_step() else None
+        return True, saved
+
+    async def _pause(self) -> None:
+        if self._job.yield_requested:  # (a blocking job's request may be gone by now)
+            await self._dispatcher.pause(self._job)
+        self.raise_if_cancelled()
 
     # -- blocking jobs (called from an executor thread) ------------------------------------------
     def emit_blocking(self, chunk: Any) -> None:
@@ -89,14 +101,9 @@ class JobContext:
         """A safe point of a blocking job. When the job pauses here and gives its model slot
         back, ``state`` (the backend) saves what another job's use would overwrite (a llama.cpp
         KV cache) before the pause and restores it after."""
-        self.raise_if_cancelled()
-        job = self._job
-        self._pausable = True
-        if state is not None:
-            self._state = state
-        if job.yield_requested:
-            saved = state.save_state() if state is not None and job.pauses_at_this_step() else None
-            asyncio.run_coroutine_threadsafe(self.checkpoint(), self._loop).result()
+        pause, saved = self._arrive(state)
+        if pause:
+            asyncio.run_coroutine_threadsafe(self._pause(), self._loop).result()
             if state is not None and saved is not None:
                 state.restore_state(saved)
 

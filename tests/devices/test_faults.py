@@ -5,8 +5,23 @@ from __future__ import annotations
 import pytest
 
 from core.errors import InferenceError, ModelLoadError
+from devices.simulator import DeviceSimulator
 from tests.devices.conftest import StartHub
 from tests.devices.fakes import FakeInference, tone_pcm
+
+
+async def ask_once(start_hub: StartHub, fake: FakeInference, mode: str) -> DeviceSimulator:
+    """A device that has just said one utterance (in ``mode``) to a fresh hub."""
+    server = await start_hub(fake)
+    sim = server.device()
+    await sim.connect()
+    await sim.listen("start", mode)
+    await sim.stream_pcm(tone_pcm(0.4), speed=4.0)
+    if mode == "manual":
+        await sim.listen("stop", "manual")
+    else:
+        await sim.stream_silence(1.0, speed=4.0)
+    return sim
 
 
 @pytest.mark.parametrize("mode", ["manual", "auto"])
@@ -24,15 +39,7 @@ async def test_failed_model_sends_error_then_tts_stop(
     """The LLM fails before its first piece: nothing was spoken, the device used to get only
     ``error`` (which firmware ignores) and waited forever."""
     fake.chat_error = error
-    server = await start_hub(fake)
-    sim = server.device()
-    await sim.connect()
-    await sim.listen("start", mode)
-    await sim.stream_pcm(tone_pcm(0.4), speed=4.0)
-    if mode == "manual":
-        await sim.listen("stop", "manual")
-    else:
-        await sim.stream_silence(1.0, speed=4.0)
+    sim = await ask_once(start_hub, fake, mode)
     failure = await sim.wait_message("error", timeout_s=10)
     stop = await sim.wait_message("tts", state="stop", timeout_s=5)
     assert stop["state"] == "stop"
@@ -50,15 +57,7 @@ async def test_a_failed_turn_is_apologised_for_aloud(
     """The firmware ignores ``error``: with the LLM's box down, a device turn ended in silence
     (seen with Ray workers as a user). The apology is spoken, then the turn ends as usual."""
     fake.chat_error = InferenceError("llm box lost")
-    server = await start_hub(fake)
-    sim = server.device()
-    await sim.connect()
-    await sim.listen("start", mode)
-    await sim.stream_pcm(tone_pcm(0.4), speed=4.0)
-    if mode == "manual":
-        await sim.listen("stop", "manual")
-    else:
-        await sim.stream_silence(1.0, speed=4.0)
+    sim = await ask_once(start_hub, fake, mode)
     await sim.wait_message("error", timeout_s=10)
     await sim.wait_message("tts", state="start", timeout_s=5)
     sentence = await sim.wait_message("tts", state="sentence_start", timeout_s=5)
