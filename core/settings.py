@@ -152,6 +152,13 @@ class DeviceSettings(BaseModel):
         description="a Chinese reply's first clause goes to TTS at its comma once it has this"
         " many hanzi (好的，…: first audio sooner; 0: only first_chunk_chars counts)",
     )
+    later_clause_hanzi: int = Field(
+        6,
+        ge=0,
+        description="later Chinese clauses go to TTS at their comma once they have this many"
+        " hanzi (the next audio is ready sooner: shorter silences inside a reply; 0: only"
+        " after 20 characters)",
+    )
     max_utterance_s: float = Field(
         30.0,
         gt=0,

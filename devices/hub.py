@@ -109,6 +109,7 @@ class DeviceHub:
                 language=s.language,
                 first_chunk_chars=s.first_chunk_chars,
                 first_clause_hanzi=s.first_clause_hanzi,
+                later_clause_hanzi=s.later_clause_hanzi,
                 cancel_timeout_s=s.close_timeout_s,
                 tool_timeout_s=s.mcp_timeout_s,
                 keyword_intents=s.keyword_intents,

@@ -6,7 +6,8 @@ the last ASCII terminator waits for the next piece or ``flush``. Closing quotes 
 stay with their sentence. To speak sooner, the *first* sentence may also be cut at a comma
 once it is ``first_soft_chars`` long or holds ``first_soft_hanzi`` Chinese characters ("好的，"
 is a clause a Chinese speaker pauses after; a hanzi is a whole syllable), later ones once
-``soft_chars`` long, if set, or at a space once it is ``first_max_chars`` long (the
+``soft_chars`` long or holding ``soft_hanzi`` hanzi, if set, or at a space once it is
+``first_max_chars`` long (the
 first audio waits for the LLM to finish that piece and for TTS to synthesise all of it, so a
 long first sentence would otherwise cost several hundred milliseconds). Pieces without a letter
 or digit (emoji, stray punctuation) are merged into the next sentence instead of being spoken
@@ -39,6 +40,7 @@ class SentenceSegmenter:
         "first_soft_hanzi",
         "max_chars",
         "soft_chars",
+        "soft_hanzi",
     )
 
     def __init__(
@@ -49,6 +51,7 @@ class SentenceSegmenter:
         first_max_chars: int = 40,
         max_chars: int = 200,
         soft_chars: int = 0,
+        soft_hanzi: int = 0,
     ) -> None:
         self.first_soft_chars = first_soft_chars
         self.first_soft_hanzi = first_soft_hanzi  # 0: Chinese clauses count as characters only
@@ -56,6 +59,9 @@ class SentenceSegmenter:
         # later sentences are cut at a comma once this long (0: never): their synthesis starts
         # before the LLM finishes the sentence, so a slow LLM leaves shorter silences
         self.soft_chars = soft_chars
+        # ... or once they hold this many hanzi (0: never): a Chinese clause of six syllables is
+        # already a second of speech, while twenty characters are four
+        self.soft_hanzi = soft_hanzi
         self.max_chars = max_chars  # a run-on without punctuation is cut at a space past this
         self._buffer = ""
         self._emitted = 0
@@ -88,11 +94,8 @@ class SentenceSegmenter:
     def _soft_cut_ok(self, text: str, end: int) -> bool:
         if end >= self._soft_limit():
             return True
-        return (
-            self._emitted == 0
-            and self.first_soft_hanzi > 0
-            and sum(1 for ch in text[:end] if _is_hanzi(ch)) >= self.first_soft_hanzi
-        )
+        hanzi = self.first_soft_hanzi if self._emitted == 0 else self.soft_hanzi
+        return hanzi > 0 and sum(1 for ch in text[:end] if _is_hanzi(ch)) >= hanzi
 
     def _find_cut(self, start: int = 0) -> int | None:
         text = self._buffer

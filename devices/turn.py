@@ -102,6 +102,7 @@ class TurnConfig:
     keyword_intents: bool = True  # common commands by keywords (devices/intents.py), no LLM
     llm_tools: bool = True  # the device's tools offered to the LLM as functions
     later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
+    later_clause_hanzi: int = 6  # see SentenceSegmenter.soft_hanzi
 
 
 @dataclass(slots=True)
@@ -250,6 +251,7 @@ class Turn:
             first_max_chars=cfg.first_chunk_chars,
             first_soft_hanzi=cfg.first_clause_hanzi,
             soft_chars=cfg.later_soft_chars,
+            soft_hanzi=cfg.later_clause_hanzi,
         )
         pieces: list[str] = []
         async for piece in self._reply_pieces(reply):

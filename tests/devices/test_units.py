@@ -305,3 +305,18 @@ def test_segmenter_cuts_a_short_chinese_first_clause_at_its_comma() -> None:
     ]
     assert SentenceSegmenter().push("好，") == []  # one syllable alone is no clause
     assert SentenceSegmenter(first_soft_hanzi=0).push("好的，我来，") == []
+
+
+def test_segmenter_cuts_later_chinese_clauses_at_six_hanzi_when_asked() -> None:
+    # the next audio after a short first clause waited for the whole next sentence: the
+    # silence inside a reply was the LLM writing 20 more characters
+    seg = SentenceSegmenter(soft_chars=20, soft_hanzi=6)
+    assert seg.push("好的，我来帮你设置一个十分钟的计时器，然后提醒你检查考箱。嗯") == [
+        "好的，",
+        "我来帮你设置一个十分钟的计时器，",
+        "然后提醒你检查考箱。",
+    ]
+    assert SentenceSegmenter(soft_chars=20, soft_hanzi=6).push("好的，我来，你看，行吗？") == [
+        "好的，",
+        "我来，你看，行吗？",  # clauses under six hanzi stay together
+    ]

