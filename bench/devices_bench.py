@@ -446,7 +446,7 @@ async def bench_gaps(turns: int, baseline_ref: str, pcm: np.ndarray, max_tokens:
 
 
 AHEAD_MODES = {"ahead off": {"synthesise_ahead": False}, "ahead on": {}}
-CLAUSE_MODES = {"clauses off": {"later_clause_hanzi": 0}, "clauses on": {}}
+CLAUSE_MODES = {"clauses off": {}, "clauses on": {"later_clause_hanzi": 6}}
 
 
 async def bench_ahead(

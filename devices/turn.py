@@ -102,7 +102,7 @@ class TurnConfig:
     keyword_intents: bool = True  # common commands by keywords (devices/intents.py), no LLM
     llm_tools: bool = True  # the device's tools offered to the LLM as functions
     later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
-    later_clause_hanzi: int = 6  # see SentenceSegmenter.soft_hanzi
+    later_clause_hanzi: int = 0  # see SentenceSegmenter.soft_hanzi (0: off)
 
 
 @dataclass(slots=True)
