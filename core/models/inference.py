@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -84,6 +84,30 @@ class Inference:
         """The Ray pool when it hosts ``model``, else None (the model runs on this box)."""
         cluster = self._cluster
         return cluster if cluster is not None and cluster.serves(model) else None
+
+    def _hosted(
+        self, model: str, call: WorkerCall
+    ) -> Callable[[JobContext], Awaitable[Any]] | None:
+        """The job that runs ``call`` where ``model`` is hosted outside this process: on the Ray
+        pool, or in the model's worker process (holding its VRAM residency, pausing at its
+        steps); None when ``model`` runs in this process."""
+        cluster = self._on_cluster(model)
+        if cluster is not None:
+
+            async def on_cluster(ctx: JobContext) -> Any:
+                return await cluster.call(ctx, model, call)
+
+            return on_cluster
+        if not self._manager.in_worker(model):
+            return None
+
+        async def in_worker(ctx: JobContext) -> Any:
+            async with self._manager.hold_async(model, WorkerModel, ctx.checkpoint) as held:
+                return await held.backend.call(
+                    call, on_step=held.astep(ctx.checkpoint), on_chunk=ctx.emit
+                )
+
+        return in_worker
 
     def _spec(
         self,
@@ -466,15 +490,9 @@ class Inference:
                     async for chunk in chunks:
                         await ctx.emit(chunk)
 
-        async def run_cluster(ctx: JobContext) -> None:
-            assert cluster is not None
-            call = WorkerCall(model, "synthesize", (text,), {"sample_rate_hz": rate_hz})
-            await cluster.call(ctx, model, call)
-
-        cluster = self._on_cluster(model)  # only "tts" can be hosted (never tts_remote)
-        job = run_remote if self._manager.is_remote(model) else run
-        if cluster is not None:
-            job = run_cluster
+        # only "tts" can be hosted (never tts_remote)
+        call = WorkerCall(model, "synthesize", (text,), {"sample_rate_hz": rate_hz})
+        job = self._hosted(model, call) or (run_remote if self._manager.is_remote(model) else run)
         spec = self._spec(model, lane=lane, owner=owner, label=f"tts: {text}", preemptible=True)
         return self._scheduler.submit(job, spec=spec)
 
@@ -507,27 +525,9 @@ class Inference:
                     emit=ctx.emit_blocking if stream else None,
                 )
 
-        async def run_in_worker(ctx: JobContext) -> str:
-            call = WorkerCall("vl", "answer", (image, question), {"max_tokens": max_tokens}, stream)
-            async with self._manager.hold_async("vl", WorkerModel, ctx.checkpoint) as held:
-                answer: str = await held.backend.call(
-                    call, on_step=held.astep(ctx.checkpoint), on_chunk=ctx.emit
-                )
-                return answer
-
         spec = self._spec("vl", lane=lane, owner=owner, label=f"see: {question}", preemptible=True)
-
-        async def run_cluster(ctx: JobContext) -> str:
-            assert cluster is not None
-            call = WorkerCall("vl", "answer", (image, question), {"max_tokens": max_tokens}, stream)
-            answer: str = await cluster.call(ctx, "vl", call)
-            return answer
-
-        cluster = self._on_cluster("vl")
-        job = run_in_worker if self._manager.in_worker("vl") else run
-        if cluster is not None:
-            job = run_cluster
-        return self._scheduler.submit(job, spec=spec)
+        call = WorkerCall("vl", "answer", (image, question), {"max_tokens": max_tokens}, stream)
+        return self._scheduler.submit(self._hosted("vl", call) or run, spec=spec)
 
     def draw(
         self, request: DrawRequest, *, owner: str, lane: Lane = Lane.BACKGROUND
@@ -539,27 +539,11 @@ class Inference:
                 step = held.step(ctx.checkpoint_blocking)  # paused: may be offloaded meanwhile
                 return held.backend.generate(request, check=step)
 
-        async def run_in_worker(ctx: JobContext) -> bytes:
-            async with self._manager.hold_async("sd", WorkerModel, ctx.checkpoint) as held:
-                image: bytes = await held.backend.call(
-                    WorkerCall("sd", "generate", (request,)), on_step=held.astep(ctx.checkpoint)
-                )
-                return image
-
         spec = self._spec(
             "sd", lane=lane, owner=owner, label=f"draw: {request.prompt}", preemptible=True
         )
-
-        async def run_cluster(ctx: JobContext) -> bytes:
-            assert cluster is not None
-            image: bytes = await cluster.call(ctx, "sd", WorkerCall("sd", "generate", (request,)))
-            return image
-
-        cluster = self._on_cluster("sd")
-        job = run_in_worker if self._manager.in_worker("sd") else run
-        if cluster is not None:
-            job = run_cluster
-        return self._scheduler.submit(job, spec=spec)
+        call = WorkerCall("sd", "generate", (request,))
+        return self._scheduler.submit(self._hosted("sd", call) or run, spec=spec)
 
 
 class _GuardStopped(Exception):
