@@ -404,18 +404,62 @@ def _baseline_tree(ref: str | None) -> Path:
     return tree
 
 
-async def _gap_turns(server: Server, pcm: np.ndarray, turns: int) -> list[tuple[float, float]]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class GapTurn:
+    first_audio_s: float
+    stall_s: float  # the longest time a frame came after everything before it had played
+    frames: int
+
+
+async def _gap_turns(
+    server: Server, pcms: list[np.ndarray], turns: int, label: str
+) -> list[GapTurn]:
+    """``turns`` turns of one device (the clips in turn), each printed as it ends."""
     sim = DeviceSimulator(server.url)
     await sim.connect()
-    out: list[tuple[float, float]] = []
-    for _ in range(turns):
+    out: list[GapTurn] = []
+    for i in range(turns):
         start = len(sim.received)
-        result = await sim.converse(pcm, silence_s=8.0, timeout_s=300)
+        try:
+            result = await sim.converse(pcms[i % len(pcms)], silence_s=8.0, timeout_s=300)
+        except TimeoutError:
+            print(f"  {label}: no reply within 300 s (starved box)", flush=True)
+            break
         arrivals = [r.at_s for r in sim.received[start:] if r.packet is not None]
         if result.first_audio_latency_s is not None:
-            out.append((result.first_audio_latency_s, longest_stall_s(arrivals)))
+            turn = GapTurn(result.first_audio_latency_s, longest_stall_s(arrivals), len(arrivals))
+            out.append(turn)
+            print(
+                f"  {label}: first audio {turn.first_audio_s:.2f} s, {turn.frames} frames,"
+                f" longest stall {turn.stall_s:.2f} s: {''.join(result.sentences)[:60]!r}",
+                flush=True,
+            )
     await sim.close()
     return out
+
+
+def _gap_table(results: dict[str, list[GapTurn]]) -> None:
+    """p50/p95 per side, and the second side's medians over the first's (the baseline)."""
+    print(
+        f"{'':>10} {'turns':>6} {'frames_p50':>10} {'first_p50_s':>12} {'first_p95_s':>12} "
+        f"{'stall_p50_s':>12} {'stall_p95_s':>12} {'stall_max_s':>12}"
+    )
+    for name, rows in results.items():
+        firsts = [t.first_audio_s for t in rows]
+        stalls = [t.stall_s for t in rows]
+        print(
+            f"{name:>10} {len(rows):>6} {_pct([float(t.frames) for t in rows], 0.5):>10.0f}"
+            f" {_pct(firsts, 0.5):>12.2f} {_pct(firsts, 0.95):>12.2f}"
+            f" {_pct(stalls, 0.5):>12.2f} {_pct(stalls, 0.95):>12.2f}"
+            f" {max(stalls, default=0):>12.2f}"
+        )
+    (base, off), (name, on) = list(results.items())[:2]
+    if off and on:
+        stall = _pct([t.stall_s for t in on], 0.5) / max(1e-9, _pct([t.stall_s for t in off], 0.5))
+        first = _pct([t.first_audio_s for t in on], 0.5) / max(
+            1e-9, _pct([t.first_audio_s for t in off], 0.5)
+        )
+        print(f"{name} / {base}: stall p50 {stall:.2f}, first audio p50 {first:.2f}")
 
 
 async def bench_gaps(turns: int, baseline_ref: str, pcm: np.ndarray, max_tokens: int) -> None:
@@ -425,24 +469,13 @@ async def bench_gaps(turns: int, baseline_ref: str, pcm: np.ndarray, max_tokens:
     )
     # both snapshotted now: editing the work tree while the bench runs changes neither
     trees = {"baseline": _baseline_tree(baseline_ref), "this tree": _baseline_tree(None)}
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    results: dict[str, list[GapTurn]] = {name: [] for name in trees}
     rounds = 3  # alternate so both see the same box load
     for _ in range(rounds):
         for name, tree in trees.items():
             async with Server("real", tree=tree, max_tokens=max_tokens) as server:
-                results[name] += await _gap_turns(server, pcm, max(1, turns // rounds))
-    print(
-        f"{'':>10} {'turns':>6} {'first_p50_s':>12} {'first_p95_s':>12} "
-        f"{'stall_p50_s':>12} {'stall_p95_s':>12} {'stall_max_s':>12}"
-    )
-    for name, rows in results.items():
-        firsts = [f for f, _ in rows]
-        stalls = [g for _, g in rows]
-        print(
-            f"{name:>10} {len(rows):>6} {_pct(firsts, 0.5):>12.2f} {_pct(firsts, 0.95):>12.2f} "
-            f"{_pct(stalls, 0.5):>12.2f} {_pct(stalls, 0.95):>12.2f} "
-            f"{max(stalls, default=0):>12.2f}"
-        )
+                results[name] += await _gap_turns(server, [pcm], max(1, turns // rounds), name)
+    _gap_table(results)
 
 
 AHEAD_MODES = {"ahead off": {"synthesise_ahead": False}, "ahead on": {}}
@@ -460,55 +493,14 @@ async def bench_ahead(
         f"\n== one device, real models (Mandarin), {max_tokens}-token replies: first audio and"
         f" the longest in-reply stall, {names[0]} (baseline) vs {names[1]}, {turns} turns each =="
     )
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
-    frames: dict[str, list[int]] = {name: [] for name in modes}
+    results: dict[str, list[GapTurn]] = {name: [] for name in modes}
     rounds = 2 if turns >= 2 else 1
-    per_round = max(1, turns // rounds)
     for _ in range(rounds):
         for name, overrides in modes.items():
             extra = ["--serve-language", "zh", "--serve-devices", json.dumps(overrides)]
             async with Server("real", max_tokens=max_tokens, extra=extra) as server:
-                sim = DeviceSimulator(server.url)
-                await sim.connect()
-                for i in range(per_round):
-                    start = len(sim.received)
-                    try:
-                        result = await sim.converse(
-                            pcms[i % len(pcms)], silence_s=8.0, timeout_s=300
-                        )
-                    except TimeoutError:
-                        print(f"  {name}: no reply within 300 s (starved box)", flush=True)
-                        break
-                    arrivals = [r.at_s for r in sim.received[start:] if r.packet is not None]
-                    if result.first_audio_latency_s is not None:
-                        stall = longest_stall_s(arrivals)
-                        results[name].append((result.first_audio_latency_s, stall))
-                        frames[name].append(len(arrivals))
-                        print(
-                            f"  {name}: first audio {result.first_audio_latency_s:.2f} s,"
-                            f" {len(arrivals)} frames, longest stall {stall:.2f} s:"
-                            f" {''.join(result.sentences)[:60]!r}",
-                            flush=True,
-                        )
-                await sim.close()
-    print(
-        f"{'':>10} {'turns':>6} {'frames_p50':>10} {'first_p50_s':>12} {'first_p95_s':>12} "
-        f"{'stall_p50_s':>12} {'stall_p95_s':>12} {'stall_max_s':>12}"
-    )
-    for name, rows in results.items():
-        firsts = [f for f, _ in rows]
-        stalls = [g for _, g in rows]
-        print(
-            f"{name:>10} {len(rows):>6} {_pct([float(n) for n in frames[name]], 0.5):>10.0f}"
-            f" {_pct(firsts, 0.5):>12.2f} {_pct(firsts, 0.95):>12.2f}"
-            f" {_pct(stalls, 0.5):>12.2f} {_pct(stalls, 0.95):>12.2f}"
-            f" {max(stalls, default=0):>12.2f}"
-        )
-    off, on = results[names[0]], results[names[1]]
-    if off and on:
-        ratio = _pct([g for _, g in on], 0.5) / max(1e-9, _pct([g for _, g in off], 0.5))
-        first = _pct([f for f, _ in on], 0.5) / max(1e-9, _pct([f for f, _ in off], 0.5))
-        print(f"{names[1]} / {names[0]}: stall p50 {ratio:.2f}, first audio p50 {first:.2f}")
+                results[name] += await _gap_turns(server, pcms, max(1, turns // rounds), name)
+    _gap_table(results)
 
 
 def _ints(text: str) -> list[int]:
@@ -562,5 +554,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--serve-devices", default="{}", help=argparse.SUPPRESS)
     ns = parser.parse_args()
-    serve = _serve(ns.serve, ns.serve_max_tokens, ns.serve_language, ns.serve_devices)
-    asyncio.run(serve if ns.serve else main(ns))
+    if ns.serve:
+        asyncio.run(_serve(ns.serve, ns.serve_max_tokens, ns.serve_language, ns.serve_devices))
+    else:
+        asyncio.run(main(ns))
