@@ -172,8 +172,7 @@ class VoicePipeline:
             return None
         self._drop_speculation()
         self._move(_S.THINKING)
-        turn = self._new_turn(held=False, started_s=time.monotonic())
-        turn.typed, turn.remember = True, False
+        turn = self._fixed_turn()
         self.turn = turn
         task = self._tasks.spawn(self._run_turn(turn, text="", reply=text), "say")
         self._turn_task = task
@@ -236,6 +235,12 @@ class VoicePipeline:
             return speculation
         self._drop_speculation()
         return None
+
+    def _fixed_turn(self) -> Turn:
+        """A turn that speaks a fixed text now: no LLM, kept out of the memory."""
+        turn = self._new_turn(held=False, started_s=time.monotonic())
+        turn.typed, turn.remember = True, False
+        return turn
 
     def _new_turn(self, *, held: bool, started_s: float) -> Turn:
         self.generation += 1  # closes the gate of every older turn
@@ -327,10 +332,8 @@ class VoicePipeline:
         text = self._config.failure_reply
         if not text:
             return False
-        apology = self._new_turn(held=False, started_s=time.monotonic())
-        apology.typed, apology.remember = True, False
         try:
-            return await apology.run(None, text="", reply=text) is TurnOutcome.SPOKEN
+            return await self._fixed_turn().run(None, text="", reply=text) is TurnOutcome.SPOKEN
         except XiaoyouError as exc:  # the voice is what failed: the error is all there is
             log.warning("%s: the apology was not spoken: %s", self._config.turn.owner, exc)
             return False

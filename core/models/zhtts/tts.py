@@ -150,19 +150,23 @@ class ZhTts(Tts):
             if spoken and len(pause):
                 audio = np.concatenate([pause, audio])
             spoken += 1
-            out = resampler.process(audio) if resampler is not None else audio
-            if len(out):
-                yield PcmChunk(to_int16(out), sample_rate_hz)
+            yield from self._chunks(audio, resampler, sample_rate_hz)
         if spoken and len(pause) and text.rstrip()[-1:] in _SOFT_ENDS:
             # a clause the turn cut at its comma ("好的，"): the pause before the next clause is
             # this text's to keep, as inside one text
-            out = resampler.process(pause) if resampler is not None else pause
-            if len(out):
-                yield PcmChunk(to_int16(out), sample_rate_hz)
+            yield from self._chunks(pause, resampler, sample_rate_hz)
         if resampler is not None:
             tail = resampler.flush()
             if len(tail):
                 yield PcmChunk(to_int16(tail), sample_rate_hz)
+
+    @staticmethod
+    def _chunks(
+        audio: np.ndarray, resampler: Resampler | None, sample_rate_hz: int
+    ) -> Iterator[PcmChunk]:
+        out = resampler.process(audio) if resampler is not None else audio
+        if len(out):
+            yield PcmChunk(to_int16(out), sample_rate_hz)
 
     def _clause_audio(self, clause: str) -> np.ndarray | None:
         """float32 audio at 24 kHz, or None if the front end could not read the clause."""
