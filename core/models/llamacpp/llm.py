@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import json
 import sys
 from collections.abc import Generator, Iterator, Sequence
@@ -44,17 +45,14 @@ from core.models.tool_text import ToolTextParser, call_text, tools_block
 WARM_USER_TEXT = "你好"  # the user message under each warm prompt (a first turn's shape)
 
 _DEVNULL_FILES = ("outnull_file", "errnull_file")
-_devnull_hook: list[bool] = []
 
 
+@functools.cache  # registered once per process
 def close_llama_devnull_at_exit() -> None:
     """llama_cpp opens two /dev/null files at import (``llama_cpp._utils``: where a model
     load's output goes) and never closes them: every process that imported it ended with
     "ResourceWarning: unclosed file <... name='/dev/null'>". Close them at interpreter exit
     (they are used only while a model loads; nothing loads then). Registered once."""
-    if _devnull_hook:
-        return
-    _devnull_hook.append(True)
     atexit.register(_close_llama_devnull)
 
 
