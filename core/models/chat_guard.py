@@ -22,6 +22,9 @@ stops the model) when one is found, without sending the offending part:
   whole message with a reminder line the model copied too) is held while it could be such a
   copy; when it goes on with an answer the copy is dropped, and a reply that is nothing but
   the copy ends with ``stop_reason`` "parrot" and nothing sent (the facade generates once more).
+  With ``parrot_stop_chars`` a copy that reaches that many characters ends the reply at once
+  with "parrot" instead of being held to its end (a 35-character statement copied back costs
+  the listener a second of silence before the answer; a fresh generation costs less).
 
 Inside a Markdown code fence only the loop rule applies, and a long unit needs three copies
 (code repeats lines legitimately).
@@ -90,6 +93,7 @@ class ReplyGuard:
         "_echo_min",
         "_echo_scanned",
         "_parrot",
+        "_parrot_stop_chars",
         "_prompt",
         "_prompt_pos",
         "_questions",
@@ -112,10 +116,12 @@ class ReplyGuard:
         max_sentences: int | None = None,
         detect_loops: bool = True,
         user_text: str = "",
+        parrot_stop_chars: int = 0,
     ) -> None:
         """``system_prompt``: what must not be echoed ("": no echo rule); ``detect_loops``
         False keeps only the sentence bound; ``user_text``: the message being answered (the
-        parrot rule; "": off)."""
+        parrot rule; "": off); ``parrot_stop_chars``: a copy of it this long (normalized)
+        stops the reply with "parrot" (0: the copy is held to its end and dropped)."""
         self.max_sentences = max_sentences
         self.detect_loops = detect_loops
         self.stop_reason: str | None = None
@@ -137,11 +143,17 @@ class ReplyGuard:
         self._questions = [q for q in dict.fromkeys((whole, first)) if len(q) >= PARROT_MIN_CHARS]
         self._parrot = bool(self._questions) and detect_loops  # still deciding
         self._dropped = 0  # raw characters at the start dropped as a copy of the question
+        self._parrot_stop_chars = parrot_stop_chars
 
     @property
     def text(self) -> str:
         """Everything passed on so far."""
         return self._text[self._dropped : self._sent]
+
+    @property
+    def generated(self) -> str:
+        """Everything the model generated, passed on or not."""
+        return self._text
 
     def push(self, piece: str) -> str:
         """Add generated text; return the part that is safe to pass on now (may be empty)."""
@@ -192,6 +204,9 @@ class ReplyGuard:
         (hold everything); once it is decided, a completed copy is dropped."""
         norm = self._text_norm
         if any(q.startswith(norm) for q in self._questions):
+            if 0 < self._parrot_stop_chars <= len(norm):
+                self._parrot = False
+                self.stop_reason = "parrot"  # a long copy: generating afresh is sooner
             return True  # (an empty norm too: only spaces and punctuation so far)
         self._parrot = False
         copied = max((len(q) for q in self._questions if norm.startswith(q)), default=0)

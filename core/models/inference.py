@@ -59,10 +59,10 @@ if TYPE_CHECKING:  # no Ray import: the pool module imports Ray only when it sta
 log = logging.getLogger(__name__)
 
 _LABEL_CHARS = 40
-# a reply that only repeated the question (the guard's parrot rule) is generated once more,
-# a little hotter (the same prompt, so llama.cpp reuses its evaluated prefix); that last
-# attempt is sent whatever it is
-PARROT_RETRIES = 1
+# a reply that opens by copying the question (the guard's parrot rule) is generated again, a
+# little hotter each time (the same prompt, so llama.cpp reuses its evaluated prefix): the
+# first two attempts stop at models.llm.parrot_stop_chars copied characters, the third holds a
+# copy to its end and drops it (an answer after it is sent) or, if that is all, sends it
 PARROT_RETRY_TEMPERATURE_STEP = 0.3
 
 
@@ -303,14 +303,16 @@ class Inference:
         system = history[0].content if history and history[0].role == "system" else ""
         question = history[-1].content if history and history[-1].role == "user" else ""
 
-        def new_guard(*, parrot: bool = True) -> ReplyGuard | None:
+        def new_guard(parrot_stop_chars: int | None = 0) -> ReplyGuard | None:
+            """``parrot_stop_chars``: see ReplyGuard (None: no parrot rule)."""
             if not (llm_settings.guard_replies or max_sentences is not None):
                 return None
             return ReplyGuard(
                 system_prompt=system if llm_settings.guard_replies else "",
                 max_sentences=max_sentences,
                 detect_loops=llm_settings.guard_replies,
-                user_text=question if parrot else "",
+                user_text=question if parrot_stop_chars is not None else "",
+                parrot_stop_chars=parrot_stop_chars or 0,
             )
 
         def run(ctx: JobContext) -> None:
@@ -334,29 +336,37 @@ class Inference:
                         temperature=temp,
                         check=step,
                     )
-                    tool_guard = new_guard(parrot=False)  # the text of a tool chat is guarded
+                    # the text of a tool chat is guarded; a copied question is dropped (no
+                    # retry: a call may have gone out already)
+                    tool_guard = new_guard()
                     if tool_guard is None:
                         _emit_all(ctx, pieces)
                     else:
                         _emit_guarded(ctx, pieces, tool_guard)
                     return
-                for attempt in range(1 + PARROT_RETRIES):
+                # parrot_stop_chars per attempt: the first ones stop a copy early, the last
+                # holds it to its end (None: no rule; with the setting at 0, as before it:
+                # hold, then send whatever comes)
+                stop_chars = llm_settings.parrot_stop_chars
+                attempts = (stop_chars, stop_chars, 0) if stop_chars else (0, None)
+                for attempt, parrot_stop_chars in enumerate(attempts):
                     pieces = llm.stream_chat(
                         fitted.messages,
                         max_tokens=fitted.reply_tokens,
                         temperature=temp + attempt * PARROT_RETRY_TEMPERATURE_STEP,
                         check=step,
                     )
-                    # the last attempt sends even a parrot: a repeated question beats silence
-                    # (a device turn without a reply would leave the speaker mute)
-                    guard = new_guard(parrot=attempt < PARROT_RETRIES)
+                    guard = new_guard(parrot_stop_chars)
                     if guard is None:
                         _emit_all(ctx, pieces)
                         return
                     _emit_guarded(ctx, pieces, guard)
                     if guard.stop_reason != "parrot":
                         return
-                    log.debug("the reply only repeated the question; generating it again")
+                    log.debug("the reply repeated the question; generating it again")
+                # the last attempt was nothing but the question: a repeated question beats
+                # silence (a device turn without a reply would leave the speaker mute)
+                ctx.emit_blocking(guard.generated)
 
         async def run_remote(ctx: JobContext) -> None:
             async with self._manager.use_async("llm", RemoteLlm) as llm:

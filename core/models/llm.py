@@ -224,6 +224,13 @@ class LlmSettings(BaseModel):
         description="stop a reply at a repetition loop or an echo of the system prompt, and"
         " never send the loop (core/models/chat_guard.py)",
     )
+    parrot_stop_chars: int = Field(
+        8,
+        ge=0,
+        description="a reply that opens by copying the user's message is stopped once the copy"
+        " is this many characters long and generated again (0: the copy is held to its end and"
+        " dropped; a 35-character statement copied back held a device's first words ~1 s)",
+    )
     # llamacpp
     model_path: Path | None = Field(None, description="a GGUF file; None: the embedded model")
     embedded: EmbeddedLlm = Field(

@@ -147,3 +147,15 @@ def test_answers_that_start_like_the_question_pass() -> None:
     # the novel part flows as soon as the reply leaves the question
     guard = ReplyGuard(user_text="今天天气怎么样")
     assert guard.push("今天") == "" and guard.push("下雨") == "今天下雨"
+
+
+def test_a_long_copy_of_the_question_stops_the_reply_at_parrot_stop_chars() -> None:
+    statement = "你好，今天北京天气晴朗，最高气温二十五度。"
+    guard = ReplyGuard(user_text=statement, parrot_stop_chars=8)
+    out = [guard.push(p) for p in ("你好，", "今天北京", "天气晴朗", "，最高")]
+    assert out == ["", "", "", ""] and guard.stop_reason == "parrot"
+    assert guard.finish() == "" and guard.text == ""
+    # a short copy the answer leaves early is dropped as before
+    guard = ReplyGuard(user_text=statement, parrot_stop_chars=8)
+    assert guard.push("你好，") + guard.push("有什么可以帮你？") == "你好，有什么可以帮你？"
+    assert guard.stop_reason is None

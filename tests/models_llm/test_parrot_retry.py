@@ -1,5 +1,6 @@
-"""The facade generates a reply once more when the first one only repeated the question (the
-guard's parrot rule), a little hotter; the first repeat is never sent, the retry always is."""
+"""The facade generates a reply again when it opens by copying the question (the guard's parrot
+rule), a little hotter each time: the first two attempts are stopped a few characters into a
+copy, the third drops a copy before its answer or, if it is nothing else, sends it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class ScriptedLlm(Llm):
     def __init__(self, replies: list[str]) -> None:
         self.replies = replies
         self.temperatures: list[float] = []
+        self.pieces = 0  # pieces the consumer asked for, over all attempts
 
     def load(self) -> None:
         pass
@@ -36,6 +38,7 @@ class ScriptedLlm(Llm):
         reply = self.replies[min(len(self.temperatures), len(self.replies)) - 1]
         for i in range(0, len(reply), 2):
             check()
+            self.pieces += 1
             yield reply[i : i + 2]
 
 
@@ -66,10 +69,37 @@ async def test_a_parroted_question_is_generated_again(tmp_path: Path) -> None:
     assert llm.temperatures == [0.7, 0.7 + PARROT_RETRY_TEMPERATURE_STEP]
 
 
-async def test_only_one_retry_and_ordinary_replies_are_generated_once(tmp_path: Path) -> None:
-    """The retry is sent even if it parrots again: silence would be worse (a device turn
+async def test_two_retries_at_most_and_ordinary_replies_are_generated_once(
+    tmp_path: Path,
+) -> None:
+    """The last attempt is sent even if it parrots again: silence would be worse (a device turn
     without a reply leaves the speaker mute; seen in bench.voice_zh_bench with clip zh01)."""
     text, llm = await ask(["今天好累啊，安慰我一下"] * 5, "今天好累啊，安慰我一下", tmp_path)
-    assert text == "今天好累啊，安慰我一下" and len(llm.temperatures) == 2
+    assert text == "今天好累啊，安慰我一下" and len(llm.temperatures) == 3
     text, llm = await ask(["今天天气晴朗。"], "今天天气怎么样", tmp_path)
     assert text == "今天天气晴朗。" and llm.temperatures == [0.7]
+
+
+async def test_a_long_statement_copied_back_is_stopped_early_and_generated_again(
+    tmp_path: Path,
+) -> None:
+    """A device's first reply to zh01 (a statement) copied all 35 characters before its answer,
+    and the listener waited for the copy; now the copy is stopped at parrot_stop_chars."""
+    statement = "你好，今天北京天气晴朗，最高气温二十五度。我已经帮你打开了客厅的灯。"
+    text, llm = await ask(
+        [statement + "好的，谢谢你！", "不客气，祝你今天愉快！"], statement, tmp_path
+    )
+    assert text == "不客气，祝你今天愉快！"
+    assert len(llm.temperatures) == 2
+    first_attempt_pieces = llm.pieces - len("不客气，祝你今天愉快！") // 2
+    assert (
+        first_attempt_pieces <= LlmSettings().parrot_stop_chars // 2 + 2
+    )  # not the whole copy (21 pieces)
+
+
+async def test_the_last_attempt_drops_a_copy_before_its_answer(tmp_path: Path) -> None:
+    statement = "帮我设置一个十分钟的计时器，然后提醒我检查烤箱。"
+    text, llm = await ask(
+        [statement, statement, statement + "好的，已经设置了。"], statement, tmp_path
+    )
+    assert text == "好的，已经设置了。" and len(llm.temperatures) == 3
