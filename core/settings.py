@@ -141,10 +141,11 @@ class DeviceSettings(BaseModel):
         " min_silence_ms confirms the end (0: off; lower is faster, wastes more CPU on pauses)",
     )
     first_chunk_chars: int = Field(
-        24,
+        12,
         ge=8,
         description="the reply's first sentence goes to TTS at the first space past this many"
-        " characters if no punctuation came yet (first audio sooner; a prosody seam)",
+        " characters if no punctuation came yet (first audio sooner; a prosody seam; 24 before:"
+        " English first audio 0.90x with 12 in the same run)",
     )
     first_clause_hanzi: int = Field(
         2,

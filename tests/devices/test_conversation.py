@@ -28,9 +28,9 @@ async def test_auto_mode_turn_reaches_device_in_order(
     result = await sim.converse(np.concatenate([_silence(0.3), tone_pcm(1.0)]), speed=4.0)
     assert result.stt == fake.transcript
     assert result.emotion == "happy"
-    assert result.sentences == [  # the first sentence is cut early (first_chunk_chars=24)
-        "Canberra is the capital of",
-        "Australia.",
+    assert result.sentences == [  # the first sentence is cut early (first_chunk_chars=12)
+        "Canberra is the",
+        "capital of Australia.",
         "It is about three hundred kilometres from Sydney.",
     ]
     kinds = [  # (mcp: the server asks the device for its tools after hello)
