@@ -7,7 +7,10 @@
 
 Per variant a server runs in a child process (uvicorn serving the device hub and /readyz, real
 models of the default configuration); the simulator streams each clip like a device in auto
-mode, one new session per turn. Per clip and turn: the transcript's error rate against
+mode, one new session per turn; before each turn the server drops its cached conversations
+but the warm prompts' (``--keep-cache``: keep them, as before the fourth session: a clip's
+later turns then found their whole prompt cached from its earlier turn, ~0.3 s of prompt
+evaluation a fresh question pays). Per clip and turn: the transcript's error rate against
 ``refs.json`` (CER for zh, WER for en), whether the reply is in the clip's language, first
 audio after the end of speech, and the round trip: the reply's audio transcribed back by
 whisper-base (in this process, after the turn) against the reply text. And the first turn
@@ -85,6 +88,8 @@ async def _serve(variant: str, llm_model: str | None) -> None:
 
     from bot.admin.ops import create_ops_router
     from core.models.inference import Inference
+    from core.models.llamacpp.llm import WARM_USER_TEXT, LlamaCppLlm
+    from core.models.llamacpp.prompt_cache import MessagesKey
     from core.models.manager import ModelManager
     from core.scheduler import Scheduler
     from core.services import Services
@@ -102,6 +107,18 @@ async def _serve(variant: str, llm_model: str | None) -> None:
     app = FastAPI()
     app.include_router(hub.router())
     app.include_router(create_ops_router(services))
+
+    @app.post("/bench/forget")
+    def forget() -> dict[str, int]:
+        """Drop the cached conversations but the warm prompts': the next turn's question is
+        evaluated as a new one would be (the clips repeat, a user does not)."""
+        llm = manager.backend("llm", LlamaCppLlm)
+
+        def warm(key: MessagesKey) -> bool:
+            return all(text == WARM_USER_TEXT for role, text in key if role == "user")
+
+        return {"dropped": llm.prompt_cache.forget(warm)}
+
     manager.start_warm_up()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio")
@@ -152,6 +169,11 @@ class Server:
                     return time.monotonic() - self.started_s, body
                 await asyncio.sleep(0.1)
         raise TimeoutError("server did not become ready")
+
+    async def forget(self) -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            r = await client.post(f"http://127.0.0.1:{self.port}/bench/forget", timeout=30)
+            r.raise_for_status()
 
 
 # -- measures ----------------------------------------------------------------------------------
@@ -239,7 +261,13 @@ class RoundTrip:
 
 
 async def run_variant(
-    variant: str, turns: int, llm_model: str | None, refs: dict[str, list[str]], ear: RoundTrip
+    variant: str,
+    turns: int,
+    llm_model: str | None,
+    refs: dict[str, list[str]],
+    ear: RoundTrip,
+    *,
+    forget: bool = True,
 ) -> VariantResult:
     async with Server(variant, llm_model) as server:
         ready_s, body = await server.wait_ready()
@@ -249,7 +277,11 @@ async def run_variant(
             for name in CLIPS:
                 language, ref = refs[name.split("_")[0]]
                 pcm = read_wav_16k(AUDIO / f"{name}.wav")
-                # a new session per turn: each question is asked afresh (no history to prefill)
+                # a new session per turn: each question is asked afresh (no history to prefill),
+                # and not found in the prompt cache as the same clip's earlier turn (a real user
+                # does not repeat the question word for word)
+                if forget:
+                    await server.forget()
                 sim = DeviceSimulator(f"ws://127.0.0.1:{server.port}/xiaozhi/v1/")
                 await sim.connect(timeout_s=60)
                 try:
@@ -358,7 +390,9 @@ async def main(args: argparse.Namespace) -> None:
     results: dict[str, VariantResult] = {}
     for _start in range(args.starts):  # the variants alternate, one fresh server each
         for variant in args.variants.split(","):
-            got = await run_variant(variant, args.turns, args.llm_model, refs, ear)
+            got = await run_variant(
+                variant, args.turns, args.llm_model, refs, ear, forget=not args.keep_cache
+            )
             print(f"  {variant} done; load average {os.getloadavg()[0]:.1f}", flush=True)
             report([got])  # each server's figures as soon as it is done
             pooled = results.setdefault(variant, VariantResult(variant, 0.0, got.warm))
@@ -377,6 +411,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--variants", default="new,old")
     parser.add_argument("--turns", type=int, default=3, help="rounds over the clips")
+    parser.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="let a clip's turn reuse the cached prompt of its earlier turns (before: warm"
+        " turns measured a question already evaluated)",
+    )
     parser.add_argument(
         "--starts",
         type=int,

@@ -103,6 +103,18 @@ def test_a_flood_of_one_off_chats_does_not_evict_a_continuing_conversation() -> 
     assert cache.best(longer).state == "turn2"  # type: ignore[union-attr]
 
 
+def test_forget_drops_only_the_entries_it_is_told_to() -> None:
+    cache: PromptCache[str] = PromptCache(8)
+    cache.put(messages_key([QQ_CHAT[0], ChatMessage("user", "你好")], "嗨"), "warm")
+    cache.put(messages_key(DEVICE, "Paris."), "device")
+    hit = cache.best(messages_key(DEVICE))
+    assert hit is not None
+    cache.used(hit)  # protected entries are dropped too
+    dropped = cache.forget(lambda key: key[1] == ("user", "你好"))
+    assert dropped == 1 and len(cache) == 1
+    assert cache.best(messages_key(DEVICE)) is None
+
+
 def test_a_warm_prompt_is_not_evaluated_again_after_other_chats(smollm2_available: None) -> None:
     # a device's first turn after start-up (or after QQ chats used the context) started by
     # evaluating its whole system prompt: ~1 s of the first voice turn with the 0.5B default

@@ -17,7 +17,7 @@ flood of one-off chats replaces only each other on probation.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -84,6 +84,15 @@ class PromptCache(Generic[S]):
             old, old_state = self._protected.popitem(last=False)
             self._probation[old] = old_state  # demoted: one more chance on probation
         self._trim()
+
+    def forget(self, keep: Callable[[MessagesKey], bool]) -> int:
+        """Drop every entry whose key ``keep`` rejects; how many were dropped."""
+        dropped = 0
+        for segment in (self._probation, self._protected):
+            for key in [k for k in segment if not keep(k)]:
+                del segment[key]
+                dropped += 1
+        return dropped
 
     def put(self, key: MessagesKey, state: S) -> None:
         """Keep ``state`` under ``key``. Entries ``key`` continues (a prefix of it: the same
