@@ -32,7 +32,7 @@ def _event(**fields: Any) -> str:
     return json.dumps({"time": int(time.time()), "self_id": SELF_ID, **fields}, ensure_ascii=False)
 
 
-def _group_message(message_id: int, text: str) -> str:
+def _group_message(message_id: int, text: str, group_id: int = GROUP_ID) -> str:
     segments = [
         {"type": "at", "data": {"qq": str(SELF_ID)}},
         {"type": "text", "data": {"text": text}},
@@ -42,7 +42,7 @@ def _group_message(message_id: int, text: str) -> str:
         message_type="group",
         sub_type="normal",
         message_id=message_id,
-        group_id=GROUP_ID,
+        group_id=group_id,
         user_id=USER_ID,
         anonymous=None,
         message=segments,
@@ -78,7 +78,9 @@ def _describe_record(file: str) -> str:
         return f"[record: {len(wav)} bytes, not a WAV]"
 
 
-async def probe(url: str, token: str, text: str, timeout_s: float) -> str | None:
+async def probe(
+    url: str, token: str, text: str, timeout_s: float, group_id: int = GROUP_ID
+) -> str | None:
     headers = {
         "X-Self-ID": str(SELF_ID),
         "X-Client-Role": "Universal",
@@ -91,7 +93,7 @@ async def probe(url: str, token: str, text: str, timeout_s: float) -> str | None
         await ws.send(
             _event(post_type="meta_event", meta_event_type="lifecycle", sub_type="connect")
         )
-        await ws.send(_group_message(next(message_ids), text))
+        await ws.send(_group_message(next(message_ids), text, group_id))
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -120,10 +122,11 @@ def main() -> int:
     parser.add_argument("--url", default="ws://127.0.0.1:8080/onebot/v11/ws")
     parser.add_argument("--token", default="", help="the OneBot access token")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a reply")
+    parser.add_argument("--group", type=int, default=GROUP_ID, help="the group the message is in")
     parser.add_argument("text", nargs="?", default="你好，请用一句话介绍你自己")
     args = parser.parse_args()
-    print(f"user -> group {GROUP_ID}: @bot {args.text}", flush=True)
-    said = asyncio.run(probe(args.url, args.token, args.text, args.timeout))
+    print(f"user -> group {args.group}: @bot {args.text}", flush=True)
+    said = asyncio.run(probe(args.url, args.token, args.text, args.timeout, args.group))
     if said is None:
         print("no reply", file=sys.stderr)
         return 1
