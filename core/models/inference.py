@@ -363,10 +363,12 @@ class Inference:
                     _emit_guarded(ctx, pieces, guard)
                     if guard.stop_reason != "parrot":
                         return
+                    if attempt == len(attempts) - 1:
+                        # nothing but the question: a repeated question beats silence (a
+                        # device turn without a reply would leave the speaker mute)
+                        ctx.emit_blocking(guard.generated)
+                        return
                     log.debug("the reply repeated the question; generating it again")
-                # the last attempt was nothing but the question: a repeated question beats
-                # silence (a device turn without a reply would leave the speaker mute)
-                ctx.emit_blocking(guard.generated)
 
         async def run_remote(ctx: JobContext) -> None:
             async with self._manager.use_async("llm", RemoteLlm) as llm:
