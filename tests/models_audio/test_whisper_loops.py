@@ -18,7 +18,13 @@ from faster_whisper.transcribe import get_compression_ratio
 from core.models.asr import AsrSettings
 from core.models.whisper import asr as whisper_asr
 from core.models.whisper.asr import WhisperAsr
-from core.models.whisper.fitted import COMPRESSION_RATIO_LIMIT, FittedResult, is_degenerate
+from core.models.whisper.fitted import (
+    COMPRESSION_RATIO_LIMIT,
+    FittedResult,
+    is_degenerate,
+    stopped_early,
+    voiced_span_s,
+)
 from core.models.whisper.loops import collapse_loops, has_loop
 
 SENTENCE = "What is the capital of Australia, and how far is it from Sydney?"
@@ -69,6 +75,27 @@ def test_fitted_guard_catches_what_the_compression_ratio_misses(looped: str) -> 
 def test_fitted_guard_passes_ordinary_output_and_keeps_the_token_cap() -> None:
     assert not is_degenerate(SENTENCE, tokens=15, max_tokens=72)
     assert is_degenerate(SENTENCE, tokens=72, max_tokens=72)  # ran into the token cap
+
+
+def _speech_like(voiced_s: float, preroll_noise_s: float = 0.3) -> np.ndarray:
+    """Room noise, then ``voiced_s`` of 0.3 s tone bursts with short gaps, then silence."""
+    rng = np.random.default_rng(0)
+    noise = 0.02 * rng.standard_normal(int(16_000 * preroll_noise_s))
+    t = np.arange(int(16_000 * voiced_s)) / 16_000
+    bursts = 0.5 * np.sin(2 * np.pi * 220 * t) * ((t % 0.4) < 0.3)
+    bursts[-160:] = 0.5  # the span ends on a voiced 10 ms
+    return np.concatenate([noise, bursts, np.zeros(8_000)]).astype(np.float32)
+
+
+def test_a_fitted_text_too_short_for_its_speech_counts_as_stopped_early() -> None:
+    """Seen in the TTS round trip: "Please set a time for 10 minutes" (8 tokens) for a 3.7 s
+    clip of two sentences; whole utterances run at 4-5 tokens a second."""
+    audio = _speech_like(3.7)
+    assert voiced_span_s(audio) == pytest.approx(3.7, abs=0.05)  # the noise is not speech
+    assert stopped_early(8, audio)
+    assert not stopped_early(16, audio)  # the whole two sentences
+    assert not stopped_early(2, _speech_like(1.5))  # short speech is not judged by its rate
+    assert not stopped_early(0, np.zeros(16_000 * 4, np.float32))
 
 
 @dataclass

@@ -183,7 +183,9 @@ class WhisperAsr(Asr):
                 raise InferenceError(f"whisper transcription failed: {e}") from e
             if not fitted.degenerate:
                 return Transcript(text=fitted.text, language=fitted.language, audio_s=audio_s)
-            log.info("fitted-window whisper output looked repetitive; decoding with 30 s")
+            log.info(
+                "fitted-window whisper output looked repetitive or cut short; decoding with 30 s"
+            )
             lang = lang or fitted.language
         try:
             segments, info = self._model.transcribe(

@@ -11,7 +11,11 @@ Without the 30 s context whisper can loop or hallucinate, so the result is check
 whisper checks its own fallbacks: a text that compresses too well (repetition), that repeats a
 phrase (:func:`core.models.whisper.loops.has_loop`: a sentence said two or three times passes
 the compression check), or that ran into the token cap, is reported as degenerate and the
-caller decodes again with the standard 30 s window. Whisper's no-speech rule (no-speech
+caller decodes again with the standard 30 s window. So is a text too short for the speech it
+transcribes (fewer than ``MIN_TOKENS_PER_VOICED_S`` tokens per second from the first to the
+last voiced 10 ms, for two seconds or more of it): the short window sometimes ends after the
+first of two sentences ("Please set a time for 10 minutes" for a 3.7 s clip, 8 tokens; whole
+utterances run at 4–5 tokens a second in English and Mandarin). Whisper's no-speech rule (no-speech
 probability high and average log-probability low) returns an empty text.
 """
 
@@ -32,6 +36,8 @@ NO_SPEECH_PROB = 0.6
 LOGPROB_FLOOR = -1.0
 TOKENS_PER_S = 12  # generous: speech runs at ~3-5 tokens per second in English and Chinese
 MIN_TOKENS = 24
+MIN_TOKENS_PER_VOICED_S = 2.5  # below: stopped early (whole utterances 4-5, slow speech ~3)
+MIN_VOICED_S = 2.0  # shorter speech is not judged by its token rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +104,28 @@ def transcribe_fitted(
     avg_logprob = result.scores[0] if result.scores else 0.0
     if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
         return FittedResult("", language, degenerate=False)
-    return FittedResult(text, language, is_degenerate(text, len(tokens), max_new))
+    degenerate = is_degenerate(text, len(tokens), max_new) or stopped_early(len(tokens), audio)
+    return FittedResult(text, language, degenerate)
+
+
+def stopped_early(tokens: int, audio: np.ndarray, sample_rate_hz: int = 16_000) -> bool:
+    """Too few tokens for the voiced span of ``audio`` (see the module doc)."""
+    voiced_s = voiced_span_s(audio, sample_rate_hz)
+    return voiced_s >= MIN_VOICED_S and tokens < MIN_TOKENS_PER_VOICED_S * voiced_s
+
+
+def voiced_span_s(audio: np.ndarray, sample_rate_hz: int = 16_000) -> float:
+    """Seconds from the first to the last 10 ms louder than 10 % of the loudest 10 ms (room
+    noise in a device's pre-roll stays below that)."""
+    step = sample_rate_hz // 100
+    usable = len(audio) // step * step
+    if usable == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(audio[:usable].astype(np.float64).reshape(-1, step) ** 2, axis=1))
+    if rms.max() <= 0:
+        return 0.0
+    voiced = np.flatnonzero(rms > 0.1 * rms.max())
+    return (int(voiced[-1]) - int(voiced[0]) + 1) * step / sample_rate_hz
 
 
 def is_degenerate(text: str, tokens: int, max_tokens: int) -> bool:
