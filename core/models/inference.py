@@ -46,6 +46,7 @@ from core.models.registry import TTS_REMOTE
 from core.models.sd import DrawRequest, ImageGenerator, sd_configured
 from core.models.settings import ModelsSettings
 from core.models.tts import PcmChunk, RemoteTts, Tts
+from core.models.tts_clips import ClipCache
 from core.models.tts_routing import route_parts
 from core.models.vad import Vad, VadModel
 from core.models.vl import VisionLanguage, vl_configured
@@ -79,6 +80,8 @@ class Inference:
         self._manager = manager
         self._settings = settings
         self._cluster = cluster
+        tts = settings.tts
+        self.clips = ClipCache(tts.clip_cache_entries, tts.clip_cache_max_chars)
 
     def _on_cluster(self, model: str) -> RayPool | None:
         """The Ray pool when it hosts ``model``, else None (the model runs on this box)."""
@@ -443,6 +446,9 @@ class Inference:
         jobs on ``tts_remote`` holding ``remote:tts``; the next part's job is submitted while
         the current one streams, so it is ready when the current part ends."""
         tts = self._settings.tts
+        clip = self.clips.get(text, sample_rate_hz)
+        if clip is not None:
+            return self._speak_clip(text, clip, lane=lane, owner=owner)
         if not tts.mixed_routes:
             return self._speak_on("tts", text, lane=lane, owner=owner, rate_hz=sample_rate_hz)
         parts = route_parts(text, tts.remote_routes())
@@ -485,15 +491,41 @@ class Inference:
         )
         return self._scheduler.submit(relay, spec=spec)
 
+    def _speak_clip(
+        self, text: str, clip: Sequence[PcmChunk], *, lane: Lane, owner: str
+    ) -> JobHandle[PcmChunk]:
+        """A kept clip (core/models/tts_clips.py): a job on the loop, without a model."""
+
+        async def replay(ctx: JobContext) -> None:
+            for chunk in clip:
+                await ctx.emit(chunk)
+
+        spec = JobSpec(
+            kind="tts:clip",
+            lane=lane,
+            owner=owner,
+            mode=ExecMode.ASYNC,
+            resources={},
+            label=f"tts clip: {text}"[:_LABEL_CHARS],
+        )
+        return self._scheduler.submit(replay, spec=spec)
+
     def _speak_on(
         self, model: str, text: str, *, lane: Lane, owner: str, rate_hz: int
     ) -> JobHandle[PcmChunk]:
+        clips = self.clips
+
         def run(ctx: JobContext) -> None:
             with self._manager.hold(model, Tts, ctx.checkpoint_blocking) as held:
                 chunks = held.backend.synthesize(
                     text, sample_rate_hz=rate_hz, check=held.step(ctx.checkpoint_blocking)
                 )
-                _emit_all(ctx, chunks)
+                if not clips.wants(text):
+                    _emit_all(ctx, chunks)
+                    return
+                spoken: list[PcmChunk] = []
+                _emit_all(ctx, _recorded(chunks, spoken))
+                clips.put(text, rate_hz, spoken)  # only reached when the whole clip was made
 
         async def run_remote(ctx: JobContext) -> None:
             async with self._manager.use_async(model, RemoteTts) as tts:
@@ -584,6 +616,18 @@ def audio_windows(pcm: np.ndarray, window_samples: int) -> Iterator[np.ndarray]:
         yield pcm[start:cut]
         start = cut
     yield pcm[start:]
+
+
+def _recorded(chunks: Iterator[PcmChunk], into: list[PcmChunk]) -> Iterator[PcmChunk]:
+    """``chunks`` as they come, each also appended to ``into``."""
+    try:
+        for chunk in chunks:
+            into.append(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _emit_all(ctx: JobContext, items: Iterator[Any]) -> None:

