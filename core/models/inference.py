@@ -481,14 +481,7 @@ class Inference:
                 for handle in pending:
                     handle.cancel("the reply's speech was cancelled")
 
-        spec = JobSpec(
-            kind="tts:route",
-            lane=lane,
-            owner=owner,
-            mode=ExecMode.ASYNC,
-            resources={},
-            label=f"tts {len(parts)} parts: {text}"[:_LABEL_CHARS],
-        )
+        spec = _loop_spec("tts:route", lane, owner, f"tts {len(parts)} parts: {text}")
         return self._scheduler.submit(relay, spec=spec)
 
     def _speak_clip(
@@ -500,14 +493,7 @@ class Inference:
             for chunk in clip:
                 await ctx.emit(chunk)
 
-        spec = JobSpec(
-            kind="tts:clip",
-            lane=lane,
-            owner=owner,
-            mode=ExecMode.ASYNC,
-            resources={},
-            label=f"tts clip: {text}"[:_LABEL_CHARS],
-        )
+        spec = _loop_spec("tts:clip", lane, owner, f"tts clip: {text}")
         return self._scheduler.submit(replay, spec=spec)
 
     def _speak_on(
@@ -616,6 +602,18 @@ def audio_windows(pcm: np.ndarray, window_samples: int) -> Iterator[np.ndarray]:
         yield pcm[start:cut]
         start = cut
     yield pcm[start:]
+
+
+def _loop_spec(kind: str, lane: Lane, owner: str, label: str) -> JobSpec:
+    """A job on the loop that holds no model and no resource (it relays or replays audio)."""
+    return JobSpec(
+        kind=kind,
+        lane=lane,
+        owner=owner,
+        mode=ExecMode.ASYNC,
+        resources={},
+        label=label[:_LABEL_CHARS],
+    )
 
 
 def _recorded(chunks: Iterator[PcmChunk], into: list[PcmChunk]) -> Iterator[PcmChunk]:
