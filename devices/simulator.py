@@ -24,6 +24,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from core.models.audio import voiced_frames
 from devices.codec import FRAME_MS, OpusDecoder, OpusEncoder, resample_linear
 from devices.protocol import FRAME_TYPE_OPUS, pack_frame, unpack_frame
 from devices.tasks import TaskOwner
@@ -58,16 +59,10 @@ class Conversation:
 
 def trailing_silence_s(pcm: np.ndarray, sample_rate_hz: int = UPLINK_RATE_HZ) -> float:
     """Seconds after the last voiced 10 ms of ``pcm`` (RMS above 2 % of the loudest 10 ms)."""
-    step = sample_rate_hz // 100
-    usable = len(pcm) // step * step
-    if usable == 0:
-        return len(pcm) / sample_rate_hz
-    frames = pcm[:usable].astype(np.float64).reshape(-1, step)
-    rms = np.sqrt(np.mean(frames**2, axis=1))
-    voiced = np.flatnonzero(rms > 0.02 * rms.max()) if rms.max() > 0 else np.array([], int)
+    voiced = voiced_frames(pcm, sample_rate_hz, 0.02)
     if voiced.size == 0:
         return len(pcm) / sample_rate_hz
-    return (len(pcm) - (int(voiced[-1]) + 1) * step) / sample_rate_hz
+    return (len(pcm) - (int(voiced[-1]) + 1) * (sample_rate_hz // 100)) / sample_rate_hz
 
 
 def read_wav_16k(path: Path) -> np.ndarray:

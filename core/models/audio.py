@@ -1,4 +1,5 @@
-"""Shared audio helpers for the speech backends: a streaming polyphase resampler and WAV I/O.
+"""Shared audio helpers for the speech backends: a streaming polyphase resampler, WAV I/O and
+which 10 ms frames of a clip are voiced.
 
 The resampler is a windowed-sinc (Kaiser) polyphase filter in plain numpy: the output rate is
 ``in_hz * L / M`` for coprime ``L``, ``M``; each output sample takes ``2 * half_taps`` input
@@ -100,6 +101,20 @@ def resample(samples: np.ndarray, in_hz: int, out_hz: int) -> np.ndarray:
     r = Resampler(in_hz, out_hz)
     out: np.ndarray = np.concatenate([r.process(samples), r.flush()])  # Any under numpy<2
     return out
+
+
+def voiced_frames(samples: np.ndarray, sample_rate_hz: int, share: float) -> np.ndarray:
+    """Indices of the 10 ms frames whose RMS is above ``share`` of the loudest one (none for
+    silence or a clip shorter than 10 ms)."""
+    step = sample_rate_hz // 100
+    usable = len(samples) // step * step
+    if usable == 0:
+        return np.array([], dtype=np.int64)
+    frames = samples[:usable].astype(np.float64).reshape(-1, step)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    if rms.max() <= 0:
+        return np.array([], dtype=np.int64)
+    return np.flatnonzero(rms > share * rms.max())
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from core.models.audio import voiced_frames
 from core.models.whisper.loops import has_loop
 
 FRAMES_PER_S = 100  # whisper mel frames: 10 ms hop
@@ -117,15 +118,10 @@ def stopped_early(tokens: int, audio: np.ndarray, sample_rate_hz: int = 16_000) 
 def voiced_span_s(audio: np.ndarray, sample_rate_hz: int = 16_000) -> float:
     """Seconds from the first to the last 10 ms louder than 10 % of the loudest 10 ms (room
     noise in a device's pre-roll stays below that)."""
-    step = sample_rate_hz // 100
-    usable = len(audio) // step * step
-    if usable == 0:
+    voiced = voiced_frames(audio, sample_rate_hz, 0.1)
+    if voiced.size == 0:
         return 0.0
-    rms = np.sqrt(np.mean(audio[:usable].astype(np.float64).reshape(-1, step) ** 2, axis=1))
-    if rms.max() <= 0:
-        return 0.0
-    voiced = np.flatnonzero(rms > 0.1 * rms.max())
-    return (int(voiced[-1]) - int(voiced[0]) + 1) * step / sample_rate_hz
+    return (int(voiced[-1]) - int(voiced[0]) + 1) * (sample_rate_hz // 100) / sample_rate_hz
 
 
 def is_degenerate(text: str, tokens: int, max_tokens: int) -> bool:
