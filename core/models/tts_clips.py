@@ -26,7 +26,6 @@ class ClipCache:
         self.max_chars = max_chars
         self._clips: OrderedDict[ClipKey, tuple[PcmChunk, ...]] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
 
     def wants(self, text: str) -> bool:
         """Whether ``text`` is short enough to be kept."""
@@ -35,11 +34,11 @@ class ClipCache:
     def get(self, text: str, sample_rate_hz: int) -> tuple[PcmChunk, ...] | None:
         if not self.wants(text):
             return None
+        key = (text.strip(), sample_rate_hz)
         with self._lock:
-            clip = self._clips.get((text.strip(), sample_rate_hz))
+            clip = self._clips.get(key)
             if clip is not None:
-                self._clips.move_to_end((text.strip(), sample_rate_hz))
-                self.hits += 1
+                self._clips.move_to_end(key)
             return clip
 
     def put(self, text: str, sample_rate_hz: int, chunks: Sequence[PcmChunk]) -> None:
@@ -49,6 +48,3 @@ class ClipCache:
             self._clips[(text.strip(), sample_rate_hz)] = tuple(chunks)
             while len(self._clips) > self.capacity:
                 self._clips.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._clips)
