@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import numpy as np
 import pytest
@@ -10,14 +11,9 @@ import pytest
 from devices.simulator import DeviceSimulator
 from tests.devices.conftest import StartHub
 from tests.devices.fakes import FakeInference, tone_pcm
+from tests.polling import until
 
-
-async def _until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout_s / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
+_until = functools.partial(until, timeout_s=10.0, poll_s=0.01)
 
 
 def _after(sim: DeviceSimulator, index: int) -> list[str]:

@@ -9,8 +9,9 @@ however fast or slow the loop runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from devices.session import SessionState, SessionStateMachine
 from devices.tasks import TaskOwner
 from devices.turn import LLM_AHEAD_PIECES, Turn, TurnConfig
 from tests.devices.fakes import FakeInference, tone_pcm
+from tests.polling import until
 
 OWNER = "device:test"
 CHUNK = 960  # 60 ms at 16 kHz, as the device sends
@@ -101,12 +103,7 @@ def _silence(duration_s: float) -> np.ndarray:
     return np.zeros(int(duration_s * 16_000), dtype=np.int16)
 
 
-async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline_s = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline_s:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
+_until = functools.partial(until, timeout_s=10.0, poll_s=0.005)
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ test_llamacpp.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -27,6 +28,7 @@ from core.models.manager import ModelManager
 from core.models.settings import ModelsSettings
 from core.scheduler import Lane, Scheduler, SchedulerSettings, TraceKind
 from tests.models_llm.conftest import FakeTts, FakeVadModel
+from tests.polling import until as poll_until
 
 
 class OneContextLlm(Llm):
@@ -134,11 +136,7 @@ def waits(scheduler: Scheduler, job_id: int) -> float:
     return events[TraceKind.STARTED] - events[TraceKind.SCHEDULED]
 
 
-async def until(predicate: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
+until = functools.partial(poll_until, timeout_s=10.0, poll_s=0.005)
 
 
 def user(text: str) -> list[ChatMessage]:

@@ -12,8 +12,8 @@ One test drives a real :class:`core.workers.process.ProcessWorker` hosting a tes
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from core.models.sd import DrawRequest
 from core.scheduler import Lane, Scheduler, SchedulerSettings
 from core.workers.base import WorkerState
 from core.workers.hosted import WorkerModel
+from tests.polling import until
 from tests.workers.doubles import create_gpu_steps
 
 HELLO = [ChatMessage("user", "你好")]
@@ -56,11 +57,7 @@ async def small_card() -> AsyncIterator[tuple[Scheduler, SimulatedGpu]]:
         await sched.stop()
 
 
-async def _until(predicate: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
+_until = functools.partial(until, timeout_s=10.0, poll_s=0.005)
 
 
 async def _chat(inference: Inference, lane: Lane, owner: str, tokens: int) -> str:

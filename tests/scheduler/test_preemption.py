@@ -4,9 +4,11 @@ time, the pause hooks of blocking jobs, and the starvation bound of repeated pre
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from core.scheduler import ExecMode, JobContext, JobSpec, JobStatus, Lane
+from tests.polling import until
 
 from .conftest import MakeScheduler
 from .helpers import Gate
@@ -145,11 +147,7 @@ async def test_a_preempted_job_still_finishes_under_a_saturated_realtime_lane(
     assert isinstance(yields, int) and yields >= 2  # it was preempted, repeatedly, and still ran
 
 
-async def _until(predicate: object, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.001)
+_until = functools.partial(until, timeout_s=5.0, poll_s=0.001)
 
 
 async def test_frequent_vad_jobs_do_not_promote_a_chat_past_the_voice_job_it_yielded_to(

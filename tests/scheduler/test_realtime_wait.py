@@ -7,9 +7,11 @@ ran its 2 grace steps first, and a promoted drawing took the GPU a chat had just
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from core.scheduler import JobContext, JobSpec, Lane
+from tests.polling import until
 
 from .conftest import MakeScheduler
 
@@ -27,11 +29,7 @@ def _stepper(steps: list[str], tag: str, step_s: float, n: int = 200):  # type: 
     return run
 
 
-async def _until(predicate: object, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.001)
+_until = functools.partial(until, timeout_s=5.0, poll_s=0.001)
 
 
 async def _voice(ctx: JobContext) -> float:
