@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.models.base import never_cancelled
 from core.models.llamacpp.llm import LlamaCppLlm
 from core.models.llm import ChatMessage, LlmSettings
+from tests.models_llm.llama_runs import greedy
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,6 @@ def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
     llm.load()
     yield llm
     llm.unload()
-
-
-def greedy(llm: LlamaCppLlm, messages: list[ChatMessage], tokens: int = 32) -> str:
-    return "".join(
-        llm.stream_chat(messages, max_tokens=tokens, temperature=0.0, check=never_cancelled)
-    )
 
 
 def test_a_paused_generation_resumes_intact_after_another_used_the_context(

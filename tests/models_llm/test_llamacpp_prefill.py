@@ -4,14 +4,15 @@ and resumes from what it had evaluated with identical output."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from core.models.base import never_cancelled
 from core.models.llamacpp.llm import LlamaCppLlm
 from core.models.llm import ChatMessage, LlmSettings
+from tests.models_llm.llama_runs import greedy as greedy_run
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +40,7 @@ def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
     llm.unload()
 
 
-def greedy(llm: LlamaCppLlm, messages: list[ChatMessage], tokens: int = 24) -> str:
-    return "".join(
-        llm.stream_chat(messages, max_tokens=tokens, temperature=0.0, check=never_cancelled)
-    )
+greedy = functools.partial(greedy_run, tokens=24)  # short replies: the prompt is the point
 
 
 def test_a_long_prompt_reaches_a_pause_point_every_chunk_before_the_first_token(
