@@ -25,7 +25,9 @@ at warm-up (``models.llm.warm_prompts=[]``); ``en24`` is ``new`` with the first 
 a space past 24 characters instead of 12 (the default before); ``hold`` is ``new`` with a reply
 that copies the user's words held to the copy's end instead of stopped and generated again
 (``models.llm.parrot_stop_chars=0``); ``noclips`` is ``new`` without the short clauses' audio
-kept (``models.tts.clip_cache_entries=0``). The same LLM serves all.
+kept (``models.tts.clip_cache_entries=0``); ``noprefill`` is ``new`` with a speculation that
+speech resumed after dropped at once, not run on to its LLM's first token
+(``devices.prefill_while_speaking=false``). The same LLM serves all.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def variant_overrides(variant: str, llm_model: str | None) -> dict[str, Any]:
         models["llm"] = {**models.get("llm", {}), "warm_prompts": []}
     if variant == "en24":  # the new default with the first chunk cut at a space past 24 chars
         devices["first_chunk_chars"] = 24
+    if variant == "noprefill":  # a speculation speech resumed after is dropped (the old rule)
+        devices["prefill_while_speaking"] = False
     if variant == "noclips":  # the new default without short clauses' audio kept
         models["tts"] = {"clip_cache_entries": 0}
     if variant == "hold":  # the new default with a copied question held to its end, not stopped
@@ -409,7 +413,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--serve",
-        choices=["new", "old", "clause0", "nowarm", "en24", "hold", "noclips"],
+        choices=["new", "old", "clause0", "nowarm", "en24", "hold", "noclips", "noprefill"],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--variants", default="new,old")

@@ -140,6 +140,12 @@ class DeviceSettings(BaseModel):
         description="pause this long starts the reply speculatively, its output held until"
         " min_silence_ms confirms the end (0: off; lower is faster, wastes more CPU on pauses)",
     )
+    prefill_while_speaking: bool = Field(
+        True,
+        description="a reply started at a pause the user then spoke past runs on, unheard, to"
+        " its LLM's first token: the words said so far are evaluated while the user speaks, and"
+        " after the end only the rest (off: dropped when speech resumes)",
+    )
     first_chunk_chars: int = Field(
         12,
         ge=8,

@@ -122,6 +122,7 @@ class DeviceHub:
             failure_reply=s.failure_reply,
             system_prompt=s.system_prompt,
             system_prompts=s.system_prompts,
+            prefill_while_speaking=s.prefill_while_speaking,
         )
 
     def router(self) -> APIRouter:

@@ -9,9 +9,15 @@ turn wherever it is (ASR, LLM or TTS) and sends ``tts stop``.
 
 Speculation hides the end-of-speech hangover: at a pause (``speculate_after_ms``) a *held* turn
 starts the whole ASR → LLM → TTS pipeline with its device-bound output held back. If the end is
-then confirmed on the same audio it is adopted (THINKING, output released); if speech resumes,
-the utterance differs, or the session aborts, listens again or closes, it is cancelled and the
-device never hears of it.
+then confirmed on the same audio it is adopted (THINKING, output released); if the utterance
+differs, or the session aborts, listens again or closes, it is cancelled and the device never
+hears of it. If speech resumes, it is not the answer either: with ``prefill_while_speaking``
+it is *demoted* (:meth:`Turn.demote`) and runs on, unheard, until its LLM's first piece, so the
+words said before the pause are evaluated in the LLM's context while the user goes on speaking
+(a 15-25-token question costs ~0.3 s of prompt evaluation on 2 cores; after the end only the
+words since the pause are left). At most one demoted turn runs; it is cancelled when a newer
+one takes its place, at a new pause if it is still in ASR (the new ASR supersedes it), at the
+confirmed end, and wherever a speculation is dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class PipelineConfig:
     failure_reply: str = ""  # spoken when a turn fails before it spoke; empty: silent
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     system_prompts: Mapping[str, str] | None = None  # by utterance language; None: defaults
+    prefill_while_speaking: bool = True  # a speculation speech resumed after runs to its LLM
 
 
 _NOT_IN_KEY = set(" \t\r\n,.!?;:'\"，。！？；：、…～~·“”‘’（）()")
@@ -101,10 +108,12 @@ class VoicePipeline:
             on_speech_start=self._on_speech_start,
             on_utterance=self._on_utterance,
             on_pause=self._on_pause,
-            on_resume=self._drop_speculation,
+            on_resume=self._on_resume,
         )
         # a held turn started during a pause, before the end of speech is certain
         self._speculation: Speculation | None = None
+        # a speculation demoted when speech resumed: runs to its LLM's first piece, unheard
+        self._prefill: Speculation | None = None
 
     @property
     def speculation(self) -> Turn | None:
@@ -219,17 +228,52 @@ class VoicePipeline:
     def _on_pause(self, utterance: Utterance) -> None:
         if self._state.state is not _S.LISTENING and self.mode != "realtime":
             return
-        self._drop_speculation()
+        self._cancel_speculation()
+        prefill = self._prefill
+        if prefill is not None and prefill.turn.timings.transcribed_s is None:
+            self._drop_prefill()  # still in ASR: this pause's ASR supersedes it
         turn = self._new_turn(held=True, started_s=utterance.ended_s)
         task = self._tasks.spawn(self._run_turn(turn, utterance), f"turn{turn.turn_id}-speculative")
         self._speculation = Speculation(utterance.key, turn, task)
 
-    def _drop_speculation(self) -> None:
+    def _on_resume(self) -> None:
+        """Speech came back after the pause: the held turn is not the answer. It is dropped, or
+        demoted to a prefill if it has not got its LLM's first piece yet (then the words so
+        far are being evaluated or soon will be)."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is None:
+            return
+        if (
+            not self._config.prefill_while_speaking
+            or speculation.turn.timings.first_token_s is not None
+            or speculation.task.done()
+        ):
+            speculation.task.cancel()
+            return
+        self._drop_prefill()
+        speculation.turn.demote()
+        self._prefill = speculation
+        log.debug(
+            "%s turn %d: demoted to prefill", self._config.turn.owner, speculation.turn.turn_id
+        )
+
+    def _cancel_speculation(self) -> None:
         speculation, self._speculation = self._speculation, None
         if speculation is not None:  # never released: its output is discarded with it
             speculation.task.cancel()
 
+    def _drop_prefill(self) -> None:
+        prefill, self._prefill = self._prefill, None
+        if prefill is not None:
+            prefill.task.cancel()
+
+    def _drop_speculation(self) -> None:
+        """The held turn and the demoted one, if any: neither is heard."""
+        self._cancel_speculation()
+        self._drop_prefill()
+
     def _take_speculation(self, utterance: Utterance) -> Speculation | None:
+        self._drop_prefill()  # the end is confirmed: what it evaluated is in the context now
         if self._speculation is not None and self._speculation.key == utterance.key:
             speculation, self._speculation = self._speculation, None
             return speculation
@@ -296,6 +340,8 @@ class VoicePipeline:
             log.exception("%s: turn %d crashed", self._config.turn.owner, turn.turn_id)
             message = f"internal error: {type(exc).__name__}"
             outcome = await self._turn_failed(turn, "internal", message)
+        if turn.prefill_only:
+            return outcome  # never the device's turn: nothing to close or to report
         self.last_turn = turn
         if (
             not failed
@@ -347,7 +393,7 @@ class VoicePipeline:
             self._state.move(target)
 
     async def close(self) -> None:
-        tasks = [self._speculation.task] if self._speculation is not None else []
+        tasks = [s.task for s in (self._speculation, self._prefill) if s is not None]
         self._drop_speculation()
         self.generation += 1
         if self._turn_task is not None:

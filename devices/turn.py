@@ -12,7 +12,9 @@ stops at its next chunk).
 A *held* turn is a speculation (started at a pause, before the end of speech is certain): it
 runs every stage, but its output waits in a :class:`HeldOutput` until :meth:`Turn.release`;
 it returns (or raises) only once released, and if cancelled before that it sends nothing and
-leaves no trace in the conversation memory.
+leaves no trace in the conversation memory. A held turn demoted (:meth:`Turn.demote`) when
+speech resumed is never released: it runs on to the LLM's first piece and ends there, so the words
+said so far are evaluated in the LLM's context while the user is still speaking.
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ class Turn:
         self.tool_run = ToolRun()  # the LLM's tool rounds (devices/tool_loop.py)
         self.typed = False  # started from text ('listen detect'), not from an utterance
         self.remember = True  # False: the exchange stays out of the conversation memory
+        self._prefill_only = False  # demoted: ends at the LLM's first piece, never released
 
     @property
     def released(self) -> bool:
@@ -191,6 +194,18 @@ class Turn:
     def release(self) -> None:
         """The end of speech is confirmed: send what is held and let the rest through."""
         self._output.release()
+
+    @property
+    def prefill_only(self) -> bool:
+        return self._prefill_only
+
+    def demote(self) -> None:
+        """Speech resumed after the pause this held turn started at: it will never be released.
+        It goes on to its LLM's first piece and ends there (nothing sent, nothing remembered):
+        the words said so far are then in the LLM's context, and the whole utterance's prompt
+        is evaluated only past them (llama.cpp reuses the common prefix). A device command
+        (keyword intents) is not run."""
+        self._prefill_only = True
 
     async def run(
         self, pcm: np.ndarray | None = None, *, text: str | None = None, reply: str | None = None
@@ -202,9 +217,11 @@ class Turn:
                 outcome = await self._run(pcm, text, reply)
             except Exception:
                 await self._stop()  # no stage may send anything of a failed turn at release
-                await self._output.wait_released()  # its failure is reported once adopted
+                if not self._prefill_only:
+                    await self._output.wait_released()  # its failure is reported once adopted
                 raise
-            await self._output.wait_released()  # e.g. an empty transcript, heard before the end
+            if not self._prefill_only:  # e.g. an empty transcript, heard before the end
+                await self._output.wait_released()
             return outcome
         finally:
             await self._stop()
@@ -241,7 +258,13 @@ class Turn:
             return TurnOutcome.EMPTY
         if self.user_text:  # (a fixed reply without user text: the server speaks first)
             await self._send(Stt(text=self.user_text))
-        if reply is None and cfg.keyword_intents and self._tools is not None and self._tools.tools:
+        if (
+            reply is None
+            and not self._prefill_only
+            and cfg.keyword_intents
+            and self._tools is not None
+            and self._tools.tools
+        ):
             reply = await self._device_tool(self._tools, self.user_text)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         items: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -255,6 +278,8 @@ class Turn:
         )
         pieces: list[str] = []
         async for piece in self._reply_pieces(reply):
+            if self._prefill_only:  # the prompt is evaluated: all a demoted turn was for
+                return TurnOutcome.EMPTY
             if not pieces:
                 self.timings.first_token_s = time.monotonic()
             pieces.append(piece)

@@ -107,14 +107,16 @@ _until = functools.partial(until, timeout_s=10.0, poll_s=0.005)
 
 
 @asynccontextmanager
-async def _harness(fake: FakeInference) -> AsyncIterator[Harness]:
+async def _harness(fake: FakeInference, *, prefill: bool = True) -> AsyncIterator[Harness]:
     fake.tts_ms_per_char = 3.0  # short replies keep the paced audio brief
     outbox = RecordingOutbox()
     state = SessionStateMachine()
     state.move(SessionState.READY)
     tasks = TaskOwner("test")
     config = PipelineConfig(
-        listen=ListenConfig(owner=OWNER), turn=TurnConfig(owner=OWNER, cancel_timeout_s=1.0)
+        listen=ListenConfig(owner=OWNER),
+        turn=TurnConfig(owner=OWNER, cancel_timeout_s=1.0),
+        prefill_while_speaking=prefill,
     )
     pipeline = VoicePipeline(inference=fake, outbox=outbox, state=state, config=config, tasks=tasks)
     await pipeline.on_listen(Listen(type="listen", state="start", mode="auto"))
@@ -209,6 +211,40 @@ async def test_pause_then_more_speech_cancels_speculation_silently(harness: Harn
     # the dropped speculation left no trace in memory: the final prompt has no earlier exchange
     assert [m.role for m in fake.chat_prompts[-1]] == ["system", "user"]
     assert len(pipeline.memory) == 1
+
+
+@pytest.mark.parametrize("prefill", [True, False])
+async def test_speech_after_the_pause_leaves_the_words_so_far_evaluated_by_the_llm(
+    fake: FakeInference, prefill: bool
+) -> None:
+    """The held turn is still in ASR when the user speaks on: it runs on, unheard, to its
+    LLM's first piece (the words before the pause are then in the LLM's context) and ends
+    there; the whole utterance is answered once, as before. Off: it is dropped in ASR."""
+    async with _harness(fake, prefill=prefill) as harness:
+        outbox, pipeline = harness.outbox, harness.pipeline
+        fake.asr_s = 0.3  # still transcribing the first half when speech resumes
+        held = await harness.speak_then_pause()
+        await harness.feed(tone_pcm(0.6))  # the user was only pausing
+        assert pipeline.speculation is None
+        if prefill:
+            # while the user is still speaking: the first half's prompt reaches the LLM, which
+            # stops at its first piece
+            await _until(lambda: fake.cancelled.get("llm", 0) == 1)
+            assert held.prefill_only and held.reply_text == "" and fake.emitted == ["llm"]
+            assert fake.started == {"vad": fake.started["vad"], "asr": 1, "llm": 1}
+        else:
+            await _until(lambda: fake.cancelled.get("asr", 0) == 1)
+            await asyncio.sleep(0.1)
+            assert "llm" not in fake.started
+        fake.asr_s = 0.05
+        await harness.feed(_silence(0.6))  # the real end
+        await _until(lambda: pipeline.last_turn is not None, timeout_s=5.0)
+        final = pipeline.last_turn
+        assert final is not None and final is not held and final.spoke
+        assert fake.started["llm"] == (2 if prefill else 1) and fake.started["tts"] == 2
+        assert [k for k in outbox.kinds() if k == "stt"] == ["stt"] and outbox.refused == []
+        assert len(pipeline.memory) == 1  # the demoted turn left no trace
+        assert [m.role for m in fake.chat_prompts[-1]] == ["system", "user"]
 
 
 @pytest.mark.parametrize("how", ["abort", "listen start", "close"])

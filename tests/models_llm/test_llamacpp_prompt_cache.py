@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from core.errors import JobCancelled
 from core.models.base import never_cancelled
 from core.models.llamacpp.llm import LlamaCppLlm
 from core.models.llamacpp.prompt_cache import PromptCache, messages_key
@@ -143,3 +144,39 @@ def test_device_prompts_are_the_default_warm_prompts() -> None:
     prompts = settings.models.llm.warm_prompts
     assert prompts == [settings.devices.system_prompt, settings.devices.system_prompts["en"]]
     assert build_settings(models={"llm": {"warm_prompts": []}}).models.llm.warm_prompts == []
+
+
+def test_a_question_cancelled_at_its_first_piece_leaves_its_words_for_the_whole_question(
+    smollm2: LlamaCppLlm,
+) -> None:
+    """A device's speculation demoted when the user speaks on (devices/pipeline.py) is cancelled
+    at its LLM's first piece: the words said before the pause stay in the context, and the
+    whole question evaluates only what came after them."""
+    partial = [DEVICE[0], ChatMessage("user", "What is the capital of France?")]
+    other = [DEVICE[0], ChatMessage("user", "Please turn on the light in the kitchen.")]
+    whole = DEVICE  # the partial's words, then "Tell me something about the city."
+
+    def evaluated_after(first: list[ChatMessage]) -> int:
+        smollm2.prompt_cache = PromptCache(8)  # nothing of ``whole`` is cached
+        run(smollm2, QQ_CHAT)  # another conversation used the context
+        cancelled = False
+
+        def check() -> None:
+            if cancelled:
+                raise JobCancelled("speech resumed")
+
+        pieces = smollm2.stream_chat(first, max_tokens=12, temperature=0.0, check=check)
+        next(pieces)
+        cancelled = True
+        with pytest.raises(JobCancelled):
+            next(pieces)
+        return run(smollm2, whole)[1]
+
+    shares_system = evaluated_after(other)  # the system prompt is reused either way
+    shares_words = evaluated_after(partial)
+    partial_tokens = smollm2.count_tokens(partial[1].content)
+    assert shares_words <= shares_system - partial_tokens + 2, (
+        shares_words,
+        shares_system,
+        partial_tokens,
+    )
