@@ -25,6 +25,10 @@ stops the model) when one is found, without sending the offending part:
   With ``parrot_stop_chars`` a copy that reaches that many characters ends the reply at once
   with "parrot" instead of being held to its end (a 35-character statement copied back costs
   the listener a second of silence before the answer; a fresh generation costs less).
+- **language** (``reply_language``): a reply opening in the other script than the question's
+  language (:func:`core.models.reply_language.opening_verdict`) ends with ``stop_reason``
+  "language" and nothing sent (the facade generates once more); the opening is held only while
+  undecided (a Chinese reply's first hanzi, an English reply's first word decide it).
 
 Inside a Markdown code fence only the loop rule applies, and a long unit needs three copies
 (code repeats lines legitimately).
@@ -41,6 +45,8 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
+
+from core.models.reply_language import Verdict, opening_verdict
 
 LONG_UNIT_CHARS = 12  # a unit this long repeated twice in a row is a loop
 LOOP_MIN_CHARS = 16  # a short unit is a loop at three repeats covering this many characters
@@ -92,6 +98,7 @@ class ReplyGuard:
         "_dropped",
         "_echo_min",
         "_echo_scanned",
+        "_expect",
         "_parrot",
         "_parrot_stop_chars",
         "_prompt",
@@ -117,11 +124,13 @@ class ReplyGuard:
         detect_loops: bool = True,
         user_text: str = "",
         parrot_stop_chars: int = 0,
+        reply_language: str | None = None,
     ) -> None:
         """``system_prompt``: what must not be echoed ("": no echo rule); ``detect_loops``
         False keeps only the sentence bound; ``user_text``: the message being answered (the
         parrot rule; "": off); ``parrot_stop_chars``: a copy of it this long (normalized)
-        stops the reply with "parrot" (0: the copy is held to its end and dropped)."""
+        stops the reply with "parrot" (0: the copy is held to its end and dropped);
+        ``reply_language``: "zh" or "en", the language the reply must open in (None: off)."""
         self.max_sentences = max_sentences
         self.detect_loops = detect_loops
         self.stop_reason: str | None = None
@@ -144,6 +153,7 @@ class ReplyGuard:
         self._parrot = bool(self._questions) and detect_loops  # still deciding
         self._dropped = 0  # raw characters at the start dropped as a copy of the question
         self._parrot_stop_chars = parrot_stop_chars
+        self._expect = reply_language if detect_loops else None  # until the opening decides
 
     @property
     def text(self) -> str:
@@ -169,6 +179,13 @@ class ReplyGuard:
         if not self.detect_loops:
             out = self._sentences_through(len(self._text), final=False)
             return out if self.stop_reason is not None else out + self._release(len(self._text))
+        if self._expect is not None:
+            verdict = opening_verdict(self._expect, self._text)
+            if verdict is Verdict.WRONG:
+                self.stop_reason = "language"
+            if verdict is not Verdict.RIGHT:
+                return ""  # held while undecided; a wrong opening is never sent
+            self._expect = None
         if self._parrot and self._parrot_pending():
             return ""
         for end in range(start + 1, len(self._text) + 1):

@@ -43,6 +43,7 @@ from core.models.guarded_emit import GuardedEmitter
 from core.models.llm import ChatEvent, ChatMessage, Llm, RemoteLlm, ToolSpec
 from core.models.manager import ModelManager
 from core.models.registry import TTS_REMOTE
+from core.models.reply_language import expected_reply_language
 from core.models.sd import DrawRequest, ImageGenerator, sd_configured
 from core.models.settings import ModelsSettings
 from core.models.tts import PcmChunk, RemoteTts, Tts
@@ -63,7 +64,8 @@ _LABEL_CHARS = 40
 # a reply that opens by copying the question (the guard's parrot rule) is generated again, a
 # little hotter each time (the same prompt, so llama.cpp reuses its evaluated prefix): the
 # first two attempts stop at models.llm.parrot_stop_chars copied characters, the third holds a
-# copy to its end and drops it (an answer after it is sent) or, if that is all, sends it
+# copy to its end and drops it (an answer after it is sent) or, if that is all, sends it. A
+# reply opening in the other language than the question's is generated again the same way
 PARROT_RETRY_TEMPERATURE_STEP = 0.3
 
 
@@ -306,8 +308,11 @@ class Inference:
         system = history[0].content if history and history[0].role == "system" else ""
         question = history[-1].content if history and history[-1].role == "user" else ""
 
-        def new_guard(parrot_stop_chars: int | None = 0) -> ReplyGuard | None:
-            """``parrot_stop_chars``: see ReplyGuard (None: no parrot rule)."""
+        def new_guard(
+            parrot_stop_chars: int | None = 0, language: str | None = None
+        ) -> ReplyGuard | None:
+            """``parrot_stop_chars``, ``language``: see ReplyGuard (None: no parrot rule, no
+            language rule)."""
             if not (llm_settings.guard_replies or max_sentences is not None):
                 return None
             return ReplyGuard(
@@ -316,7 +321,10 @@ class Inference:
                 detect_loops=llm_settings.guard_replies,
                 user_text=question if parrot_stop_chars is not None else "",
                 parrot_stop_chars=parrot_stop_chars or 0,
+                reply_language=language,
             )
+
+        expected = expected_reply_language(question)
 
         def run(ctx: JobContext) -> None:
             with self._manager.hold("llm", Llm, ctx.checkpoint_blocking) as held:
@@ -349,29 +357,31 @@ class Inference:
                     return
                 # parrot_stop_chars per attempt: the first ones stop a copy early, the last
                 # holds it to its end (None: no rule; with the setting at 0, as before it:
-                # hold, then send whatever comes)
+                # hold, then send whatever comes). A reply opening in the other language is
+                # generated again too, but the last attempt is sent whatever its language
                 stop_chars = llm_settings.parrot_stop_chars
                 attempts = (stop_chars, stop_chars, 0) if stop_chars else (0, None)
                 for attempt, parrot_stop_chars in enumerate(attempts):
+                    last = attempt == len(attempts) - 1
                     pieces = llm.stream_chat(
                         fitted.messages,
                         max_tokens=fitted.reply_tokens,
                         temperature=temp + attempt * PARROT_RETRY_TEMPERATURE_STEP,
                         check=step,
                     )
-                    guard = new_guard(parrot_stop_chars)
+                    guard = new_guard(parrot_stop_chars, None if last else expected)
                     if guard is None:
                         _emit_all(ctx, pieces)
                         return
                     _emit_guarded(ctx, pieces, guard)
-                    if guard.stop_reason != "parrot":
+                    if guard.stop_reason not in ("parrot", "language"):
                         return
-                    if attempt == len(attempts) - 1:
+                    if last:
                         # nothing but the question: a repeated question beats silence (a
                         # device turn without a reply would leave the speaker mute)
                         ctx.emit_blocking(guard.generated)
                         return
-                    log.debug("the reply repeated the question; generating it again")
+                    log.debug("the reply was a %s miss; generating it again", guard.stop_reason)
 
         async def run_remote(ctx: JobContext) -> None:
             async with self._manager.use_async("llm", RemoteLlm) as llm:
