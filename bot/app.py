@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -91,6 +92,40 @@ def log_records_at(level: str) -> None:
         filter=nonebot_log.default_filter,
         format=nonebot_log.default_format,
     )
+
+
+# the packages whose standard-library loggers (device turns and their stage times, model
+# fallbacks, scheduler notices) go to NoneBot's loguru output with the configured level
+OUR_LOGGERS = ("bot", "core", "devices")
+
+
+class ToLoguru(logging.Handler):
+    """A ``logging`` record into loguru under its logger's name ("devices.turn | …")."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = record.name
+        level: str | int = record.levelname
+        try:
+            logger.level(record.levelname)
+        except ValueError:  # a custom level loguru does not know
+            level = record.levelno
+
+        def named(loguru_record: Any) -> None:
+            loguru_record["name"] = name
+
+        logger.patch(named).opt(exception=record.exc_info).log(level, record.getMessage())
+
+
+def route_our_logs(level: str) -> None:
+    """Forward our modules' ``logging`` records to loguru at the configured level. Without it
+    Python printed only their warnings, bare and undated (its last-resort handler), and no
+    device turn was ever logged. Once per logger: a second app in the same process (tests)
+    changes only the level."""
+    for name in OUR_LOGGERS:
+        our = logging.getLogger(name)
+        our.setLevel(level.upper())
+        if not any(isinstance(h, ToLoguru) for h in our.handlers):
+            our.addHandler(ToLoguru())
 
 
 def data_dir_health(data_dir: Path) -> dict[str, object]:
@@ -170,6 +205,7 @@ def create_app(
         logger.warning(note)
     nonebot.init(**(plugin_config or {}), **nonebot_options(settings))
     log_records_at(settings.server.log_level)
+    route_our_logs(settings.server.log_level)
     driver = nonebot.get_driver()
     if settings.bot.enabled:
         OneBotAdapter.max_message_chars = settings.bot.max_message_chars

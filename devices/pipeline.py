@@ -334,6 +334,9 @@ class VoicePipeline:
             outcome = await turn.run(pcm, text=text, reply=reply)
             failed = False
         except XiaoyouError as exc:  # a model failed or the scheduler refused: tell, keep serving
+            if turn.prefill_only:  # nobody waits for it: the real turn meets the fault itself
+                log.debug("%s: prefill %d failed: %s", self._config.turn.owner, turn.turn_id, exc)
+                return TurnOutcome.EMPTY
             log.warning("%s: turn %d failed: %s", self._config.turn.owner, turn.turn_id, exc)
             outcome = await self._turn_failed(turn, exc.code, _device_message(exc))
         except Exception as exc:  # a bug in one turn must not leave the device waiting forever

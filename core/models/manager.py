@@ -521,7 +521,8 @@ class ModelManager:
             entry.load_succeeded(load_s, measured)
             if ledger is not None:
                 ledger.loads += 1
-        log.info("model %s loaded in %.2f s (measured %s MB)", entry.name, load_s, measured)
+        size = "not measured" if measured is None else f"{measured:.0f} MB measured"
+        log.info("model %s loaded in %.2f s (%s)", entry.name, load_s, size)
         pending.set_result(None)
 
     # -- VRAM residency (every method ending in _locked runs under self._lock) ----------------

@@ -87,6 +87,8 @@ def test_serve_runs_the_real_app_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{port}/admin/ui" in out
     assert "管理令牌：已设置" in out and "设备时区：UTC+08:00" in out
     assert ota["server_time"]["timezone_offset"] == 480
+    # our modules' INFO records reach the service's log (before: only warnings, bare)
+    assert "[INFO] devices.hub | ota from" in out, out[-3000:]
 
 
 def _free_port() -> int:
