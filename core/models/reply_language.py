@@ -65,7 +65,7 @@ def expected_reply_language(question: str) -> str | None:
 
 def opening_verdict(expected: str, reply: str) -> Verdict:
     """Whether the opening of a streamed ``reply`` is in the ``expected`` language ("zh", "en"):
-    a hanzi decides a Chinese reply, a whole Latin word an English one; the other script
+    a hanzi decides a Chinese reply, a Latin letter an English one; the other script
     (``WRONG_OPENING_WORDS`` words, ``WRONG_OPENING_HANZI`` hanzi) before it decides WRONG.
     "Python是…", "OK，好的" and "25度" are Chinese replies."""
     han = len(_HAN.findall(reply))
@@ -75,7 +75,7 @@ def opening_verdict(expected: str, reply: str) -> Verdict:
             return Verdict.RIGHT
         return Verdict.WRONG if words >= WRONG_OPENING_WORDS else Verdict.PENDING
     if expected == "en":
-        if words:
+        if _LATIN_WORD.search(reply):  # a first letter: no token held for an English reply
             return Verdict.RIGHT
         return Verdict.WRONG if han >= WRONG_OPENING_HANZI else Verdict.PENDING
     return Verdict.RIGHT
