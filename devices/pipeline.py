@@ -240,7 +240,7 @@ class VoicePipeline:
         """Speech came back after the pause: the held turn is not the answer. It is dropped, or
         demoted to a prefill if it has not got its LLM's first piece yet (then the words so
         far are being evaluated or soon will be)."""
-        speculation, self._speculation = self._speculation, None
+        speculation = self._speculation
         if speculation is None:
             return
         if (
@@ -248,11 +248,11 @@ class VoicePipeline:
             or speculation.turn.timings.first_token_s is not None
             or speculation.task.done()
         ):
-            speculation.task.cancel()
+            self._cancel_speculation()
             return
         self._drop_prefill()
+        self._speculation, self._prefill = None, speculation
         speculation.turn.demote()
-        self._prefill = speculation
         log.debug(
             "%s turn %d: demoted to prefill", self._config.turn.owner, speculation.turn.turn_id
         )

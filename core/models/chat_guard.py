@@ -28,7 +28,7 @@ stops the model) when one is found, without sending the offending part:
 - **language** (``reply_language``): a reply opening in the other script than the question's
   language (:func:`core.models.reply_language.opening_verdict`) ends with ``stop_reason``
   "language" and nothing sent (the facade generates once more); the opening is held only while
-  undecided (a Chinese reply's first hanzi, an English reply's first word decide it).
+  undecided (a Chinese reply's first hanzi, an English reply's first letter decide it).
 
 Inside a Markdown code fence only the loop rule applies, and a long unit needs three copies
 (code repeats lines legitimately).
