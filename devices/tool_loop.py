@@ -9,6 +9,13 @@ its cached prefix instead of evaluating the whole prompt again), but a
 call written there is not run (a 0.5B model repeats its call instead of answering); if the
 model said nothing at all, :data:`DONE_REPLY` is spoken. At most ``max_rounds`` rounds.
 
+A text that names nothing of a device (:func:`offers_tools`: no thing, no device verb, no state
+question) is answered without the tools: there every changing call would be blocked and a read
+is a wrong read, while the tools' prompt (609 tokens with the firmware's seven tools, 114
+without) is evaluated for it: 7–9 s before the first audio on 2 cores (firmware emulator,
+"帮我设置一个十分钟的计时器", "What is the capital of Australia…"); the plain chat is cached
+and guarded like a device without tools.
+
 The loop knows neither the scheduler nor the socket: ``chat`` streams one LLM round, ``call``
 runs one tool (and never raises: failures come back as text for the model). The turn
 (devices/turn.py) and the accuracy bench (bench/tools_bench.py) drive the same code.
@@ -72,6 +79,21 @@ _DEVICE_WORDS = re.compile(
     r"volume|loud|quiet|mute|bright|dim|screen|theme|mode|light|lamp|turn|set|switch",
     re.IGNORECASE,
 )
+
+
+# a question about the device itself: the status read may answer it
+_STATE_WORDS = re.compile(r"状态|设备|\b(status|device)\b", re.IGNORECASE)
+
+
+def offers_tools(user_text: str) -> bool:
+    """Whether the LLM is offered the device's tools for ``user_text``: only if a changing call
+    could run on it (:func:`plausible` for a tool of no known thing) or it asks about the
+    device's state."""
+    return (
+        names_a_thing(user_text)
+        or bool(_DEVICE_WORDS.search(user_text))
+        or bool(_STATE_WORDS.search(user_text))
+    )
 
 
 def plausible(name: str, user_text: str, thing: Thing | None = None) -> bool:
@@ -161,9 +183,16 @@ async def tool_rounds(
 ) -> AsyncIterator[str]:
     """Text to speak, round after round, running the model's tool calls in between.
     ``answer=False`` skips the answer round after a changing call (benches of the calls)."""
-    history = with_tools_prompt(messages)
     user_text = next((m.content for m in reversed(messages) if m.role == "user"), "")
     names = [t.name for t in tools]
+    if not offers_tools(user_text):  # small talk, a question: the plain chat (module doc)
+        run.rounds += 1
+        async for event in _events(chat(list(messages), ()), ToolTextParser(names)):
+            if isinstance(event, str) and event:
+                run.spoke = run.spoke or bool(event.strip())
+                yield event
+        return
+    history = with_tools_prompt(messages)
     command = names_a_thing(user_text)
     things = tool_things(tools)
     final = False  # this round's calls are not run

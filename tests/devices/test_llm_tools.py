@@ -207,17 +207,33 @@ async def test_a_device_command_stays_out_of_the_conversation_memory(
     assert [m.content for m in last if m.role in ("user", "assistant")] == ["你是谁"]
 
 
-async def test_a_changing_call_on_small_talk_is_not_run_and_the_question_is_answered(
+async def test_a_question_naming_nothing_of_the_device_is_answered_without_the_tools(
     start_hub: StartHub, fake: FakeInference
 ) -> None:
-    """Qwen2.5-0.5B set the volume on "谢谢你" (bench/tools_bench.py): a changing call on a text
-    that names nothing of a device is dropped and the model answers without tools."""
-    fake.tool_script = [[_call(SET_VOLUME, '{"volume": 75}')]]
-    fake.reply = "不客气。"  # the plain chat (no tools) that answers instead
+    """Trial with the firmware emulator: every question the keywords did not take went to the
+    LLM with the tools' prompt (~500 tokens), 7–9 s before the first audio; where no changing
+    call could run and no state is asked, the plain chat answers (cached, guarded)."""
+    fake.reply = "不客气。"
     server = await start_hub(fake)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "谢谢你")
-    assert emu.tool_calls == [] and emu.volume == 70 and "".join(spoken) == "不客气。"
+    for text in ("谢谢你", "帮我设置一个十分钟的计时器", "What is the capital of Australia?"):
+        spoken = await _typed_turn(emu, text)
+        assert "".join(spoken) == "不客气。"
+    assert fake.tool_offers == [] and emu.tool_calls == []
+    assert not any(p[0].content.endswith(TOOLS_PROMPT) for p in fake.chat_prompts)
+
+
+async def test_a_changing_call_on_another_thing_is_not_run_and_the_question_is_answered(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Qwen2.5-0.5B set the volume on "谢谢你" (bench/tools_bench.py): a changing call for a
+    thing the text does not name is dropped and the model answers without tools."""
+    fake.tool_script = [[_call(SET_VOLUME, '{"volume": 75}')]]
+    fake.reply = "灯是开着的。"  # the plain chat (no tools) that answers instead
+    server = await start_hub(fake, keyword_intents=False)
+    emu = await _booted(server)
+    spoken = await _typed_turn(emu, "灯还好吗")
+    assert emu.tool_calls == [] and emu.volume == 70 and "".join(spoken) == "灯是开着的。"
     assert len(fake.tool_offers) == 1 and len(fake.chat_prompts) == 2
 
 
@@ -237,16 +253,16 @@ async def test_arguments_the_tool_does_not_declare_are_dropped(
 async def test_reads_and_no_answer_still_get_a_spoken_answer(
     start_hub: StartHub, fake: FakeInference
 ) -> None:
-    """Trial: "谢谢你" → the model read the status and the lamp three times and said nothing;
-    the device heard nothing until its idle goodbye."""
+    """Trial: "谢谢你" (then offered the tools) → the model read the status and the lamp three
+    times and said nothing; the device heard nothing until its idle goodbye."""
     fake.tool_script = [
         [_call("self.get_device_status")],
         [_call("self.lamp.get_state", cid="call_1")],
         [_call("self.lamp.get_state", cid="call_2")],
         [_call("self.lamp.get_state", cid="call_3")],  # the last round: not run
     ]
-    fake.reply = "不客气。"  # the plain chat without tools
-    server = await start_hub(fake)
+    fake.reply = "灯是开着的。"  # the plain chat without tools
+    server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "谢谢你")
-    assert "".join(spoken) == "不客气。" and emu.volume == 70
+    spoken = await _typed_turn(emu, "灯还好吗")
+    assert "".join(spoken) == "灯是开着的。" and emu.volume == 70
