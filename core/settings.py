@@ -232,6 +232,13 @@ class DeviceSettings(BaseModel):
         description="the device's MCP tools offered to the LLM as functions; its calls run on"
         " the device and the results go back into the same turn",
     )
+    warm_tool_prompt: bool = Field(
+        True,
+        description="once a device has listed its MCP tools, their prompt is evaluated in the"
+        " background (BACKGROUND lane) and kept in the LLM's prompt cache: its first command the"
+        " keywords miss does not wait for it (609 tokens with the firmware's seven tools, ~7 s"
+        " on 2 cores)",
+    )
     wake_greeting: str = Field(
         "我在，你说。",
         description="spoken when a wake word is detected (empty: no greeting)",

@@ -249,7 +249,12 @@ class DeviceConnection:
         await self.send_message(HelloOut(audio_params=downlink))
         if self.mcp is not None and not self.mcp.ready.is_set() and not self._mcp_started:
             self._mcp_started = True  # after our hello: the firmware is ready for requests
-            self.tasks.spawn(self.mcp.start(), "mcp-discovery")
+            self.tasks.spawn(self._discover_tools(self.mcp, self.pipeline), "mcp-discovery")
+
+    @staticmethod
+    async def _discover_tools(mcp: McpClient, pipeline: VoicePipeline) -> None:
+        await mcp.start()
+        await pipeline.warm_tool_prompt()
 
     async def _send_mcp(self, payload: dict[str, Any]) -> bool:
         return await self.send_message(Mcp(type="mcp", payload=payload))

@@ -123,6 +123,7 @@ class DeviceHub:
             system_prompt=s.system_prompt,
             system_prompts=s.system_prompts,
             prefill_while_speaking=s.prefill_while_speaking,
+            warm_tool_prompt=s.warm_tool_prompt and s.llm_tools,
         )
 
     def router(self) -> APIRouter:

@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 
 from core.errors import ModelError, XiaoyouError
+from core.models.llm import ChatMessage
+from core.scheduler import Lane
 from devices.listener import ListenConfig, Listener, Utterance
 from devices.mcp import McpClient
 from devices.memory import DEFAULT_SYSTEM_PROMPT, ConversationMemory
@@ -39,6 +41,7 @@ from devices.ports import Outbox, VoiceInference
 from devices.protocol import Abort, Error, Listen, Tts
 from devices.session import SessionState, SessionStateMachine
 from devices.tasks import TaskOwner
+from devices.tool_loop import TOOL_TEMPERATURE, tool_specs, with_tools_prompt
 from devices.turn import Turn, TurnConfig, TurnOutcome
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class PipelineConfig:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     system_prompts: Mapping[str, str] | None = None  # by utterance language; None: defaults
     prefill_while_speaking: bool = True  # a speculation speech resumed after runs to its LLM
+    warm_tool_prompt: bool = True  # the device's tools' prompt evaluated once they are listed
 
 
 _NOT_IN_KEY = set(" \t\r\n,.!?;:'\"，。！？；：、…～~·“”‘’（）()")
@@ -186,6 +190,30 @@ class VoicePipeline:
         task = self._tasks.spawn(self._run_turn(turn, text="", reply=text), "say")
         self._turn_task = task
         return task
+
+    async def warm_tool_prompt(self) -> None:
+        """Once the device's tools are listed: their prompt (the tools, the system prompt of the
+        default language) evaluated by one BACKGROUND-lane token, so the first command the
+        keywords miss starts from it in the LLM's prompt cache (devices.warm_tool_prompt)."""
+        tools = self.tools
+        if not self._config.warm_tool_prompt or tools is None or not tools.tools:
+            return
+        primer = [ChatMessage("system", self.memory.system_prompt), ChatMessage("user", "你好")]
+        handle = self._inference.chat_events(
+            with_tools_prompt(primer),
+            tools=tool_specs(tools.tools),
+            lane=Lane.BACKGROUND,
+            owner=self._config.turn.owner,
+            max_tokens=1,
+            temperature=TOOL_TEMPERATURE,
+        )
+        try:
+            async for _ in handle.stream():
+                pass
+        except XiaoyouError as exc:  # a missing model, a full queue: the first command pays
+            log.info("%s: tools' prompt not warmed: %s", self._config.turn.owner, exc.message)
+        finally:
+            handle.cancel("warm-up ended")
 
     async def on_abort(self, message: Abort) -> None:
         await self.abort(message.reason or "device abort")

@@ -78,6 +78,9 @@ async def start_hub(scheduler: Scheduler) -> AsyncIterator[StartHub]:
     stack: list[tuple[HubServer, Any]] = []
 
     async def start(inference: VoiceInference, **settings: Any) -> HubServer:
+        # a scripted LLM double counts its rounds: the tools' warm-up (one more round at
+        # connect) is off unless a test asks for it (test_llm_tools.py tests it)
+        settings.setdefault("warm_tool_prompt", False)
         hub = DeviceHub(DeviceSettings(**settings), inference, scheduler)
         app = FastAPI()
         app.include_router(hub.router())

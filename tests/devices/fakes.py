@@ -60,6 +60,7 @@ class FakeInference:
     # (text pieces and ToolCalls); with the script used up, the words of ``reply``
     tool_script: list[list[ChatEvent]] = field(default_factory=list)
     tool_offers: list[list[str]] = field(default_factory=list)  # tool names offered per round
+    chat_lanes: list[Lane] = field(default_factory=list)  # the lane of each LLM job
     # CPU sharing: TTS chunks take this many times longer while an LLM job computes a token
     # (real backends on 2 cores: Piper ~1.7x slower beside llama.cpp)
     tts_contention: float = 1.0
@@ -151,6 +152,7 @@ class FakeInference:
     ) -> JobHandle[str]:
         self.chat_prompts.append(list(messages))
         self.chat_max_sentences.append(max_sentences)
+        self.chat_lanes.append(lane)
 
         async def run(ctx: JobContext) -> str:
             if self.chat_error is not None:
@@ -182,6 +184,7 @@ class FakeInference:
     ) -> JobHandle[ChatEvent]:
         self.chat_prompts.append(list(messages))
         self.chat_max_sentences.append(max_sentences)
+        self.chat_lanes.append(lane)
         self.tool_offers.append([t.name for t in tools])
         events: list[ChatEvent] = (
             self.tool_script.pop(0) if self.tool_script else [w + " " for w in self.reply.split()]

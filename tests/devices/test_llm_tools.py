@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from core.models.llm import ChatMessage, ToolCall
+from core.scheduler import Lane
 from devices.tool_loop import DONE_REPLY, TOOLS_PROMPT
 from tests.devices.conftest import HubServer, StartHub
 from tests.devices.fakes import FakeInference
@@ -221,6 +222,36 @@ async def test_a_question_naming_nothing_of_the_device_is_answered_without_the_t
         assert "".join(spoken) == "不客气。"
     assert fake.tool_offers == [] and emu.tool_calls == []
     assert not any(p[0].content.endswith(TOOLS_PROMPT) for p in fake.chat_prompts)
+
+
+async def test_the_tools_prompt_is_evaluated_in_the_background_once_they_are_listed(
+    start_hub: StartHub, fake: FakeInference
+) -> None:
+    """Trial: the first command the keywords missed waited 7 s for the tools' 609-token prompt;
+    now one BACKGROUND token evaluates it at connect (kept in the LLM's prompt cache)."""
+    server = await start_hub(fake, warm_tool_prompt=True)
+    emu = await _booted(server)
+    for _ in range(100):
+        if fake.tool_offers:
+            break
+        await asyncio.sleep(0.02)
+    assert fake.chat_lanes == [Lane.BACKGROUND] and len(fake.tool_offers[0]) == len(emu.tools)
+    system, user = fake.chat_prompts[0]
+    assert system.content.endswith(TOOLS_PROMPT) and user.content == "你好"
+    assert emu.tool_calls == [] and emu.messages("tts") == []  # nothing ran, nothing was said
+    fake.tool_script = [["好的，", _call("self.lamp.turn_on")]]
+    fake.reply = "灯已经打开了。"
+    spoken = await _typed_turn(emu, "让灯亮起来")  # the turn after it: the same prompt shape
+    assert emu.lamp is True and "".join(spoken) == "好的，灯已经打开了。"
+    assert fake.chat_prompts[1][0] == system
+    assert fake.chat_lanes[1:] == [Lane.REALTIME, Lane.REALTIME]
+
+
+async def test_no_tools_warm_up_when_switched_off(start_hub: StartHub, fake: FakeInference) -> None:
+    server = await start_hub(fake, warm_tool_prompt=True, llm_tools=False)
+    await _booted(server)
+    await asyncio.sleep(0.2)
+    assert fake.chat_prompts == []
 
 
 async def test_a_changing_call_on_another_thing_is_not_run_and_the_question_is_answered(

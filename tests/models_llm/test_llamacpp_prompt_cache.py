@@ -14,7 +14,7 @@ from core.errors import JobCancelled
 from core.models.base import never_cancelled
 from core.models.llamacpp.llm import LlamaCppLlm
 from core.models.llamacpp.prompt_cache import PromptCache, messages_key
-from core.models.llm import ChatMessage, LlmSettings
+from core.models.llm import ChatMessage, LlmSettings, ToolSpec
 
 pytestmark = pytest.mark.slow
 
@@ -180,3 +180,63 @@ def test_a_question_cancelled_at_its_first_piece_leaves_its_words_for_the_whole_
         shares_system,
         partial_tokens,
     )
+
+
+LAMP = ToolSpec("self.lamp.turn_on", "Turn on the lamp of the device in the living room.")
+VOLUME = ToolSpec(
+    "self.audio_speaker.set_volume",
+    "Set the volume of the audio speaker.",
+    {"type": "object", "properties": {"volume": {"type": "integer"}}, "required": ["volume"]},
+)
+
+
+def tool_run(llm: LlamaCppLlm, messages: list[ChatMessage]) -> int:
+    """How many tokens llama.cpp evaluated for a tool chat of one token."""
+    llama: Any = llm._llama
+    evaluated = 0
+    original = llama.eval
+
+    def counting(batch: Any) -> None:
+        nonlocal evaluated
+        evaluated += len(batch)
+        original(batch)
+
+    llama.eval = counting
+    try:
+        events = llm.stream_chat_events(
+            messages, tools=[LAMP, VOLUME], max_tokens=1, temperature=0.0, check=never_cancelled
+        )
+        list(events)
+    finally:
+        del llama.eval
+    return evaluated
+
+
+def test_a_tool_chat_after_other_chats_starts_from_its_cached_tools_prompt(
+    smollm2: LlamaCppLlm,
+) -> None:
+    """Trial (firmware emulator, 7 tools): the tools' prompt is 609 tokens, and every tool chat
+    after another chat used the context evaluated all of it again (7 s of the first audio)."""
+
+    def command_after_a_chat() -> int:
+        tool_run(smollm2, [DEVICE[0], ChatMessage("user", "你好")])  # the device's warm-up
+        run(smollm2, QQ_CHAT)
+        return tool_run(smollm2, [DEVICE[0], ChatMessage("user", "Turn on the lamp, please.")])
+
+    smollm2.prompt_cache = PromptCache(0)  # as before: tool chats were never cached
+    uncached = command_after_a_chat()
+    smollm2.prompt_cache = PromptCache(8)
+    cached = command_after_a_chat()
+    assert smollm2.prompt_cache.hits == 1
+    assert cached < uncached / 3, (cached, uncached)  # the user message, not the tools again
+
+
+def test_a_tool_chat_never_continues_a_plain_chat_of_the_same_messages(
+    smollm2: LlamaCppLlm,
+) -> None:
+    smollm2.prompt_cache = PromptCache(8)
+    run(smollm2, DEVICE, tokens=1)  # plain: no tools in its prompt
+    run(smollm2, QQ_CHAT, tokens=1)
+    hits = smollm2.prompt_cache.hits
+    tool_run(smollm2, DEVICE)  # the same messages with tools: another prompt
+    assert smollm2.prompt_cache.hits == hits
