@@ -28,7 +28,6 @@ import json
 import logging
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.child_port import read_port
+from bench.child_port import read_port, snapshot_tree
 from core.models.asr import Transcript
 from core.models.llm import ChatMessage
 from core.models.tts import PcmChunk
@@ -379,29 +378,7 @@ def longest_stall_s(arrivals: list[float], frame_s: float = 0.06) -> float:
 
 
 def _baseline_tree(ref: str | None) -> Path:
-    """The sources of commit ``ref`` (None: the work tree as it is now) in a temporary
-    directory, with this bench script in it (so both servers take the same arguments)."""
-    import shutil
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[1]
-    tree = Path(tempfile.mkdtemp(prefix="devbench-tree-"))
-    if ref is not None:
-        archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", ref], check=True, capture_output=True
-        ).stdout
-    else:
-        files = subprocess.run(
-            ["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        archive = subprocess.run(
-            ["tar", "-c", "-C", str(repo), "-T", "-"], input=files, check=True, capture_output=True
-        ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    shutil.copy(Path(__file__), tree / "bench" / "devices_bench.py")
-    return tree
+    return snapshot_tree(ref, Path(__file__))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -27,7 +27,14 @@ that copies the user's words held to the copy's end instead of stopped and gener
 (``models.llm.parrot_stop_chars=0``); ``noclips`` is ``new`` without the short clauses' audio
 kept (``models.tts.clip_cache_entries=0``); ``noprefill`` is ``new`` with a speculation that
 speech resumed after dropped at once, not run on to its LLM's first token
-(``devices.prefill_while_speaking=false``). The same LLM serves all.
+(``devices.prefill_while_speaking=false``); ``base`` is ``new`` served from the sources of
+``--baseline-ref`` (a commit; this script copied in). The same LLM serves all.
+
+``--device firmware``: each turn's device is the firmware emulator (tests/devices/
+firmware_emulator.py: OTA, hello with MCP, the firmware's seven tools, ``tools/call``
+answered) instead of the tool-less simulator, as real xiaozhi firmware connects; it speaks
+``--settle-s`` after its hello (a device opens its audio channel at the wake word, the user
+speaks a moment later).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.child_port import read_port
+from bench.child_port import read_port, snapshot_tree
 from devices.simulator import Conversation, DeviceSimulator, read_wav_16k
 
 AUDIO = next(
@@ -122,7 +129,7 @@ async def _serve(variant: str, llm_model: str | None) -> None:
         llm = manager.backend("llm", LlamaCppLlm)
 
         def warm(key: MessagesKey) -> bool:
-            return all(text == WARM_USER_TEXT for role, text in key if role == "user")
+            return all(_user_text(text) == WARM_USER_TEXT for role, text in key if role == "user")
 
         return {"dropped": llm.prompt_cache.forget(warm)}
 
@@ -142,17 +149,40 @@ async def _serve(variant: str, llm_model: str | None) -> None:
         await manager.close()
 
 
+def _user_text(text: str) -> str:
+    """A user message's text in a cache key: a tool chat keys its messages as their JSON."""
+    if text.startswith("{"):
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(message, dict):
+            return str(message.get("content", ""))
+    return text
+
+
 class Server:
-    def __init__(self, variant: str, llm_model: str | None) -> None:
-        self.args = ["--serve", variant] + (["--llm-model", llm_model] if llm_model else [])
+    def __init__(self, variant: str, llm_model: str | None, tree: Path | None = None) -> None:
+        served = "new" if variant == "base" else variant
+        self.args = ["--serve", served] + (["--llm-model", llm_model] if llm_model else [])
+        self.tree = tree  # the sources the server runs from (None: this checkout)
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
         self.started_s = 0.0
 
     async def __aenter__(self) -> Server:
         self.started_s = time.monotonic()
+        env = None
+        if self.tree is not None:
+            env = {**os.environ, "PYTHONPATH": str(self.tree)}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.voice_zh_bench", *self.args, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "bench.voice_zh_bench",
+            *self.args,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=self.tree,
+            env=env,
         )
         self.port = await read_port(self.proc, timeout_s=300)
         return self
@@ -275,8 +305,11 @@ async def run_variant(
     ear: RoundTrip,
     *,
     forget: bool = True,
+    device: str = "simulator",
+    settle_s: float = 1.0,
+    tree: Path | None = None,
 ) -> VariantResult:
-    async with Server(variant, llm_model) as server:
+    async with Server(variant, llm_model, tree) as server:
         ready_s, body = await server.wait_ready()
         result = VariantResult(variant, ready_s, body.get("models", {}))
         first = True
@@ -289,8 +322,7 @@ async def run_variant(
                 # does not repeat the question word for word)
                 if forget:
                     await server.forget()
-                sim = DeviceSimulator(f"ws://127.0.0.1:{server.port}/xiaozhi/v1/")
-                await sim.connect(timeout_s=60)
+                sim = await _device(device, server.port, settle_s)
                 try:
                     conv = await sim.converse(pcm, silence_s=8.0, timeout_s=300)
                 except (ConnectionError, TimeoutError) as exc:
@@ -318,6 +350,21 @@ async def run_variant(
                 result.turns.append(turn)
                 first = False
     return result
+
+
+async def _device(kind: str, port: int, settle_s: float) -> DeviceSimulator:
+    """A connected device: the tool-less simulator, or the firmware emulator after OTA and
+    hello, ``settle_s`` later (its tools listed meanwhile)."""
+    if kind == "firmware":
+        from tests.devices.firmware_emulator import FirmwareEmulator
+
+        emu = FirmwareEmulator(f"http://127.0.0.1:{port}")
+        await emu.boot()
+        await asyncio.sleep(settle_s)
+        return emu
+    sim = DeviceSimulator(f"ws://127.0.0.1:{port}/xiaozhi/v1/")
+    await sim.connect(timeout_s=60)
+    return sim
 
 
 def _median(values: list[float]) -> float:
@@ -395,10 +442,22 @@ async def main(args: argparse.Namespace) -> None:
     refs = json.loads((AUDIO / "refs.json").read_text(encoding="utf-8"))
     ear = RoundTrip()
     results: dict[str, VariantResult] = {}
+    variants = args.variants.split(",")
+    # snapshotted now: editing the checkout while the bench runs changes no server
+    trees = {"base": snapshot_tree(args.baseline_ref, Path(__file__))} if "base" in variants else {}
+    print(f"device: {args.device}" + (f"; base = {args.baseline_ref}" if trees else ""))
     for _start in range(args.starts):  # the variants alternate, one fresh server each
-        for variant in args.variants.split(","):
+        for variant in variants:
             got = await run_variant(
-                variant, args.turns, args.llm_model, refs, ear, forget=not args.keep_cache
+                variant,
+                args.turns,
+                args.llm_model,
+                refs,
+                ear,
+                forget=not args.keep_cache,
+                device=args.device,
+                settle_s=args.settle_s,
+                tree=trees.get(variant),
             )
             print(f"  {variant} done; load average {os.getloadavg()[0]:.1f}", flush=True)
             report([got])  # each server's figures as soon as it is done
@@ -431,5 +490,15 @@ if __name__ == "__main__":
         help="fresh servers per variant (the first turn after start-up is one sample a start)",
     )
     parser.add_argument("--llm-model", default=None, help="a GGUF (default: the embedded LLM)")
+    parser.add_argument(
+        "--device",
+        choices=["simulator", "firmware"],
+        default="simulator",
+        help="the tool-less simulator or the firmware emulator (MCP, seven tools)",
+    )
+    parser.add_argument(
+        "--settle-s", type=float, default=1.0, help="firmware: seconds from hello to speech"
+    )
+    parser.add_argument("--baseline-ref", default="HEAD", help="the commit variant 'base' runs")
     ns = parser.parse_args()
     asyncio.run(_serve(ns.serve, ns.llm_model) if ns.serve else main(ns))
