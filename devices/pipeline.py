@@ -32,8 +32,6 @@ from typing import Literal
 import numpy as np
 
 from core.errors import ModelError, XiaoyouError
-from core.models.llm import ChatMessage
-from core.scheduler import Lane
 from devices.listener import ListenConfig, Listener, Utterance
 from devices.mcp import McpClient
 from devices.memory import DEFAULT_SYSTEM_PROMPT, ConversationMemory
@@ -41,7 +39,7 @@ from devices.ports import Outbox, VoiceInference
 from devices.protocol import Abort, Error, Listen, Tts
 from devices.session import SessionState, SessionStateMachine
 from devices.tasks import TaskOwner
-from devices.tool_loop import TOOL_TEMPERATURE, tool_specs, with_tools_prompt
+from devices.tool_warmup import ToolPromptWarmer
 from devices.turn import Turn, TurnConfig, TurnOutcome
 
 log = logging.getLogger(__name__)
@@ -118,6 +116,17 @@ class VoicePipeline:
         self._speculation: Speculation | None = None
         # a speculation demoted when speech resumed: runs to its LLM's first piece, unheard
         self._prefill: Speculation | None = None
+        self._warmer = ToolPromptWarmer(
+            inference,
+            owner=config.turn.owner,
+            system_prompt=self.memory.system_prompt,
+            busy=self._busy,
+        )
+
+    def _busy(self) -> bool:
+        """Hearing speech or running a turn (held, demoted or heard)."""
+        parts = (self.turn, self._speculation, self._prefill)
+        return self.listener.in_speech or any(p is not None for p in parts)
 
     @property
     def speculation(self) -> Turn | None:
@@ -192,28 +201,11 @@ class VoicePipeline:
         return task
 
     async def warm_tool_prompt(self) -> None:
-        """Once the device's tools are listed: their prompt (the tools, the system prompt of the
-        default language) evaluated by one BACKGROUND-lane token, so the first command the
-        keywords miss starts from it in the LLM's prompt cache (devices.warm_tool_prompt)."""
+        """Once the device's tools are listed: their prompt evaluated while the device is idle
+        (devices/tool_warmup.py; devices.warm_tool_prompt)."""
         tools = self.tools
-        if not self._config.warm_tool_prompt or tools is None or not tools.tools:
-            return
-        primer = [ChatMessage("system", self.memory.system_prompt), ChatMessage("user", "你好")]
-        handle = self._inference.chat_events(
-            with_tools_prompt(primer),
-            tools=tool_specs(tools.tools),
-            lane=Lane.BACKGROUND,
-            owner=self._config.turn.owner,
-            max_tokens=1,
-            temperature=TOOL_TEMPERATURE,
-        )
-        try:
-            async for _ in handle.stream():
-                pass
-        except XiaoyouError as exc:  # a missing model, a full queue: the first command pays
-            log.info("%s: tools' prompt not warmed: %s", self._config.turn.owner, exc.message)
-        finally:
-            handle.cancel("warm-up ended")
+        if self._config.warm_tool_prompt and tools is not None:
+            await self._warmer.run(tools.tools)
 
     async def on_abort(self, message: Abort) -> None:
         await self.abort(message.reason or "device abort")
@@ -243,6 +235,7 @@ class VoicePipeline:
             self._move(_S.LISTENING if self.mode == "realtime" else _S.READY)
 
     def _on_speech_start(self) -> None:
+        self._warmer.interrupt()  # the utterance's ASR gets the CPU
         if self.mode == "realtime" and self.turn is not None:
             # only this turn: if a newer one has started by the time the task runs, keep it
             self._tasks.spawn(self.abort("barge-in", only=self.turn), "barge-in")
@@ -315,6 +308,7 @@ class VoicePipeline:
         return turn
 
     def _new_turn(self, *, held: bool, started_s: float) -> Turn:
+        self._warmer.interrupt()  # a turn's CPU is not the warm-up's
         self.generation += 1  # closes the gate of every older turn
         turn_id = self.generation
         turn = Turn(
