@@ -16,15 +16,13 @@ alone.
 
 from __future__ import annotations
 
+from core.models.hanzi import is_han
+
 _CJK_END = set("。！？；…!?")  # '!' and '?' end at once too: never part of a word
 _ASCII_END = set(".;")
 _SOFT = set(",，、:：")
 _CLOSERS = set("\"'”’」』）)]】")
 _NEWLINE = "\n"
-
-
-def _is_hanzi(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
 
 
 def _speakable(text: str) -> bool:
@@ -95,7 +93,7 @@ class SentenceSegmenter:
         if end >= self._soft_limit():
             return True
         hanzi = self.first_soft_hanzi if self._emitted == 0 else self.soft_hanzi
-        return hanzi > 0 and sum(1 for ch in text[:end] if _is_hanzi(ch)) >= hanzi
+        return hanzi > 0 and sum(1 for ch in text[:end] if is_han(ch)) >= hanzi
 
     def _find_cut(self, start: int = 0) -> int | None:
         text = self._buffer

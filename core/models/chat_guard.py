@@ -46,6 +46,7 @@ import bisect
 import re
 import unicodedata
 
+from core.models.hanzi import is_han
 from core.models.reply_language import Verdict, opening_verdict
 
 LONG_UNIT_CHARS = 12  # a unit this long repeated twice in a row is a loop
@@ -84,10 +85,6 @@ def _loop_enough(unit: str, copies: int, *, in_code: bool) -> bool:
     if len(unit) < LONG_UNIT_CHARS:
         return copies >= 3 and size >= LOOP_MIN_CHARS
     return copies >= 3 or not in_code  # two equal lines of code happen
-
-
-def _is_cjk(ch: str) -> bool:
-    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
 
 
 class ReplyGuard:
@@ -135,7 +132,7 @@ class ReplyGuard:
         self.detect_loops = detect_loops
         self.stop_reason: str | None = None
         self._prompt = _normalize(system_prompt)
-        cjk = sum(1 for ch in self._prompt if _is_cjk(ch))
+        cjk = sum(1 for ch in self._prompt if is_han(ch))
         limit = ECHO_CJK_CHARS if cjk * 2 > len(self._prompt) else ECHO_CHARS
         self._echo_min = min(limit, len(self._prompt))
         self._echo_scanned = 0  # echo windows starting before this were checked

@@ -21,7 +21,9 @@ import enum
 import re
 from collections.abc import Mapping
 
-_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+from core.models.hanzi import HAN_CLASS
+
+_HAN = re.compile(f"[{HAN_CLASS}]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
 _WHOLE_LATIN_WORD = re.compile(r"[A-Za-z]+(?=[^A-Za-z])")  # a streamed word known to be complete
 # a question naming a language or asking for a translation: the reply may be in any language

@@ -31,24 +31,13 @@ from dataclasses import dataclass
 
 from core.errors import ModelLoadError
 from core.models.base import CancelCheck
+from core.models.hanzi import is_han
 from core.models.tts import DEFAULT_LANGUAGE, PcmChunk, RemoteTts, Tts
 
 log = logging.getLogger(__name__)
 
 ZH = "zh"
 EN = "en"
-
-
-def is_han(ch: str) -> bool:
-    """A CJK ideograph (unified, extension A, compatibility, extensions B and beyond)."""
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x20000 <= cp <= 0x3FFFF
-        or ch == "〇"
-    )
 
 
 def script_of(ch: str) -> str | None:

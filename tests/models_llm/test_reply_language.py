@@ -71,3 +71,17 @@ async def test_a_reply_in_the_other_language_is_generated_again(tmp_path: Path) 
 async def test_the_last_attempt_is_sent_whatever_its_language(tmp_path: Path) -> None:
     text, llm = await ask(["Sure, I can help you with that."] * 5, TIMER, tmp_path)
     assert text == "Sure, I can help you with that." and len(llm.temperatures) == 3
+
+
+def test_the_parts_count_the_same_characters_as_hanzi() -> None:
+    """The reply guard, this rule, whisper's loop check and TTS routing each had their own
+    hanzi ranges (extension B and 〇 were hanzi to TTS routing only)."""
+    from core.models import reply_language
+    from core.models.hanzi import is_han
+    from core.models.whisper import loops
+
+    chars = "中㐀豈𠀀〇aé１，"
+    assert [is_han(c) for c in chars] == [True] * 5 + [False] * 4
+    assert [bool(reply_language._HAN.fullmatch(c)) for c in chars] == [is_han(c) for c in chars]
+    # whisper's loop check reads each hanzi as a token of its own, a run of others as one
+    assert loops._TOKEN.findall("𠀀〇ab") == ["𠀀", "〇", "ab"]

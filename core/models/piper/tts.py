@@ -19,8 +19,8 @@ from typing import Any
 from core.errors import InferenceError, ModelLoadError
 from core.models.audio import Resampler, to_int16
 from core.models.base import CancelCheck
+from core.models.hanzi import is_han
 from core.models.tts import PcmChunk, Tts, TtsSettings
-from core.models.tts_routing import is_han
 
 _EMBEDDED_VOICE = "en_US-joe-medium.onnx"
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.models.hanzi import HAN_CLASS
+
 MIN_BLOCK_UNITS = 4
 MIN_SHORT_REPEATS = 3
 MIN_SHORT_UNITS = 6
 MAX_UNITS = 1000  # longer texts are left as they are (whisper caps a window at 448 tokens)
 
-_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HAN = HAN_CLASS
 _TOKEN = re.compile(f"[{_HAN}]|[^\\s{_HAN}]+")
 
 
