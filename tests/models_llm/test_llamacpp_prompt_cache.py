@@ -4,6 +4,7 @@ whole conversation before the first reply token)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,25 +38,31 @@ def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
     llm.unload()
 
 
-def run(llm: LlamaCppLlm, messages: list[ChatMessage], tokens: int = 12) -> tuple[str, int]:
-    """The greedy reply and how many tokens llama.cpp evaluated for it."""
+@contextlib.contextmanager
+def evaluated_tokens(llm: LlamaCppLlm) -> Iterator[list[int]]:
+    """Counts the tokens llama.cpp evaluates inside the block (``[n]`` once it ends)."""
     llama: Any = llm._llama
-    evaluated = 0
+    count = [0]
     original = llama.eval
 
     def counting(batch: Any) -> None:
-        nonlocal evaluated
-        evaluated += len(batch)
+        count[0] += len(batch)
         original(batch)
 
     llama.eval = counting
     try:
+        yield count
+    finally:
+        del llama.eval
+
+
+def run(llm: LlamaCppLlm, messages: list[ChatMessage], tokens: int = 12) -> tuple[str, int]:
+    """The greedy reply and how many tokens llama.cpp evaluated for it."""
+    with evaluated_tokens(llm) as count:
         text = "".join(
             llm.stream_chat(messages, max_tokens=tokens, temperature=0.0, check=never_cancelled)
         )
-    finally:
-        del llama.eval
-    return text, evaluated
+    return text, count[0]
 
 
 def second_turn(llm: LlamaCppLlm) -> tuple[str, int]:
@@ -192,24 +199,12 @@ VOLUME = ToolSpec(
 
 def tool_run(llm: LlamaCppLlm, messages: list[ChatMessage]) -> int:
     """How many tokens llama.cpp evaluated for a tool chat of one token."""
-    llama: Any = llm._llama
-    evaluated = 0
-    original = llama.eval
-
-    def counting(batch: Any) -> None:
-        nonlocal evaluated
-        evaluated += len(batch)
-        original(batch)
-
-    llama.eval = counting
-    try:
+    with evaluated_tokens(llm) as count:
         events = llm.stream_chat_events(
             messages, tools=[LAMP, VOLUME], max_tokens=1, temperature=0.0, check=never_cancelled
         )
         list(events)
-    finally:
-        del llama.eval
-    return evaluated
+    return count[0]
 
 
 def test_a_tool_chat_after_other_chats_starts_from_its_cached_tools_prompt(
