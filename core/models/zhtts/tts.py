@@ -18,8 +18,9 @@ with ``pause_ms`` of silence between clauses, and ``check()`` before each. A TFL
 is not thread-safe: each job synthesises with a pair of its own (acoustic model and vocoder,
 ~23 MB on disk; the second costs +60 MB RSS and +0.3 s of load), taken from a pool that holds
 ``PAIRS_AT_LOAD`` after load (the scheduler admits two TTS jobs at once by default,
-``models.concurrency.tts``) and grows if more run at once. Before, one lock serialised the clauses of concurrent jobs: a resource the scheduler could not see (a
-device's REALTIME clause waited behind a QQ ``/say`` clause whatever the lanes).
+``models.concurrency.tts``) and grows if more run at once. Before, one lock serialised the
+clauses of concurrent jobs: a resource the scheduler could not see (a device's REALTIME clause
+waited behind a QQ ``/say`` clause whatever the lanes).
 """
 
 from __future__ import annotations
