@@ -63,7 +63,11 @@ def build_services(settings: Settings) -> tuple[Services, DeviceHub]:
     models = ModelManager(models_settings, scheduler, settings.server.data_dir / "models")
     inference = Inference(scheduler, models, models_settings, cluster=cluster)
     hub = DeviceHub(
-        settings.devices, inference, scheduler, state_path=settings.server.data_dir / DEVICES_FILE
+        settings.devices,
+        inference,
+        scheduler,
+        state_path=settings.server.data_dir / DEVICES_FILE,
+        keeps_prompts=models_settings.llm.provider == "llamacpp",  # local or on a Ray worker
     )
     services = Services(
         settings=settings,

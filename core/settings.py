@@ -237,7 +237,7 @@ class DeviceSettings(BaseModel):
         description="once a device has listed its MCP tools, their prompt is evaluated in the"
         " background (BACKGROUND lane) and kept in the LLM's prompt cache: its first command the"
         " keywords miss does not wait for it (609 tokens with the firmware's seven tools, ~7 s"
-        " on 2 cores)",
+        " on 2 cores); only with models.llm.provider llamacpp (a remote API keeps no prompt)",
     )
     wake_greeting: str = Field(
         "我在，你说。",

@@ -74,8 +74,12 @@ class DeviceHub:
         *,
         on_mcp: McpHandler | None = None,
         state_path: Path | None = None,
+        keeps_prompts: bool = True,
     ) -> None:
+        """``keeps_prompts``: the LLM keeps evaluated prompts between requests (llama.cpp's
+        prompt cache); a remote API does not, so the tools' warm-up would only cost tokens."""
         self.settings = settings
+        self._keeps_prompts = keeps_prompts
         self.auth = DeviceAuth(settings, state_path)
         self.inference = inference
         self.scheduler = scheduler  # for stats only; every model call goes through ``inference``
@@ -123,7 +127,7 @@ class DeviceHub:
             system_prompt=s.system_prompt,
             system_prompts=s.system_prompts,
             prefill_while_speaking=s.prefill_while_speaking,
-            warm_tool_prompt=s.warm_tool_prompt and s.llm_tools,
+            warm_tool_prompt=s.warm_tool_prompt and s.llm_tools and self._keeps_prompts,
         )
 
     def router(self) -> APIRouter:

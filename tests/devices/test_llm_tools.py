@@ -325,3 +325,14 @@ async def test_reads_and_no_answer_still_get_a_spoken_answer(
     emu = await _booted(server)
     spoken = await _typed_turn(emu, "灯还好吗")
     assert "".join(spoken) == "灯是开着的。" and emu.volume == 70
+
+
+def test_no_tools_warm_up_for_a_remote_llm(fake: FakeInference) -> None:
+    """An OpenAI-style API keeps no prompt of ours: a warm-up per device would only cost its
+    tokens (bot/app.py passes keeps_prompts for llamacpp only)."""
+    from core.settings import DeviceSettings
+    from devices.hub import DeviceHub
+
+    assert DeviceHub(DeviceSettings(), fake).pipeline_config("a").warm_tool_prompt is True
+    remote = DeviceHub(DeviceSettings(), fake, keeps_prompts=False)
+    assert remote.pipeline_config("a").warm_tool_prompt is False
