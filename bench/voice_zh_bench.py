@@ -102,6 +102,8 @@ async def _serve(variant: str, llm_model: str | None) -> None:
 
     from bot.admin.ops import create_ops_router
     from core.models.inference import Inference
+
+    # from the backend module: a baseline tree (variant base) has it there only
     from core.models.llamacpp.llm import WARM_USER_TEXT, LlamaCppLlm
     from core.models.llamacpp.prompt_cache import MessagesKey
     from core.models.manager import ModelManager

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.errors import JobCancelled, XiaoyouError
-from core.models.llm import ChatMessage
+from core.models.llm import WARM_USER_TEXT, ChatMessage
 from core.scheduler import JobHandle, Lane
 from devices.mcp import McpTool
 from devices.ports import VoiceInference
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 IDLE_BEFORE_S = 1.5  # the device quiet this long before the warm-up starts
 POLL_S = 0.25
-PRIMER_TEXT = "你好"  # the user message under the warm prompt (a first turn's shape)
 
 
 class WarmState(enum.Enum):
@@ -71,7 +70,7 @@ class ToolPromptWarmer:
         if not tools:
             self.state = WarmState.DONE
             return
-        primer = [ChatMessage("system", self._system_prompt), ChatMessage("user", PRIMER_TEXT)]
+        primer = [ChatMessage("system", self._system_prompt), ChatMessage("user", WARM_USER_TEXT)]
         messages = with_tools_prompt(primer)
         specs = tool_specs(tools)
         while True:

@@ -30,6 +30,9 @@ from core.errors import InferenceError
 from core.models.base import CancelCheck, ModelBackend
 
 REMOTE_PROVIDERS = frozenset({"openai", "ollama"})  # providers whose jobs run on the loop
+# the user message under a prompt evaluated ahead of use (llama.cpp's warm prompts, a device's
+# tools): a first turn's shape, and how a warm entry of the prompt cache is recognised
+WARM_USER_TEXT = "你好"
 
 
 @dataclass(frozen=True, slots=True)

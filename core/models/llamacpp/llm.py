@@ -41,10 +41,8 @@ from core.models.llamacpp.prompt_cache import (
     common_messages,
     messages_key,
 )
-from core.models.llm import ChatEvent, ChatMessage, Llm, LlmSettings, ToolSpec
+from core.models.llm import WARM_USER_TEXT, ChatEvent, ChatMessage, Llm, LlmSettings, ToolSpec
 from core.models.tool_text import ToolTextParser, call_text, tools_block
-
-WARM_USER_TEXT = "你好"  # the user message under each warm prompt (a first turn's shape)
 
 _DEVNULL_FILES = ("outnull_file", "errnull_file")
 
