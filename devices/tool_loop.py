@@ -85,15 +85,16 @@ _DEVICE_WORDS = re.compile(
 _STATE_WORDS = re.compile(r"状态|设备|\b(status|device)\b", re.IGNORECASE)
 
 
+def _names_the_device(text: str) -> bool:
+    """A thing a device has or a device verb: what any changing call needs in the text."""
+    return names_a_thing(text) or bool(_DEVICE_WORDS.search(text))
+
+
 def offers_tools(user_text: str) -> bool:
     """Whether the LLM is offered the device's tools for ``user_text``: only if a changing call
     could run on it (:func:`plausible` for a tool of no known thing) or it asks about the
     device's state."""
-    return (
-        names_a_thing(user_text)
-        or bool(_DEVICE_WORDS.search(user_text))
-        or bool(_STATE_WORDS.search(user_text))
-    )
+    return _names_the_device(user_text) or bool(_STATE_WORDS.search(user_text))
 
 
 def plausible(name: str, user_text: str, thing: Thing | None = None) -> bool:
@@ -105,7 +106,7 @@ def plausible(name: str, user_text: str, thing: Thing | None = None) -> bool:
         return True
     if thing is not None:
         return bool(thing.words.search(user_text))
-    return names_a_thing(user_text) or bool(_DEVICE_WORDS.search(user_text))
+    return _names_the_device(user_text)
 
 
 def tool_things(tools: Sequence[ToolSpec]) -> dict[str, Thing]:
@@ -187,10 +188,8 @@ async def tool_rounds(
     names = [t.name for t in tools]
     if not offers_tools(user_text):  # small talk, a question: the plain chat (module doc)
         run.rounds += 1
-        async for event in _events(chat(list(messages), ()), ToolTextParser(names)):
-            if isinstance(event, str) and event:
-                run.spoke = run.spoke or bool(event.strip())
-                yield event
+        async for piece in _plain_answer(chat, list(messages), names, run, hold=False):
+            yield piece
         return
     history = with_tools_prompt(messages)
     command = names_a_thing(user_text)
@@ -262,11 +261,19 @@ async def tool_rounds(
         return
     # nothing said and nothing changed (a call of no tool, a blocked call, only reads, an empty
     # reply; trial: "谢谢你" → three reads, then silence): answer once more without tools
+    async for piece in _plain_answer(chat, history, names, run, hold=command):
+        yield piece
+
+
+def _plain_answer(
+    chat: ChatRound, history: list[ChatMessage], names: list[str], run: ToolRun, *, hold: bool
+) -> AsyncIterator[str]:
+    """The model's answer without tools (a call written as text is parsed out, never spoken),
+    through :func:`_unless_claimed`."""
     texts = (
         e async for e in _events(chat(history, ()), ToolTextParser(names)) if isinstance(e, str)
     )
-    async for piece in _unless_claimed(texts, run, hold=command):
-        yield piece
+    return _unless_claimed(texts, run, hold=hold)
 
 
 async def _unless_claimed(
