@@ -4,7 +4,7 @@ Three stages run at once so sentence 1 is heard while sentence 2 is synthesised:
 streams the LLM and cuts sentences; a TTS task turns each sentence into Opus frames; a pacer
 task sends them. Every device-bound message passes the turn's gate (its id still current), so
 after an abort nothing of this turn reaches the device. Once the first sentence's TTS job
-runs, the LLM is not read until it has audio (the LLM halts a couple of pieces ahead): on a
+runs, the LLM's stream is held until it has audio (the LLM stops at its next piece): on a
 small CPU the first audio comes sooner when TTS does not share the cores with generation.
 Cancelling the task running :meth:`Turn.run` cancels every scheduler job of the turn (each
 stops at its next chunk).
@@ -139,8 +139,8 @@ class TurnTimings:
 # a device's newer transcription cancels its older one (a speculation made stale by a new
 # pause, a realtime utterance replacing the last): continuous speech never stacks ASR jobs
 ASR_KEY = "device-asr"
-# LLM pieces generated ahead of the reader: small, so the LLM pauses while the first
-# sentence is synthesised instead of competing with TTS for the CPU
+# LLM pieces generated ahead of the reader (backpressure; the reader also holds the stream
+# while a TTS job has the CPU to itself, see below)
 LLM_AHEAD_PIECES = 2
 # with less audio than this ready, a running TTS job has the CPU to itself (the LLM waits):
 # about what Piper needs for a sentence on 2 shared cores, so playback does not run dry
@@ -185,6 +185,7 @@ class Turn:
         self.tool_run = ToolRun()  # the LLM's tool rounds (devices/tool_loop.py)
         self.typed = False  # started from text ('listen detect'), not from an utterance
         self.remember = True  # False: the exchange stays out of the conversation memory
+        self._llm: JobHandle[Any] | None = None  # the LLM round being read (its stream)
         self._prefill_only = False  # demoted: ends at the LLM's first piece, never released
 
     @property
@@ -286,6 +287,8 @@ class Turn:
             self.reply_text = "".join(pieces)
             for sentence in segmenter.push(piece):
                 await self._sentence(sentence, sentences)
+            if self._tts is None and not sentences.empty():
+                await asyncio.sleep(0)  # the TTS task takes the sentence and starts its job
             while (
                 (tts := self._tts) is not None
                 and tts.status is JobStatus.RUNNING
@@ -293,15 +296,22 @@ class Turn:
                 and (not self.spoke or not sentences.empty())
             ):
                 # the device is about to run dry and the text is ahead of the voice (the first
-                # sentence, or a next sentence already waiting for TTS): stop reading, the LLM
-                # halts LLM_AHEAD_PIECES later and the running TTS job gets the CPU (on 2 cores
-                # ~40 % faster alone). With audio queued, or when the LLM is what the next
-                # sentence waits for, both run at once. Only once that job runs: it holds its
-                # resources and will finish, while the paused LLM job keeps its own; pausing for
-                # a TTS job still queued behind paused LLM jobs of other devices would
-                # deadlock them all. Checked again at each chunk of audio.
+                # sentence, or a next sentence already waiting for TTS): the LLM's stream is
+                # held, so the LLM stops at its next piece and the running TTS job gets the CPU
+                # (on 2 cores ~40 % faster alone). With audio queued, or when the LLM is what
+                # the next sentence waits for, both run at once. Only once that job runs: it
+                # holds its resources and will finish, while the held LLM job keeps its own;
+                # holding for a TTS job still queued behind held LLM jobs of other devices
+                # would deadlock them all. Checked again at each chunk of audio.
                 self._tts_progress.clear()
-                await self._tts_progress.wait()
+                llm = self._llm
+                if llm is not None:
+                    llm.hold_stream()
+                try:
+                    await self._tts_progress.wait()
+                finally:
+                    if llm is not None:
+                        llm.hold_stream(False)
         for sentence in segmenter.flush():
             await self._sentence(sentence, sentences)
         sentences.put_nowait(None)
@@ -388,10 +398,12 @@ class Turn:
                 max_sentences=cfg.max_sentences,
             )
         self._handles.append(handle)
+        self._llm = handle
         try:
             async for event in handle.stream():
                 yield event
         finally:
+            self._llm = None
             handle.cancel("round ended")  # a no-op once finished; stops a round left early
 
     async def _llm_tool(self, tools: McpClient, call: ToolCall) -> str:

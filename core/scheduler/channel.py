@@ -19,21 +19,32 @@ class ChannelClosed(Exception):
 
 
 class Channel(Generic[T]):
-    __slots__ = ("_closed", "_error", "_getter", "_items", "_loop", "_maxsize", "_putter")
+    __slots__ = (
+        "_closed",
+        "_error",
+        "_getter",
+        "_held",
+        "_items",
+        "_loop",
+        "_maxsize",
+        "_putter",
+    )
 
     def __init__(self, maxsize: int, loop: asyncio.AbstractEventLoop) -> None:
         self._items: deque[T] = deque()
         self._maxsize = maxsize
         self._loop = loop
         self._closed = False
+        self._held = False  # the consumer asked for nothing more for now (hold())
         self._error: BaseException | None = None
         self._getter: asyncio.Future[None] | None = None
         self._putter: asyncio.Future[None] | None = None
 
     async def put(self, item: T, give_up: Callable[[], bool] | None = None) -> bool:
-        """Append ``item``, waiting while the buffer is full. While waiting, ``give_up()`` is
-        asked at every wake-up (:meth:`wake_producer`): True returns False, item not added."""
-        while len(self._items) >= self._maxsize and not self._closed:
+        """Append ``item``, waiting while the buffer is full or held. While waiting,
+        ``give_up()`` is asked at every wake-up (:meth:`wake_producer`): True returns False,
+        item not added."""
+        while (self._held or len(self._items) >= self._maxsize) and not self._closed:
             if give_up is not None and give_up():
                 return False
             self._putter = self._loop.create_future()
@@ -46,6 +57,12 @@ class Channel(Generic[T]):
         self._items.append(item)
         _wake(self._getter)
         return True
+
+    def hold(self, held: bool) -> None:
+        """Held, the producer's next put waits as if the buffer were full, until released."""
+        self._held = held
+        if not held:
+            _wake(self._putter)
 
     def wake_producer(self) -> None:
         """Wake a producer waiting for room, so that it asks its ``give_up`` again."""

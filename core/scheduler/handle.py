@@ -55,6 +55,11 @@ class JobHandle(Generic[T]):
         """Chunks the job emits, in order; ends with the job, raising its error if it failed."""
         return _Stream(self._job.channel_for(self._loop))
 
+    def hold_stream(self, held: bool = True) -> None:
+        """Held, a streaming job waits at its next emit, as if the consumer's buffer were full
+        (it still pauses or is cancelled there as usual), until ``hold_stream(False)``."""
+        self._job.channel_for(self._loop).hold(held)
+
     def cancel(self, reason: str = "cancelled by submitter") -> bool:
         """Queued: leaves at once. Running: stops at its next emit/checkpoint. False if finished."""
         return self._scheduler._cancel(self._job, reason)

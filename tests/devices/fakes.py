@@ -51,7 +51,8 @@ class FakeInference:
     chat_prompts: list[list[ChatMessage]] = field(default_factory=list)
     chat_max_sentences: list[int | None] = field(default_factory=list)
     chat_buffers: list[int | None] = field(default_factory=list)  # stream_buffer per chat
-    emitted: list[str] = field(default_factory=list)  # "llm" / "tts" per chunk, in order
+    # "llm" / "tts" per chunk, "tts-start" when a TTS job starts running, in order
+    emitted: list[str] = field(default_factory=list)
     resources: dict[str, int] = field(default_factory=dict)  # declared by every job
     chat_error: Exception | None = None  # raised by the LLM job before its first piece
     asr_audio_s: list[float] = field(default_factory=list)
@@ -205,6 +206,7 @@ class FakeInference:
         self, text: str, *, lane: Lane, owner: str, sample_rate_hz: int
     ) -> JobHandle[PcmChunk]:
         async def run(ctx: JobContext) -> None:
+            self.emitted.append("tts-start")
             total = int(len(text) * self.tts_ms_per_char * sample_rate_hz / 1000)
             step = self.tts_chunk_ms * sample_rate_hz // 1000
             t = np.arange(total) / sample_rate_hz

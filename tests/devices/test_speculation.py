@@ -347,9 +347,8 @@ async def test_realtime_utterance_without_barge_in_supersedes_the_old_turn(
 
 
 async def test_llm_pauses_while_the_first_sentence_is_synthesised(harness: Harness) -> None:
-    """The first sentence's TTS gets the CPU: once that TTS job runs, the turn stops reading
-    the LLM, which halts LLM_AHEAD_PIECES later, until the sentence has audio; then the reply
-    goes on in full."""
+    """The first sentence's TTS gets the CPU: once that TTS job runs, the turn holds the LLM's
+    stream until the sentence has audio; then the reply goes on in full."""
     fake, pipeline = harness.fake, harness.pipeline
     fake.token_s, fake.tts_chunk_s = 0.0, 0.2  # an instant LLM, a slow first TTS chunk
     turn = await harness.speak_then_pause()
@@ -362,4 +361,22 @@ async def test_llm_pauses_while_the_first_sentence_is_synthesised(harness: Harne
     assert len(fake.reply.split()) > first_sentence_words + 1 + LLM_AHEAD_PIECES
     assert fake.emitted.count("llm") == len(fake.reply.split())  # nothing lost
     assert fake.chat_buffers == [LLM_AHEAD_PIECES]
+    assert turn.reply_text.strip() == fake.reply
+
+
+async def test_the_llm_stops_at_its_next_piece_once_the_first_sentence_is_being_synthesised(
+    harness: Harness,
+) -> None:
+    """While the first sentence's TTS job runs, the LLM computes at most the piece it is on
+    (it shares the two cores with TTS for one token), not as many as its stream buffer holds
+    (the old behaviour: the reader stopped reading and the LLM filled LLM_AHEAD_PIECES more)."""
+    fake, pipeline = harness.fake, harness.pipeline
+    fake.token_s, fake.tts_chunk_s = 0.02, 0.3  # a token while TTS computes its first chunk
+    turn = await harness.speak_then_pause()
+    await harness.feed(_silence(0.3))
+    await _until(lambda: pipeline.last_turn is turn, timeout_s=10.0)
+    start = fake.emitted.index("tts-start")
+    during_first_chunk = fake.emitted[start : fake.emitted.index("tts", start)]
+    assert during_first_chunk.count("llm") <= 1, fake.emitted
+    assert fake.emitted.count("llm") == len(fake.reply.split())  # nothing lost
     assert turn.reply_text.strip() == fake.reply

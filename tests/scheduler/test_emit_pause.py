@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from core.errors import JobCancelled
 from core.scheduler import ExecMode, JobContext, JobSpec, JobStatus, Lane
 
 from .conftest import MakeScheduler
@@ -88,3 +91,48 @@ async def test_a_job_without_checkpoints_keeps_waiting_in_emit(
     assert voice.status is JobStatus.QUEUED
     assert [x async for x in stream] == [1, 2, 3]
     assert await slow == 4 and await asyncio.wait_for(voice, 2.0) == 1
+
+
+async def test_a_held_stream_stops_the_job_at_its_next_emit_until_released(
+    make_scheduler: MakeScheduler,
+) -> None:
+    """hold_stream: the job waits at its next emit even with room in the buffer (a device's
+    LLM while its first sentence's TTS has the CPU), loses nothing, and goes on when released."""
+    s = await make_scheduler(resources={"cpu": 1})
+    s.define_resource("model:llm", 1)
+    spec = JobSpec(kind="llm", mode=ExecMode.THREAD, resources=NEEDS, stream_buffer=8)
+    model = Model()
+    job = s.submit(generate, model, "qq", 6, spec=spec)
+    stream = job.stream()
+    assert await asyncio.wait_for(anext(stream), 2.0) == "qq0"
+    job.hold_stream()
+    await asyncio.sleep(0.1)  # with a free buffer of 8 the job would have finished by now
+    assert job.status is JobStatus.RUNNING
+    job.hold_stream(False)
+    rest = [piece async for piece in stream]
+    assert rest[-1] == "qq5" and len(rest) == 5  # nothing lost or repeated
+    assert await job == 6
+
+
+async def test_a_held_job_still_pauses_for_a_higher_lane_and_is_cancelled(
+    make_scheduler: MakeScheduler,
+) -> None:
+    s = await make_scheduler(resources={"cpu": 1})
+    s.define_resource("model:llm", 1)
+    model = Model()
+    spec = JobSpec(
+        kind="llm", mode=ExecMode.THREAD, resources=NEEDS, preemptible=True, stream_buffer=8
+    )
+    held = s.submit(generate, model, "qq", 6, spec=spec)
+    stream = held.stream()
+    await asyncio.wait_for(anext(stream), 2.0)
+    held.hold_stream()
+    await asyncio.sleep(0.05)
+    realtime = JobSpec(
+        kind="llm", lane=Lane.REALTIME, mode=ExecMode.THREAD, resources=NEEDS, stream_buffer=8
+    )
+    voice = s.submit(generate, model, "rt", 3, spec=realtime)
+    assert await asyncio.wait_for(voice, 2.0) == 3  # the held job gave its context up
+    assert held.cancel()
+    with pytest.raises(JobCancelled):
+        await asyncio.wait_for(held.result(), 2.0)
