@@ -1,6 +1,7 @@
 """Chat quality of the embedded LLMs on everyday group-chat questions, side by side in one run.
 
     .venv/bin/python -m bench.chat_quality_bench [--models qwen2.5-coder-0.5b,smollm2-135m]
+        (a model may be NAME=PATH: that GGUF with NAME's template and settings)
         [--prompts main|heldout|all] [--rounds N] [--limit N] [--no-hint] [--show]
         [--save run.json]
 
@@ -145,7 +146,13 @@ async def run_model(
     temperature: float,
     log: GuardLog,
 ) -> tuple[list[Reply], float]:
-    settings = ModelsSettings(llm=LlmSettings(embedded=name, n_threads=2))  # type: ignore[arg-type]
+    embedded, _, path = name.partition("=")  # "qwen2.5-coder-0.5b=/x.gguf": another file
+    llm = LlmSettings(
+        embedded=embedded,  # type: ignore[arg-type]
+        n_threads=2,
+        model_path=Path(path) if path else None,
+    )
+    settings = ModelsSettings(llm=llm)
     scheduler = Scheduler(SchedulerSettings(resources={"cpu": 2}, prewarm=False))
     await scheduler.start()
     manager = ModelManager(settings, scheduler, cache_dir)
