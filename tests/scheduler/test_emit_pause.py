@@ -5,11 +5,12 @@ context from another device's turn."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from core.errors import JobCancelled
-from core.scheduler import ExecMode, JobContext, JobSpec, JobStatus, Lane
+from core.scheduler import ExecMode, JobContext, JobHandle, JobSpec, JobStatus, Lane, Scheduler
 
 from .conftest import MakeScheduler
 
@@ -41,18 +42,30 @@ def generate(ctx: JobContext, model: Model, name: str, tokens: int) -> int:
     return tokens
 
 
-async def test_a_blocking_job_waiting_in_emit_pauses_for_a_higher_lane(
-    make_scheduler: MakeScheduler,
-) -> None:
+async def _reading_qq(
+    make_scheduler: MakeScheduler, *, stream_buffer: int
+) -> tuple[Scheduler, Model, JobHandle[int], AsyncIterator[str]]:
+    """A one-CPU scheduler with one LLM context and a preemptible "qq" generation of 6
+    pieces, submitted, with its stream."""
     s = await make_scheduler(resources={"cpu": 1})
     s.define_resource("model:llm", 1)
     model = Model()
     spec = JobSpec(
-        kind="llm", mode=ExecMode.THREAD, resources=NEEDS, preemptible=True, stream_buffer=2
+        kind="llm",
+        mode=ExecMode.THREAD,
+        resources=NEEDS,
+        preemptible=True,
+        stream_buffer=stream_buffer,
     )
-    slow = s.submit(generate, model, "qq", 6, spec=spec)  # nobody reads: it waits in emit
-    stream = slow.stream()
-    first = await asyncio.wait_for(anext(stream), 2.0)
+    job = s.submit(generate, model, "qq", 6, spec=spec)
+    return s, model, job, job.stream()
+
+
+async def test_a_blocking_job_waiting_in_emit_pauses_for_a_higher_lane(
+    make_scheduler: MakeScheduler,
+) -> None:
+    s, model, slow, stream = await _reading_qq(make_scheduler, stream_buffer=2)
+    first = await asyncio.wait_for(anext(stream), 2.0)  # then nobody reads: it waits in emit
     await asyncio.sleep(0.05)
     assert slow.status is JobStatus.RUNNING and s.stats()["resources"]["model:llm"]["used"] == 1
     realtime = JobSpec(
@@ -117,14 +130,7 @@ async def test_a_held_stream_stops_the_job_at_its_next_emit_until_released(
 async def test_a_held_job_still_pauses_for_a_higher_lane_and_is_cancelled(
     make_scheduler: MakeScheduler,
 ) -> None:
-    s = await make_scheduler(resources={"cpu": 1})
-    s.define_resource("model:llm", 1)
-    model = Model()
-    spec = JobSpec(
-        kind="llm", mode=ExecMode.THREAD, resources=NEEDS, preemptible=True, stream_buffer=8
-    )
-    held = s.submit(generate, model, "qq", 6, spec=spec)
-    stream = held.stream()
+    s, model, held, stream = await _reading_qq(make_scheduler, stream_buffer=8)
     await asyncio.wait_for(anext(stream), 2.0)
     held.hold_stream()
     await asyncio.sleep(0.05)
