@@ -35,6 +35,9 @@ firmware_emulator.py: OTA, hello with MCP, the firmware's seven tools, ``tools/c
 answered) instead of the tool-less simulator, as real xiaozhi firmware connects; it speaks
 ``--settle-s`` after its hello (a device opens its audio channel at the wake word, the user
 speaks a moment later).
+
+The variants run in ABBA order across ``--starts`` (an even number of starts pools each
+variant's turns from both positions).
 """
 
 from __future__ import annotations
@@ -448,8 +451,10 @@ async def main(args: argparse.Namespace) -> None:
     # snapshotted now: editing the checkout while the bench runs changes no server
     trees = {"base": snapshot_tree(args.baseline_ref, Path(__file__))} if "base" in variants else {}
     print(f"device: {args.device}" + (f"; base = {args.baseline_ref}" if trees else ""))
-    for _start in range(args.starts):  # the variants alternate, one fresh server each
-        for variant in variants:
+    for start in range(args.starts):  # the variants alternate, one fresh server each
+        # ABBA order: a host that speeds up or slows down during the run (a shared VM drifts by
+        # 30 % within minutes) does not always favour the variant that runs first
+        for variant in variants if start % 2 == 0 else variants[::-1]:
             got = await run_variant(
                 variant,
                 args.turns,
