@@ -19,7 +19,8 @@ stops the model) when one is found, without sending the offending part:
 - **sentence bound** (``max_sentences``): the reply ends after that many sentences.
 - **parrot** (``user_text``): a reply that opens by copying the user's message (of
   ``PARROT_MIN_CHARS`` or more, ignoring spaces, punctuation and case; its first line, or the
-  whole message with a reminder line the model copied too) is held while it could be such a
+  whole message with a reminder line the model copied too; a near copy, a character or two
+  off, counts too: :mod:`core.models.near_copy`) is held while it could be such a
   copy; when it goes on with an answer the copy is dropped, and a reply that is nothing but
   the copy ends with ``stop_reason`` "parrot" and nothing sent (the facade generates once more).
   With ``parrot_stop_chars`` a copy that reaches that many characters ends the reply at once
@@ -47,6 +48,7 @@ import re
 import unicodedata
 
 from core.models.hanzi import is_han
+from core.models.near_copy import copied_prefix, is_copy, may_become_copy
 from core.models.reply_language import Verdict, opening_verdict
 
 LONG_UNIT_CHARS = 12  # a unit this long repeated twice in a row is a loop
@@ -204,7 +206,7 @@ class ReplyGuard:
             return ""
         if self._parrot and self._text_norm:
             self._parrot = False
-            if self._text_norm in self._questions:
+            if any(is_copy(self._text_norm, q) for q in self._questions):
                 self.stop_reason = "parrot"  # nothing but the question: nothing to send
                 return ""
         out = self._sentences_through(len(self._text), final=True)
@@ -222,8 +224,10 @@ class ReplyGuard:
                 self._parrot = False
                 self.stop_reason = "parrot"  # a long copy: generating afresh is sooner
             return True  # (an empty norm too: only spaces and punctuation so far)
+        if any(may_become_copy(norm, q) for q in self._questions):
+            return True  # a near copy so far ("行目弄矮一点" for "行目弄得矮一点"): decided later
         self._parrot = False
-        copied = max((len(q) for q in self._questions if norm.startswith(q)), default=0)
+        copied = max((copied_prefix(norm, q) for q in self._questions), default=0)
         if copied:
             end = self._prompt_pos[copied] if copied < len(norm) else len(self._text)
             self._dropped = self._sent = self._sentence_start = end

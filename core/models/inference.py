@@ -43,7 +43,7 @@ from core.models.guarded_emit import GuardedEmitter
 from core.models.llm import ChatEvent, ChatMessage, Llm, RemoteLlm, ToolSpec
 from core.models.manager import ModelManager
 from core.models.registry import TTS_REMOTE
-from core.models.reply_language import expected_reply_language
+from core.models.reply_language import expected_reply_language, language_of
 from core.models.sd import DrawRequest, ImageGenerator, sd_configured
 from core.models.settings import ModelsSettings
 from core.models.tts import PcmChunk, RemoteTts, Tts
@@ -64,7 +64,8 @@ _LABEL_CHARS = 40
 # a reply that opens by copying the question (the guard's parrot rule) is generated again, a
 # little hotter each time (the same prompt, so llama.cpp reuses its evaluated prefix): the
 # first two attempts stop at models.llm.parrot_stop_chars copied characters, the third holds a
-# copy to its end and drops it (an answer after it is sent) or, if that is all, sends it. A
+# copy to its end and drops it (an answer after it is sent) or, if that is all, says
+# models.llm.parrot_reply (the question was not understood) instead. A
 # reply opening in the other language than the question's is generated again the same way
 PARROT_RETRY_TEMPERATURE_STEP = 0.3
 
@@ -325,6 +326,7 @@ class Inference:
             )
 
         expected = expected_reply_language(question)
+        unclear = llm_settings.parrot_reply.get(language_of(question) or "zh", "")
 
         def run(ctx: JobContext) -> None:
             with self._manager.hold("llm", Llm, ctx.checkpoint_blocking) as held:
@@ -377,9 +379,10 @@ class Inference:
                     if guard.stop_reason not in ("parrot", "language"):
                         return
                     if last:
-                        # nothing but the question: a repeated question beats silence (a
-                        # device turn without a reply would leave the speaker mute)
-                        ctx.emit_blocking(guard.generated)
+                        # nothing but the question, three times: say it was not understood
+                        # (a misheard command copied back is no answer; silence would leave
+                        # a device's speaker mute); no sentence for the language: the copy
+                        ctx.emit_blocking(unclear or guard.generated)
                         return
                     log.debug("the reply was a %s miss; generating it again", guard.stop_reason)
 

@@ -234,6 +234,15 @@ class LlmSettings(BaseModel):
         " is this many characters long and generated again (0: the copy is held to its end and"
         " dropped; a 35-character statement copied back held a device's first words ~1 s)",
     )
+    parrot_reply: dict[str, str] = Field(
+        default_factory=lambda: {
+            "zh": "抱歉，我没听明白，可以换个说法再说一遍吗？",
+            "en": "Sorry, I didn't quite get that. Could you say it another way?",
+        },
+        description="said instead when every attempt only copied the user's message, by the"
+        " message's language (zh, en; a misheard command copied back is no answer); a language"
+        " left out: the copy is sent as before",
+    )
     # llamacpp
     model_path: Path | None = Field(None, description="a GGUF file; None: the embedded model")
     embedded: EmbeddedLlm = Field(

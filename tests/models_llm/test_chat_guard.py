@@ -159,3 +159,26 @@ def test_a_long_copy_of_the_question_stops_the_reply_at_parrot_stop_chars() -> N
     guard = ReplyGuard(user_text=statement, parrot_stop_chars=8)
     assert guard.push("你好，") + guard.push("有什么可以帮你？") == "你好，有什么可以帮你？"
     assert guard.stop_reason is None
+
+
+def test_a_near_copy_of_the_question_is_a_parrot_too() -> None:
+    """Firmware emulator, 2026-12-02: whisper heard "行目弄得矮一点。" and the device said
+    "行目弄矮一点。" back (one character off, so the exact rule let it through)."""
+    text, reason, _ = run("行目弄矮一点。", user_text="行目弄得矮一点。")
+    assert (text, reason) == ("", "parrot")
+    text, reason, _ = run("屏幕弄得暗一点吧。", user_text="屏幕弄得暗一点")
+    assert (text, reason) == ("", "parrot")
+    # a near copy before the answer is dropped like an exact one
+    text, reason, _ = run("行目弄矮一点。抱歉，我没听懂。", user_text="行目弄得矮一点")
+    assert (text, reason) == ("抱歉，我没听懂。", None)
+
+
+def test_answers_that_restate_the_question_are_not_near_copies() -> None:
+    for question, reply in (
+        ("今天天气怎么样", "今天天气晴朗，适合出门。"),
+        ("帮我设置一个十分钟的计时器", "帮你设置好了一个十分钟的计时器。"),
+        ("What is the capital of Australia?", "The capital of Australia is Canberra."),
+        ("你好小优", "你好呀！"),  # short: only an exact copy counts
+    ):
+        text, reason, _ = run(reply, user_text=question)
+        assert (text, reason) == (reply, None), question
