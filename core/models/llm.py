@@ -184,6 +184,7 @@ class LlmSettings(BaseModel):
                 "seed",
                 "warmup",
                 "prompt_cache_entries",
+                "saved_prompts",
                 "prefill_chunk_tokens",
                 "top_p",
                 "top_k",
@@ -259,6 +260,13 @@ class LlmSettings(BaseModel):
         description="llama.cpp: finished conversations whose KV cache is kept (a few MB each), so"
         " a device's next turn is not evaluated from scratch after QQ chats used the context;"
         " 0: off",
+    )
+    saved_prompts: int = Field(
+        8,
+        ge=0,
+        description="llama.cpp: primer prompts (a device's tools, the warm prompts) whose KV"
+        " cache is kept on disk under the data dir (a few MB each), so after a restart a"
+        " device's first command does not evaluate its tools again (8 s on 2 cores); 0: off",
     )
     warm_prompts: list[str] | None = Field(
         None,

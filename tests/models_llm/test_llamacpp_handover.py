@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,9 +18,11 @@ SECOND = [ChatMessage("user", "What is two plus two? Answer with a number.")]
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
+def smollm2(
+    smollm2_available: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaCppLlm]:
     settings = LlmSettings(n_threads=1, n_ctx=1024, embedded="smollm2-135m")  # 1 thread: busy box
-    llm = LlamaCppLlm(settings, cache_dir=Path("unused"))
+    llm = LlamaCppLlm(settings, cache_dir=tmp_path_factory.mktemp("data"))
     llm.load()
     yield llm
     llm.unload()

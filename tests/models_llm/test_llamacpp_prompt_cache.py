@@ -13,9 +13,9 @@ import pytest
 
 from core.errors import JobCancelled
 from core.models.base import never_cancelled
-from core.models.llamacpp.llm import LlamaCppLlm
+from core.models.llamacpp.llm import SAVED_PROMPTS_DIR, LlamaCppLlm
 from core.models.llamacpp.prompt_cache import PromptCache, messages_key
-from core.models.llm import ChatMessage, LlmSettings, ToolSpec
+from core.models.llm import WARM_USER_TEXT, ChatMessage, LlmSettings, ToolSpec
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,11 @@ QQ_CHAT = [
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_available: None) -> Iterator[LlamaCppLlm]:
+def smollm2(
+    smollm2_available: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaCppLlm]:
     settings = LlmSettings(n_threads=1, n_ctx=1024, embedded="smollm2-135m")  # 1 thread: busy box
-    llm = LlamaCppLlm(settings, cache_dir=Path("unused"))
+    llm = LlamaCppLlm(settings, cache_dir=tmp_path_factory.mktemp("data"))
     llm.load()
     yield llm
     llm.unload()
@@ -123,14 +125,16 @@ def test_forget_drops_only_the_entries_it_is_told_to() -> None:
     assert cache.best(messages_key(DEVICE)) is None
 
 
-def test_a_warm_prompt_is_not_evaluated_again_after_other_chats(smollm2_available: None) -> None:
+def test_a_warm_prompt_is_not_evaluated_again_after_other_chats(
+    smollm2_available: None, tmp_path: Path
+) -> None:
     # a device's first turn after start-up (or after QQ chats used the context) started by
     # evaluating its whole system prompt: ~1 s of the first voice turn with the 0.5B default
     def system_tokens_evaluated(warm_prompts: list[str]) -> int:
         settings = LlmSettings(
             n_threads=1, n_ctx=1024, embedded="smollm2-135m", warm_prompts=warm_prompts
         )
-        llm = LlamaCppLlm(settings, cache_dir=Path("unused"))
+        llm = LlamaCppLlm(settings, cache_dir=tmp_path / str(len(warm_prompts)))
         llm.load()
         try:
             run(llm, QQ_CHAT)  # the context now holds another system prompt
@@ -235,3 +239,57 @@ def test_a_tool_chat_never_continues_a_plain_chat_of_the_same_messages(
     hits = smollm2.prompt_cache.hits
     tool_run(smollm2, DEVICE)  # the same messages with tools: another prompt
     assert smollm2.prompt_cache.hits == hits
+
+
+def test_a_devices_tools_prompt_is_not_evaluated_again_after_a_restart(
+    smollm2_available: None, tmp_path: Path
+) -> None:
+    """Firmware emulator after a restart (2026-12-02): the user spoke right after the wake word,
+    before the device's tools' warm-up could run, and "屏幕弄得一点" waited 8.59 s for its
+    first token (the 609-token tools prompt). The warm-up's primer is now kept on disk."""
+    settings = LlmSettings(n_threads=1, n_ctx=1024, embedded="smollm2-135m", warm_prompts=[])
+    primer = [DEVICE[0], ChatMessage("user", WARM_USER_TEXT)]
+    command = [DEVICE[0], ChatMessage("user", "Turn on the lamp, please.")]
+
+    def first_command_after_start(warm_up_first: bool) -> int:
+        llm = LlamaCppLlm(settings, cache_dir=tmp_path)
+        llm.load()
+        try:
+            if warm_up_first:
+                tool_run(llm, primer)  # the device's warm-up before the restart
+            return tool_run(llm, command)
+        finally:
+            llm.unload()
+
+    fresh = first_command_after_start(False)  # nothing saved yet: the whole tools prompt
+    assert not list((tmp_path / SAVED_PROMPTS_DIR).glob("*.kv"))  # a command is not a primer
+    first_command_after_start(True)
+    assert len(list((tmp_path / SAVED_PROMPTS_DIR).glob("*.kv"))) == 1
+    restarted = first_command_after_start(False)
+    assert restarted < fresh / 3, (restarted, fresh)  # the user message, not the tools again
+
+
+def test_a_saved_primer_of_another_model_or_a_broken_file_is_not_used(
+    smollm2_available: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = LlmSettings(n_threads=1, n_ctx=1024, embedded="smollm2-135m", warm_prompts=[])
+    primer = [DEVICE[0], ChatMessage("user", WARM_USER_TEXT)]
+    llm = LlamaCppLlm(settings, cache_dir=tmp_path)
+    llm.load()
+    tool_run(llm, primer)
+    llm.unload()
+    (saved,) = (tmp_path / SAVED_PROMPTS_DIR).glob("*.kv")
+    saved.write_bytes(saved.read_bytes()[:-1000])  # cut short: the KV state is invalid
+    other = LlmSettings(n_threads=1, n_ctx=512, embedded="smollm2-135m", warm_prompts=[])
+    for each in (other, settings):  # another context size: not read; the broken one: dropped
+        llm = LlamaCppLlm(each, cache_dir=tmp_path)
+        llm.load()
+        try:
+            tool_run(llm, [DEVICE[0], ChatMessage("user", "Turn on the lamp, please.")])
+            reply = "".join(
+                llm.stream_chat(DEVICE, max_tokens=4, temperature=0.0, check=never_cancelled)
+            )
+            assert reply.strip()  # the model still answers
+        finally:
+            llm.unload()
+    assert caplog.text.count("cached prompt dropped") == 1  # only the same model read it

@@ -17,7 +17,9 @@ parsed out of the generated text (:mod:`core.models.tool_text`); generation stop
 only repeats its calls. Tool chats are cached like plain ones, keyed by the tools offered and the
 messages as the template gets them (calls and results included): a device's tools are a 609-token
 prompt with the firmware's seven (7.5 s on 2 cores), evaluated once, not after every chat that
-used the context in between.
+used the context in between; primers (a system prompt, with or without tools, and
+``WARM_USER_TEXT``) are also kept on disk (:mod:`core.models.llamacpp.saved_prompts`) and read
+back when the model loads again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import atexit
 import ctypes
 import functools
 import json
+import logging
 import sys
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,10 +44,14 @@ from core.models.llamacpp.prompt_cache import (
     common_messages,
     messages_key,
 )
+from core.models.llamacpp.saved_prompts import SavedPrompt, SavedPrompts, identity
 from core.models.llm import WARM_USER_TEXT, ChatEvent, ChatMessage, Llm, LlmSettings, ToolSpec
 from core.models.tool_text import ToolTextParser, call_text, tools_block
 
+log = logging.getLogger(__name__)
+
 _DEVNULL_FILES = ("outnull_file", "errnull_file")
+SAVED_PROMPTS_DIR = "llm-prompts"  # under the data dir
 
 
 @functools.cache  # registered once per process
@@ -91,6 +98,7 @@ class LlamaCppLlm(Llm):
         self._context_key: MessagesKey = ()  # the conversation the context's tokens belong to
         self._prefill_check: CancelCheck | None = None  # the check of the generation stepping
         self.prefill_pauses = 0  # pause points reached inside prompt evaluation (tests, bench)
+        self._saved: SavedPrompts | None = None  # primers on disk (set by load)
 
     def load(self) -> None:
         path = self._settings.model_path or embedded_gguf(self._settings.embedded, self._cache_dir)
@@ -116,6 +124,7 @@ class LlamaCppLlm(Llm):
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         self.model_path = path
         self._llama.eval = self._eval_in_chunks  # pause points inside prompt evaluation
+        self._read_saved(path, str(llama_cpp.__version__))
         if self._settings.warmup:
             self._warm_up(path)
 
@@ -131,11 +140,32 @@ class LlamaCppLlm(Llm):
             )
             for prompt in self._settings.warm_prompts or ():
                 primer = [ChatMessage("system", prompt), ChatMessage("user", WARM_USER_TEXT)]
+                hit = self.prompt_cache.best(messages_key(primer))
+                if hit is not None and hit.shared >= len(primer):
+                    continue  # read back from disk (_read_saved)
                 for _ in self._generate(primer, 1, 0.0, never_cancelled):
                     pass
         except (ValueError, RuntimeError, InferenceError) as exc:
             self.unload()
             raise ModelLoadError(f"llama.cpp could not run {path}: {exc}") from exc
+
+    def _read_saved(self, path: Path, llama_version: str) -> None:
+        """The primers saved on disk for this model and context, into the prompt cache."""
+        capacity = self._settings.saved_prompts
+        if capacity <= 0 or self.prompt_cache.capacity <= 0:
+            self._saved = None
+            return
+        try:
+            ident = identity(path, llama_version, self._settings.n_ctx)
+        except OSError:
+            self._saved = None
+            return
+        self._saved = SavedPrompts(self._cache_dir / SAVED_PROMPTS_DIR, ident, capacity=capacity)
+        for saved in reversed(self._saved.read_all()):  # oldest first: the newest most recent
+            sequence = _SavedSequence(
+                saved.kv, int(saved.tokens.size), saved.tokens, None, key=saved.key
+            )
+            self.prompt_cache.put(saved.key, sequence)
 
     def unload(self) -> None:
         self.prompt_cache = PromptCache(self._settings.prompt_cache_entries)
@@ -224,7 +254,14 @@ class LlamaCppLlm(Llm):
             if held <= 1:
                 self.prompt_cache.misses += 1
             return
-        self._load_sequence(hit.state)
+        try:
+            self._load_sequence(hit.state)
+        except InferenceError as exc:  # e.g. a state read from disk the context refuses
+            log.warning("cached prompt dropped: %s", exc.message)
+            self._llama.n_tokens = 0  # the KV cache was cleared: evaluate from scratch
+            self._context_key = ()
+            self.prompt_cache.forget(lambda k: k != hit.key)
+            return
         self.prompt_cache.used(hit)
 
     def _keep(self, key: MessagesKey) -> None:
@@ -234,6 +271,9 @@ class LlamaCppLlm(Llm):
             saved = self.save_state()
             if isinstance(saved, _SavedSequence):
                 self.prompt_cache.put(key, saved)
+                disk = self._saved
+                if disk is not None and is_primer(key) and not disk.has(key):
+                    disk.write(SavedPrompt(key, saved.tokens, saved.kv))
 
     def stream_chat(
         self,
@@ -343,6 +383,21 @@ class LlamaCppLlm(Llm):
             raise
         chunks.close()
         self._keep((*key, ("assistant", "".join(reply))))
+
+
+def is_primer(key: MessagesKey) -> bool:
+    """``key`` is a primer's conversation: (tools,) system, ``WARM_USER_TEXT``, its reply."""
+    tools = bool(key) and key[0][0] == "tools"
+    body = key[1:] if tools else key
+    if len(body) != 3 or body[0][0] != "system" or body[1][0] != "user":
+        return False
+    text: object = body[1][1]
+    if tools:  # a tool chat keys each message as its JSON
+        try:
+            text = json.loads(body[1][1]).get("content")
+        except (ValueError, AttributeError):
+            return False
+    return text == WARM_USER_TEXT
 
 
 def tool_chat_key(wire: Sequence[dict[str, Any]], tools: Sequence[ToolSpec]) -> MessagesKey:
