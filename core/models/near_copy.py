@@ -10,6 +10,8 @@ insertions, deletions or substitutions of it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 NEAR_MIN_CHARS = 6  # shorter messages: only exact copies count (two edits of "你好呀" is anything)
 LONG_CHARS = 16  # from this length two edits are allowed, else one
 
@@ -21,14 +23,23 @@ def allowed_edits(message: str) -> int:
     return 1 if len(message) < LONG_CHARS else 2
 
 
-def _row(reply: str, message: str) -> list[int]:
-    """Levenshtein distances from ``reply`` to each prefix of ``message`` (index: its length)."""
+def _rows(reply: str, message: str) -> Iterator[list[int]]:
+    """After each character of ``reply``: the Levenshtein distances from the reply so far to
+    each prefix of ``message`` (index: its length)."""
     row = list(range(len(message) + 1))
     for i, r in enumerate(reply, 1):
         prev, row[0] = row[0], i
         for j, m in enumerate(message, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != m))
-    return row
+        yield row
+
+
+def _row(reply: str, message: str) -> list[int]:
+    """The distances from all of ``reply`` to each prefix of ``message``."""
+    last = list(range(len(message) + 1))  # an empty reply
+    for row in _rows(reply, message):
+        last = row
+    return last
 
 
 def may_become_copy(reply: str, message: str) -> bool:
@@ -55,9 +66,10 @@ def copied_prefix(reply: str, message: str) -> int:
     if not reply or not message or reply[0] != message[0]:
         return 0
     limit = allowed_edits(message)
+    low = max(1, len(message) - limit)
     best, best_edits = 0, limit + 1
-    for length in range(max(1, len(message) - limit), min(len(reply), len(message) + limit) + 1):
-        edits = _row(reply[:length], message)[-1]
-        if edits < best_edits:
-            best, best_edits = length, edits
+    # one pass: row ``length`` ends in the distance from reply[:length] to the whole message
+    for length, row in enumerate(_rows(reply[: len(message) + limit], message), 1):
+        if length >= low and row[-1] < best_edits:
+            best, best_edits = length, row[-1]
     return best
