@@ -58,7 +58,10 @@ class SavedPrompts:
         self.capacity = capacity
 
     def _path(self, key: Key) -> Path:
-        digest = hashlib.sha256(json.dumps([self.identity, key], ensure_ascii=False).encode())
+        """Named by the primer without its reply: a primer evaluated again after a restore may
+        sample another first token, and is still the same prompt (one file, not two)."""
+        prompt = key[:-1] if key and key[-1][0] == "assistant" else key
+        digest = hashlib.sha256(json.dumps([self.identity, prompt], ensure_ascii=False).encode())
         return self.folder / f"{self.identity}-{digest.hexdigest()[:16]}{SUFFIX}"
 
     def has(self, key: Key) -> bool:
