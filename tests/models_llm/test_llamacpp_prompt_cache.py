@@ -294,3 +294,30 @@ def test_a_saved_primer_of_another_model_or_a_broken_file_is_not_used(
         finally:
             llm.unload()
     assert caplog.text.count("cached prompt dropped") == 1  # only the same model read it
+
+
+def test_a_user_saying_the_warm_prompt_is_answered_from_its_own_logits(
+    smollm2_available: None, tmp_path: Path
+) -> None:
+    # a user saying "你好" asks the warm prompt's own question: its cached sequence ends at the
+    # prompt, and llama.cpp sampled the reply from the logits the context held last (another
+    # chat's). Firmware emulator: "你好" → stt sent, an empty reply, the device stayed silent
+    system = DEVICE[0].content
+    primer = [ChatMessage("system", system), ChatMessage("user", WARM_USER_TEXT)]
+
+    def reply(warm_prompts: list[str]) -> str:
+        settings = LlmSettings(
+            n_threads=1, n_ctx=1024, embedded="smollm2-135m", warm_prompts=warm_prompts
+        )
+        llm = LlamaCppLlm(settings, cache_dir=tmp_path / str(len(warm_prompts)))
+        llm.load()
+        try:
+            run(llm, QQ_CHAT)  # the context's logits are now this chat's
+            text, _ = run(llm, primer)
+        finally:
+            llm.unload()
+        return text
+
+    fresh = reply([])
+    assert fresh
+    assert reply([system]) == fresh

@@ -241,6 +241,11 @@ class LlamaCppLlm(Llm):
             raise InferenceError("llama.cpp could not restore a paused generation")
         llama.n_tokens = state.n_tokens
         llama.input_ids[: state.n_tokens] = state.tokens
+        # the logits are still those of the last decode (another sequence's): a prompt that is
+        # exactly this sequence would be sampled from them (llama.cpp-python skips evaluating
+        # a prompt it holds whole unless told so; a primer ends at its prompt: trial, "你好"
+        # answered with nothing). Its own load_state says the same.
+        llama._requires_eval = True
         self._context_key = state.key
 
     def _continue_cached(self, key: MessagesKey) -> None:
