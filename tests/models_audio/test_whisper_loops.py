@@ -21,8 +21,10 @@ from core.models.whisper.asr import WhisperAsr
 from core.models.whisper.fitted import (
     COMPRESSION_RATIO_LIMIT,
     FittedResult,
+    echoes_prompt,
     is_degenerate,
     stopped_early,
+    strip_prompt_echo,
     voiced_span_s,
 )
 from core.models.whisper.loops import collapse_loops, has_loop
@@ -98,6 +100,11 @@ def test_a_fitted_text_too_short_for_its_speech_counts_as_stopped_early() -> Non
     assert not stopped_early(0, np.zeros(16_000 * 4, np.float32))
 
 
+def _hum(seconds: float) -> np.ndarray:
+    """Some sound (the model doubles do not listen; digital silence is not sent to them)."""
+    return (0.01 * np.sin(np.arange(int(16_000 * seconds)) / 5)).astype(np.float32)
+
+
 @dataclass
 class _Segment:
     text: str
@@ -130,7 +137,7 @@ def _asr(text: str, **settings: object) -> tuple[WhisperAsr, _LoopingModel]:
 
 def test_full_window_output_that_loops_is_collapsed() -> None:
     asr, _ = _asr(THRICE, encoder_window="full")
-    assert asr.transcribe(np.zeros(16_000 * 4, np.float32)).text == SENTENCE
+    assert asr.transcribe(_hum(4.0)).text == SENTENCE
 
 
 def test_fitted_loop_falls_back_and_the_fallback_loop_is_collapsed(
@@ -146,14 +153,47 @@ def test_fitted_loop_falls_back_and_the_fallback_loop_is_collapsed(
 
     monkeypatch.setattr(whisper_asr, "transcribe_fitted", fitted)
     asr, model = _asr(THRICE)
-    result = asr.transcribe(np.zeros(16_000 * 4, np.float32))
+    result = asr.transcribe(_hum(4.0))
     assert flagged == [True] and len(model.prompts) == 1  # the full window ran once
     assert result.text == SENTENCE and result.language == "en"
 
 
 def test_the_chinese_prompt_steers_the_full_window_once_the_language_is_known() -> None:
     asr, model = _asr("你好", encoder_window="full")
-    asr.transcribe(np.zeros(16_000, np.float32), language="zh")
-    asr.transcribe(np.zeros(16_000, np.float32), language="en")
+    asr.transcribe(_hum(1.0), language="zh")
+    asr.transcribe(_hum(1.0), language="en")
     assert model.prompts == [ZH_PROMPT, None]
     assert AsrSettings().language is None  # auto-detect by default
+
+
+def test_digital_silence_is_no_speech_without_asking_the_model() -> None:
+    """Whisper makes up a sentence for a window of pure zeros (a muted microphone)."""
+    asr, model = _asr("这些人都不在这里。")
+    assert asr.transcribe(np.zeros(24_000, np.float32), language="zh").text == ""
+    assert asr.transcribe(np.zeros(0, np.float32)).text == ""
+    assert model.prompts == []
+
+
+@pytest.mark.parametrize(
+    ("heard", "kept"),
+    [
+        ("以下是普通话的句子，是对智能音箱说的话：屏幕、亮度、音量。", ""),
+        ("几点了？计时器、几点。", "几点了？"),
+        ("你好。以下是普通话的句子", "你好"),
+    ],
+)
+def test_a_transcript_copying_the_prompt_is_flagged_and_the_copy_dropped(
+    heard: str, kept: str
+) -> None:
+    assert echoes_prompt(heard, ZH_PROMPT)
+    assert strip_prompt_echo(heard, ZH_PROMPT) == kept
+
+
+@pytest.mark.parametrize("speech", ["屏幕亮度调高一点", "把音量调到最大", "开灯，关灯", "几点了？"])
+def test_speech_with_the_prompt_words_is_not_an_echo(speech: str) -> None:
+    assert not echoes_prompt(speech, ZH_PROMPT)
+
+
+def test_a_full_window_transcript_copying_the_prompt_keeps_only_the_speech() -> None:
+    asr, _ = _asr("你好。以下是普通话的句子，是对智能音箱说的话", encoder_window="full")
+    assert asr.transcribe(_hum(1.0), language="zh").text == "你好"

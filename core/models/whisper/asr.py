@@ -31,7 +31,13 @@ import numpy as np
 from core.errors import DiskFull, InferenceError, ModelLoadError, is_disk_full
 from core.models.asr import Asr, AsrSettings, Transcript
 from core.models.storage import check_room
-from core.models.whisper.fitted import fits, transcribe_fitted
+from core.models.whisper.fitted import (
+    BROKEN_CHAR,
+    echoes_prompt,
+    fits,
+    strip_prompt_echo,
+    transcribe_fitted,
+)
 from core.models.whisper.loops import collapse_loops
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 EMBEDDED_DIR_NAME = "whisper-base"
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _COPY_BLOCK_BYTES = 8 * 1024 * 1024
+DIGITAL_SILENCE = 1e-4  # peak below this: no sound at all (-80 dBFS; room noise is louder)
 
 
 def _package_data(name: str) -> Path:
@@ -169,6 +176,9 @@ class WhisperAsr(Asr):
         lang = language or self._settings.language
         s = self._settings
         audio_s = len(audio) / self.sample_rate_hz
+        if not audio.size or float(np.abs(audio).max()) < DIGITAL_SILENCE:
+            # nothing was recorded (a muted microphone): whisper would make something up
+            return Transcript(text="", language=lang or "", audio_s=audio_s)
         if s.encoder_window == "fitted" and fits(len(audio), self.sample_rate_hz, s.window_pad_ms):
             try:
                 fitted = transcribe_fitted(
@@ -199,7 +209,11 @@ class WhisperAsr(Asr):
             text = "".join(segment.text for segment in segments).strip()
         except (RuntimeError, ValueError) as e:
             raise InferenceError(f"whisper transcription failed: {e}") from e
-        collapsed = collapse_loops(text)
+        collapsed = collapse_loops(text.replace(BROKEN_CHAR, "").strip())
         if collapsed != text:
             log.info("whisper output repeated itself; kept the first copy: %r", collapsed)
+        prompt = s.prompts.get(lang) if lang else None
+        if prompt and echoes_prompt(collapsed, prompt):
+            collapsed = strip_prompt_echo(collapsed, prompt)
+            log.info("whisper output copied its prompt; kept the rest: %r", collapsed)
         return Transcript(text=collapsed, language=lang or info.language, audio_s=audio_s)

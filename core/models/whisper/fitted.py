@@ -15,8 +15,12 @@ caller decodes again with the standard 30 s window. So is a text too short for t
 transcribes (fewer than ``MIN_TOKENS_PER_VOICED_S`` tokens per second from the first to the
 last voiced 10 ms, for two seconds or more of it): the short window sometimes ends after the
 first of two sentences ("Please set a time for 10 minutes" for a 3.7 s clip, 8 tokens; whole
-utterances run at 4–5 tokens a second in English and Mandarin). Whisper's no-speech rule (no-speech
-probability high and average log-probability low) returns an empty text.
+utterances run at 4–5 tokens a second in English and Mandarin), and so is a text that copies
+the prompt (:func:`echoes_prompt`: "你好" heard as the prompt's word list) or that holds a
+broken character (U+FFFD: the decode ended inside a hanzi's byte tokens). Short speech (under
+``MIN_VOICED_S``) that loops is the exception: the window's real silence after a short command
+makes whisper say it again and again, and its first copy is kept instead. Whisper's no-speech
+rule (no-speech probability high and average log-probability low) returns an empty text.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from core.models.audio import voiced_frames
-from core.models.whisper.loops import has_loop
+from core.models.whisper.loops import collapse_loops, has_loop
 
 FRAMES_PER_S = 100  # whisper mel frames: 10 ms hop
 FULL_WINDOW_FRAMES = 3000
@@ -39,6 +43,9 @@ TOKENS_PER_S = 12  # generous: speech runs at ~3-5 tokens per second in English 
 MIN_TOKENS = 24
 MIN_TOKENS_PER_VOICED_S = 2.5  # below: stopped early (whole utterances 4-5, slow speech ~3)
 MIN_VOICED_S = 2.0  # shorter speech is not judged by its token rate
+BROKEN_CHAR = "\ufffd"  # the decode stopped inside a character's byte tokens
+ECHO_CHARS = 8  # this much of the prompt copied into a transcript: the prompt, not speech
+ECHO_CHARS_WITH_SEPARATOR = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +76,14 @@ def transcribe_fitted(
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
 
-    features = model.feature_extractor(audio)  # (n_mels, frames)
-    frames = min(FULL_WINDOW_FRAMES, features.shape[-1] + pad_ms * FRAMES_PER_S // 1000)
-    frames += frames % 2  # the encoder halves the length with a stride-2 convolution
-    window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
-    used = min(frames, features.shape[-1])
-    window[0, :, :used] = features[:, :used]
+    # the padding is silence run through the feature extractor, as in whisper's own 30 s
+    # window: zeros in the normalised log-mel are a loud hiss (log10 power -4), which turned
+    # short commands with little silence after them into one wrong character ('关灯' → 'gun')
+    silence = np.zeros(pad_ms * 16_000 // 1000, dtype=np.float32)
+    features = model.feature_extractor(np.concatenate([audio, silence]))  # (n_mels, frames)
+    frames = min(FULL_WINDOW_FRAMES, features.shape[-1])
+    frames -= frames % 2  # the encoder halves the length with a stride-2 convolution
+    window = np.ascontiguousarray(features[np.newaxis, :, :frames], dtype=np.float32)
     encoded = model.model.encode(
         ctranslate2.StorageView.from_array(window), to_cpu=model.model.device == "cpu"
     )
@@ -105,8 +114,44 @@ def transcribe_fitted(
     avg_logprob = result.scores[0] if result.scores else 0.0
     if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
         return FittedResult("", language, degenerate=False)
-    degenerate = is_degenerate(text, len(tokens), max_new) or stopped_early(len(tokens), audio)
+    if voiced_span_s(audio) < MIN_VOICED_S and has_loop(text):
+        # a short command followed by silence is often said over and over to the token cap
+        # ('关灯、关灯、关灯…'): its first copy is what was said, the 30 s window would take
+        # ~0.8 s more to say the same
+        text = collapse_loops(text.replace(BROKEN_CHAR, "")).strip("、，, ")
+        if text and not has_loop(text) and BROKEN_CHAR not in text:
+            return FittedResult(
+                text, language, degenerate=bool(previous and echoes_prompt(text, previous))
+            )
+    degenerate = (
+        is_degenerate(text, len(tokens), max_new)
+        or stopped_early(len(tokens), audio)
+        or bool(previous and echoes_prompt(text, previous))
+        or BROKEN_CHAR in text
+    )
     return FittedResult(text, language, degenerate)
+
+
+def echoes_prompt(text: str, prompt: str) -> bool:
+    """Whether ``text`` copies a stretch of the prompt: eight characters of it, or five with
+    one of its separators (a word list's '计时器、几点' is no one's speech; '屏幕亮度' may be)."""
+    for size in (ECHO_CHARS_WITH_SEPARATOR, ECHO_CHARS):
+        for start in range(len(text) - size + 1):
+            part = text[start : start + size]
+            if part in prompt and (size == ECHO_CHARS or any(c in part for c in "、：，。")):
+                return True
+    return False
+
+
+def strip_prompt_echo(text: str, prompt: str) -> str:
+    """``text`` without the longest stretches it copies from the prompt (see echoes_prompt)."""
+    while echoes_prompt(text, prompt):
+        best = max(
+            (text[i:j] for i in range(len(text)) for j in range(i + 1, len(text) + 1)),
+            key=lambda part: len(part) if part in prompt else 0,
+        )
+        text = text.replace(best, "", 1)
+    return text.strip("，、：。 ")
 
 
 def stopped_early(tokens: int, audio: np.ndarray, sample_rate_hz: int = 16_000) -> bool:
