@@ -209,7 +209,8 @@ class WhisperAsr(Asr):
             text = "".join(segment.text for segment in segments).strip()
         except (RuntimeError, ValueError) as e:
             raise InferenceError(f"whisper transcription failed: {e}") from e
-        collapsed = collapse_loops(text.replace(BROKEN_CHAR, "").strip())
+        text = text.replace(BROKEN_CHAR, "").strip()
+        collapsed = collapse_loops(text)
         if collapsed != text:
             log.info("whisper output repeated itself; kept the first copy: %r", collapsed)
         prompt = s.prompts.get(lang) if lang else None

@@ -114,14 +114,14 @@ def transcribe_fitted(
     avg_logprob = result.scores[0] if result.scores else 0.0
     if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
         return FittedResult("", language, degenerate=False)
-    if voiced_span_s(audio) < MIN_VOICED_S and has_loop(text):
+    if has_loop(text) and voiced_span_s(audio) < MIN_VOICED_S:
         # a short command followed by silence is often said over and over to the token cap
         # ('关灯、关灯、关灯…'): its first copy is what was said, the 30 s window would take
         # ~0.8 s more to say the same
-        text = collapse_loops(text.replace(BROKEN_CHAR, "")).strip("、，, ")
-        if text and not has_loop(text) and BROKEN_CHAR not in text:
+        first = collapse_loops(text.replace(BROKEN_CHAR, "")).strip("、，, ")
+        if first and not has_loop(first):
             return FittedResult(
-                text, language, degenerate=bool(previous and echoes_prompt(text, previous))
+                first, language, degenerate=bool(previous and echoes_prompt(first, previous))
             )
     degenerate = (
         is_degenerate(text, len(tokens), max_new)
