@@ -159,6 +159,11 @@ class ZhTtsSettings(BaseModel):
 
     speed_ratio: float = Field(1.0, gt=0.3, le=3.0, description="FastSpeech2 duration scale")
     pause_ms: int = Field(150, ge=0, le=2000, description="silence between clauses")
+    inference_dropout: bool = Field(
+        False,
+        description="keep the acoustic model's pitch/energy dropout at inference, as shipped: "
+        "each reading of a text then differs at random",
+    )
     warmup: bool = Field(
         True, description="synthesise one short phrase at load, so the first reply is not slower"
     )

