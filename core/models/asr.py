@@ -13,13 +13,14 @@ server, SenseVoice API servers, cloud APIs; a remote backend whose jobs hold ``r
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from core.models.base import CancelCheck, ModelBackend
 
@@ -77,6 +78,7 @@ class OpenAiAsrSettings(BaseModel):
 # the held-out device commands and questions of bench/asr_prompt_bench.py at half the CER of
 # the sentence alone (10.8 % against 21.4 %), and in simplified script (with the sentence alone
 # one in seven came back in traditional characters: 聲音調到20%).
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")  # whisper's codes: zh, en, yue, haw
 ZH_PROMPT = (
     "以下是普通话的句子，是对智能音箱说的话："
     "屏幕、亮度、音量、调高、调低、开灯、关灯、静音、计时器、几点。"
@@ -90,6 +92,7 @@ class AsrSettings(BaseModel):
         "beam_size": ("whisper",),
         "encoder_window": ("whisper",),
         "window_pad_ms": ("whisper",),
+        "languages": ("whisper",),
         "openai": ("openai",),
     }
 
@@ -98,6 +101,11 @@ class AsrSettings(BaseModel):
         None, description="local model folder; None: the embedded whisper-base (whisper only)"
     )
     language: str | None = Field(None, description="e.g. 'zh', 'en'; None: detect per utterance")
+    languages: list[str] = Field(
+        default_factory=lambda: ["zh", "en"],
+        description="whisper: what detection chooses among (the languages the voices and the"
+        " persona serve; a second of Mandarin is often detected as Spanish); empty: any",
+    )
     cpu_threads: int = Field(2, ge=1)
     device: str = Field("cpu", pattern=r"^(cpu|cuda:\d+)$")
     compute_type: str = Field("int8", description="CTranslate2 compute type (whisper)")
@@ -130,6 +138,14 @@ class AsrSettings(BaseModel):
     @property
     def remote(self) -> bool:
         return self.provider == "openai"
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not LANGUAGE_CODE.fullmatch(code):
+                raise ValueError(f"asr.languages: {code!r} is not a whisper language code (zh, en)")
+        return value
 
     @model_validator(mode="after")
     def _funasr_needs_folder(self) -> AsrSettings:

@@ -13,7 +13,8 @@ Utterances shorter than 30 s are decoded with the encoder window fitted to them
 (:mod:`core.models.whisper.fitted`) unless ``encoder_window`` is "full". Whatever path decoded
 it, a transcript that still repeats itself is collapsed to its first copy
 (:mod:`core.models.whisper.loops`), and the language's prompt (``prompts``) steers the standard
-path too once the language is known.
+path too once the language is known. Detection picks among ``languages``, the ones the service
+serves (:mod:`core.models.whisper.language`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from core.models.whisper.fitted import (
     strip_prompt_echo,
     transcribe_fitted,
 )
+from core.models.whisper.language import candidate_languages
 from core.models.whisper.loops import collapse_loops
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,19 @@ class WhisperAsr(Asr):
     def unload(self) -> None:
         self._model = None
 
+    def _decode_full(self, audio: np.ndarray, lang: str | None) -> tuple[Any, Any]:
+        """faster-whisper's own 30 s path: (lazy segments, info)."""
+        assert self._model is not None
+        s = self._settings
+        return self._model.transcribe(  # type: ignore[no-any-return]
+            audio,
+            language=lang,
+            beam_size=s.beam_size,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            initial_prompt=s.prompts.get(lang) if lang else None,
+        )
+
     def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> Transcript:
         if self._model is None:
             raise ModelLoadError("whisper ASR used before load()")
@@ -188,6 +203,7 @@ class WhisperAsr(Asr):
                     pad_ms=s.window_pad_ms,
                     beam_size=s.beam_size,
                     prompts=s.prompts,
+                    languages=s.languages,
                 )
             except (RuntimeError, ValueError) as e:
                 raise InferenceError(f"whisper transcription failed: {e}") from e
@@ -198,14 +214,12 @@ class WhisperAsr(Asr):
             )
             lang = lang or fitted.language
         try:
-            segments, info = self._model.transcribe(
-                audio,
-                language=lang,
-                beam_size=s.beam_size,
-                vad_filter=False,
-                condition_on_previous_text=False,
-                initial_prompt=s.prompts.get(lang) if lang else None,
-            )
+            segments, info = self._decode_full(audio, lang)
+            if lang is None and s.languages and info.language not in s.languages:
+                # detected as a language the service does not serve: decode in the likeliest
+                # one it does (segments are lazy: nothing was decoded yet)
+                lang = candidate_languages(info.all_language_probs or (), s.languages)[0]
+                segments, info = self._decode_full(audio, lang)
             text = "".join(segment.text for segment in segments).strip()
         except (RuntimeError, ValueError) as e:
             raise InferenceError(f"whisper transcription failed: {e}") from e

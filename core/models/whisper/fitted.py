@@ -4,8 +4,9 @@ Whisper pads every input to 30 s and the encoder pays for all of it: on two CPU 
 whisper-base encoder takes ~1.1 s for a 3 s utterance, most of it on silence. CTranslate2
 accepts shorter mel inputs, so this path encodes only the utterance plus ``pad_ms`` of
 silence (~0.1 s for the same utterance), detects the language from that same encoder output
-(faster-whisper's own path encodes a second time to detect it), and decodes greedily without
-timestamps.
+(faster-whisper's own path encodes a second time to detect it) among the served languages,
+and decodes greedily without timestamps, in both of the two likeliest when detection cannot
+tell them apart (:mod:`core.models.whisper.language`; the higher average log-probability wins).
 
 Without the 30 s context whisper can loop or hallucinate, so the result is checked the way
 whisper checks its own fallbacks: a text that compresses too well (repetition), that repeats a
@@ -25,13 +26,14 @@ rule (no-speech probability high and average log-probability low) returns an emp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from core.models.audio import voiced_frames
+from core.models.whisper.language import candidate_languages
 from core.models.whisper.loops import collapse_loops, has_loop
 
 FRAMES_PER_S = 100  # whisper mel frames: 10 ms hop
@@ -69,12 +71,12 @@ def transcribe_fitted(
     pad_ms: int,
     beam_size: int,
     prompts: Mapping[str, str],
+    languages: Sequence[str] = (),
 ) -> FittedResult:
     """``model``: a loaded ``faster_whisper.WhisperModel``; ``audio``: float32 mono 16 kHz;
-    ``prompts``: previous-text prompt per language (steers script and punctuation)."""
+    ``prompts``: previous-text prompt per language (steers script and punctuation);
+    ``languages``: what detection chooses among (:mod:`core.models.whisper.language`)."""
     import ctranslate2
-    from faster_whisper.tokenizer import Tokenizer
-    from faster_whisper.transcribe import get_suppressed_tokens
 
     # the padding is silence run through the feature extractor, as in whisper's own 30 s
     # window: zeros in the normalised log-mel are a loud hiss (log10 power -4), which turned
@@ -87,32 +89,22 @@ def transcribe_fitted(
     encoded = model.model.encode(
         ctranslate2.StorageView.from_array(window), to_cpu=model.model.device == "cpu"
     )
-    multilingual = bool(model.model.is_multilingual)
-    if not multilingual:
-        language = "en"
-    elif language is None:
-        token, _prob = model.model.detect_language(encoded)[0][0]
-        language = token[2:-2]  # "<|en|>" -> "en"
-    tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language)
-    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-    previous = prompts.get(language)
-    if previous:
-        prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + previous.strip()), *prompt]
     max_new = MIN_TOKENS + TOKENS_PER_S * len(audio) // 16_000
-    result = model.model.generate(
-        encoded,
-        [prompt],
-        beam_size=beam_size,
-        max_length=len(prompt) + max_new,
-        return_scores=True,
-        return_no_speech_prob=True,
-        suppress_blank=True,
-        suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
-    )[0]
-    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-    text = tokenizer.decode(tokens).strip()
-    avg_logprob = result.scores[0] if result.scores else 0.0
-    if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
+    if not model.model.is_multilingual:
+        candidates = ["en"]
+    elif language is None:
+        detected = model.model.detect_language(encoded)[0]  # ("<|en|>", p), likeliest first
+        probs = [(token[2:-2], p) for token, p in detected]
+        candidates = candidate_languages(probs, languages)
+    else:
+        candidates = [language]
+    decodes = [
+        _decode(model, encoded, lang, prompts.get(lang), max_new, beam_size) for lang in candidates
+    ]
+    best = max(decodes, key=lambda d: d.avg_logprob)
+    language, text, tokens, previous = best.language, best.text, best.tokens, best.prompt
+    avg_logprob = best.avg_logprob
+    if best.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
         return FittedResult("", language, degenerate=False)
     if has_loop(text) and voiced_span_s(audio) < MIN_VOICED_S:
         # a short command followed by silence is often said over and over to the token cap
@@ -124,12 +116,56 @@ def transcribe_fitted(
                 first, language, degenerate=bool(previous and echoes_prompt(first, previous))
             )
     degenerate = (
-        is_degenerate(text, len(tokens), max_new)
-        or stopped_early(len(tokens), audio)
+        is_degenerate(text, tokens, max_new)
+        or stopped_early(tokens, audio)
         or bool(previous and echoes_prompt(text, previous))
         or BROKEN_CHAR in text
     )
     return FittedResult(text, language, degenerate)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decode:
+    language: str
+    prompt: str | None  # the previous-text prompt it was decoded with
+    text: str
+    tokens: int
+    avg_logprob: float
+    no_speech_prob: float
+
+
+def _decode(
+    model: Any, encoded: Any, language: str, previous: str | None, max_new: int, beam_size: int
+) -> _Decode:
+    """Greedy (or beam) decoding of the encoded window in ``language``, without timestamps."""
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import get_suppressed_tokens
+
+    tokenizer = Tokenizer(
+        model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
+    )
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    if previous:
+        prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + previous.strip()), *prompt]
+    result = model.model.generate(
+        encoded,
+        [prompt],
+        beam_size=beam_size,
+        max_length=len(prompt) + max_new,
+        return_scores=True,
+        return_no_speech_prob=True,
+        suppress_blank=True,
+        suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
+    )[0]
+    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    return _Decode(
+        language=language,
+        prompt=previous,
+        text=tokenizer.decode(tokens).strip(),
+        tokens=len(tokens),
+        avg_logprob=result.scores[0] if result.scores else 0.0,
+        no_speech_prob=result.no_speech_prob,
+    )
 
 
 def echoes_prompt(text: str, prompt: str) -> bool:
