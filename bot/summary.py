@@ -190,7 +190,8 @@ def model_lines(settings: Settings) -> list[str]:
 
 def language_lines(settings: Settings) -> list[str]:
     asr = settings.models.asr
-    asr_language = asr.language or "自动检测"
+    served = "、".join(asr.languages) if asr.provider == "whisper" else ""
+    asr_language = asr.language or (f"自动检测（在 {served} 中）" if served else "自动检测")
     device_language = settings.devices.language or asr_language
     prompts = "、".join(sorted(getattr(asr, "prompts", {}))) or "无"
     return [

