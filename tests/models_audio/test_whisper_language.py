@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from core.models.asr import AsrSettings
 from core.models.whisper.asr import WhisperAsr
-from core.models.whisper.language import candidate_languages
+from core.models.whisper.language import candidate_languages, in_its_script, surer
 from tests.models_audio.test_whisper_loops import _hum, _Segment
 
 GUANDENG = [("es", 0.86), ("en", 0.033), ("zh", 0.028), ("pt", 0.02)]  # "关灯", measured
@@ -26,7 +26,13 @@ NIHAO = [("zh", 0.445), ("ja", 0.2), ("ko", 0.1), ("en", 0.034)]
 
 def test_an_unserved_language_is_never_chosen() -> None:
     assert "es" not in candidate_languages(GUANDENG, ["zh", "en"])
-    assert candidate_languages(NIHAO, ["zh", "en"]) == ["zh"]  # 0.93 of the two: clear
+    assert candidate_languages(NIHAO, ["zh", "en"]) == ["zh"]
+
+
+def test_a_served_language_whisper_chose_is_kept_even_when_close() -> None:
+    """'静音' through the device codec: zh 0.17, en 0.15; decoded in both, English won with
+    'Jiayin Jiayin Jiayin' (a loop costs the decoder little)."""
+    assert candidate_languages([("zh", 0.171), ("en", 0.154), ("ja", 0.1)], ["zh", "en"]) == ["zh"]
 
 
 def test_served_languages_too_close_to_call_are_both_tried() -> None:
@@ -86,3 +92,24 @@ def test_the_full_window_path_keeps_any_language_when_none_is_listed() -> None:
     asr._model = model
     assert asr.transcribe(_hum(1.0)).language == "es"
     assert model.languages == [None]
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    language: str
+    text: str
+    avg_logprob: float
+
+
+def test_a_transcript_in_another_script_than_its_language_loses() -> None:
+    """Seen through the device codec: told to write English, whisper wrote '다른 다른 …' for
+    '好的' (-0.06 a token: a loop costs little); told to write Chinese, 'ok' for 'Okay'."""
+    assert in_its_script("zh", "关灯") and in_its_script("zh", "嗨 there")
+    assert not in_its_script("zh", "ok") and not in_its_script("zh", "5 5 5")
+    assert in_its_script("en", "Hello, café 5!") and not in_its_script("en", "다른 下")
+    korean = _Decoded("en", "다른 다른 다른", -0.06)
+    assert surer([korean, _Decoded("zh", "好的。", -1.3)]).language == "zh"
+    assert surer([_Decoded("zh", "ok", -1.0), _Decoded("en", "Okay", -1.2)]).language == "en"
+    # both in their script: whisper's surer one, a loop included
+    loop = _Decoded("zh", "关灯、关灯、关灯、关灯", -0.2)
+    assert surer([loop, _Decoded("en", "Gwendo Gwendo", -0.9)]) is loop

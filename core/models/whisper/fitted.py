@@ -6,7 +6,7 @@ accepts shorter mel inputs, so this path encodes only the utterance plus ``pad_m
 silence (~0.1 s for the same utterance), detects the language from that same encoder output
 (faster-whisper's own path encodes a second time to detect it) among the served languages,
 and decodes greedily without timestamps, in both of the two likeliest when detection cannot
-tell them apart (:mod:`core.models.whisper.language`; the higher average log-probability wins).
+tell them apart (:mod:`core.models.whisper.language` says which to keep).
 
 Without the 30 s context whisper can loop or hallucinate, so the result is checked the way
 whisper checks its own fallbacks: a text that compresses too well (repetition), that repeats a
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from core.models.audio import voiced_frames
-from core.models.whisper.language import candidate_languages
+from core.models.whisper.language import candidate_languages, surer
 from core.models.whisper.loops import collapse_loops, has_loop
 
 FRAMES_PER_S = 100  # whisper mel frames: 10 ms hop
@@ -101,7 +101,7 @@ def transcribe_fitted(
     decodes = [
         _decode(model, encoded, lang, prompts.get(lang), max_new, beam_size) for lang in candidates
     ]
-    best = max(decodes, key=lambda d: d.avg_logprob)
+    best = surer(decodes)
     language, text, tokens, previous = best.language, best.text, best.tokens, best.prompt
     avg_logprob = best.avg_logprob
     if best.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOGPROB_FLOOR:
