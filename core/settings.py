@@ -227,6 +227,12 @@ class DeviceSettings(BaseModel):
         " lamp, state questions, several in one sentence) matched by keywords against the tools"
         " the device declared and run without the LLM, before any LLM call",
     )
+    clock_answers: bool = Field(
+        True,
+        description='questions about the time or the date ("现在几点了", "今天星期几", "What'
+        " time is it\") answered from the server's clock in timezone_offset_min, without the LLM"
+        " (a small model makes a time up)",
+    )
     llm_tools: bool = Field(
         True,
         description="the device's MCP tools offered to the LLM as functions; its calls run on"

@@ -117,6 +117,8 @@ class DeviceHub:
                 cancel_timeout_s=s.close_timeout_s,
                 tool_timeout_s=s.mcp_timeout_s,
                 keyword_intents=s.keyword_intents,
+                clock_answers=s.clock_answers,
+                utc_offset_min=s.timezone_offset_min or 0,
                 synthesise_ahead=s.synthesise_ahead,
                 llm_tools=s.llm_tools,
             ),

@@ -32,6 +32,7 @@ import numpy as np
 
 from core.models.llm import ChatEvent, ChatMessage, ToolCall, ToolSpec
 from core.scheduler import JobHandle, JobStatus, Lane
+from devices.clock import clock_reply
 from devices.codec import OpusEncoder
 from devices.device_controls import Controls
 from devices.held import HeldOutput
@@ -102,6 +103,8 @@ class TurnConfig:
     tool_timeout_s: float = 5.0  # one MCP tools/call on the device
     synthesise_ahead: bool = True  # False: the next sentence's TTS starts once this one played
     keyword_intents: bool = True  # common commands by keywords (devices/intents.py), no LLM
+    clock_answers: bool = True  # "现在几点了" answered from the clock (devices/clock.py), no LLM
+    utc_offset_min: int = 0  # the device's zone, for those answers
     llm_tools: bool = True  # the device's tools offered to the LLM as functions
     later_soft_chars: int = 20  # see SentenceSegmenter.soft_chars
     later_clause_hanzi: int = 0  # see SentenceSegmenter.soft_hanzi (0: off)
@@ -267,6 +270,10 @@ class Turn:
             and self._tools.tools
         ):
             reply = await self._device_tool(self._tools, self.user_text)
+        if reply is None and not self._prefill_only and cfg.clock_answers:
+            reply = clock_reply(
+                self.user_text, utc_offset_min=cfg.utc_offset_min, now_s=time.time()
+            )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         items: asyncio.Queue[_Item | None] = asyncio.Queue()
         tts_task = self._tasks.spawn(self._synthesise(sentences, items), "tts")
