@@ -8,10 +8,14 @@ and is used in the message's language when ``personas`` has it (English by defau
 default model answers in the language of its system prompt); a short reminder of the language
 (English by default) is appended to the new message only.
 Replies are bounded to ``max_sentences`` sentences, and a ``名字:`` prefix the model may copy
-from the group-message format is removed.
+from the group-message format is removed. "现在几点了" and other questions about the time or
+the date are answered from the clock (``devices/clock.py``, in ``devices.timezone_offset_min``):
+the model makes a time up.
 """
 
 from __future__ import annotations
+
+import time
 
 from nonebot import get_driver, get_plugin_config, on_command, on_message
 from nonebot.adapters.onebot.v11 import GroupMessageEvent, MessageEvent
@@ -35,6 +39,7 @@ from bot.runtime import get_runtime
 from core.errors import XiaoyouError
 from core.models.llm import ChatMessage
 from core.scheduler import Lane
+from devices.clock import clock_reply
 
 
 class ChatConfig(BaseModel):
@@ -61,6 +66,9 @@ class ChatConfig(BaseModel):
     max_message_chars: int = Field(800, ge=50, le=4500, description="characters per QQ message")
     max_messages: int = Field(3, ge=1, le=10, description="messages one reply may be split into")
     empty_mention_reply: str = "在呢～有什么可以帮你？"
+    clock_answers: bool = Field(
+        True, description="'现在几点了', '今天星期几' answered from the clock, not by the LLM"
+    )
 
 
 class Config(BaseModel):
@@ -99,6 +107,11 @@ async def handle_chat(matcher: Matcher, event: MessageEvent) -> None:
     if not text:
         await matcher.finish(config.empty_mention_reply)
     runtime = get_runtime()
+    if config.clock_answers:
+        offset_min = runtime.services.settings.devices.timezone_offset_min or 0
+        clock = clock_reply(text, utc_offset_min=offset_min, now_s=time.time())
+        if clock is not None:
+            await matcher.finish(clock)
     key = conversation_key(event)
     speaker = display_name(event)
     named = config.speaker_in_prompt and isinstance(event, GroupMessageEvent)

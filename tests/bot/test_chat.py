@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from nonebot.adapters.onebot.v11 import Bot
 from nonebug import App
 
@@ -9,7 +11,13 @@ from bot.replies import MODEL_FAILURE
 from bot.runtime import BotRuntime
 from core.errors import InferenceError
 from core.scheduler import Lane
-from tests.bot.conftest import SELF_ID, fake_inference, group_event, private_event
+from tests.bot.conftest import (
+    SELF_ID,
+    Matching,
+    fake_inference,
+    group_event,
+    private_event,
+)
 
 
 async def test_group_mention_gets_streamed_reply_with_context(
@@ -173,3 +181,22 @@ async def test_configured_personas_pick_the_system_prompt_by_message_language(
     finally:
         chat_plugin.config.personas = old
     assert inference.calls[-1].args[0][0].content == "你是测试机器人。"
+
+
+async def test_asked_the_time_the_bot_reads_the_clock_not_the_llm(
+    app: App, runtime: BotRuntime
+) -> None:
+    """The 0.5B model asked the time on a device made one up ("It's 10:30 AM." at 17:46)."""
+    from bot.plugins.chat import chat
+
+    said = Matching(lambda m: re.fullmatch(r"现在是.{2}[零一两二三四五六七八九十]+点.+。", str(m)))
+
+    inference = fake_inference(runtime)
+    async with app.test_matcher(chat) as ctx:
+        bot = ctx.create_bot(base=Bot, self_id=SELF_ID)
+        event = group_event("现在几点了？")
+        ctx.receive_event(bot, event)
+        ctx.should_call_send(event, said, result={"message_id": 1})
+        ctx.should_finished(chat)
+    assert not [c for c in inference.calls if c.method == "chat"]
+    assert said.seen
