@@ -89,8 +89,12 @@ async def test_a_killed_worker_fails_only_its_job_and_the_next_job_succeeds(stac
     worker = sd_worker(manager)
     first_pid = worker.pid
     assert first_pid is not None and worker.state is WorkerState.IDLE
-    drawing = inference.draw(DrawRequest("a long storm", width=64, height=64, steps=50), owner="q")
-    for _ in range(3000):  # until the worker runs the drawing (40+ steps of ~0.1 s follow)
+    drawing = inference.draw(
+        DrawRequest("a long storm", width=256, height=256, steps=50), owner="q"
+    )
+    for _ in range(
+        3000
+    ):  # until the worker runs the drawing (50 steps at 256 px: 64 px took < 0.3 s on a fast box)
         if worker.state is WorkerState.BUSY:
             break
         await asyncio.sleep(0.01)
