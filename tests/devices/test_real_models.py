@@ -24,7 +24,9 @@ AUDIO = Path(__file__).resolve().parents[3] / "shared" / "audio" / "en03_piper.w
 
 
 @pytest.fixture(scope="module")
-async def real(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Inference]:
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Scheduler, Inference]]:
     if not AUDIO.is_file():
         pytest.skip(f"{AUDIO} not found")
     settings = build_settings()
@@ -34,9 +36,24 @@ async def real(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Infere
     inference = Inference(scheduler, manager, settings.models)
     for name in ("vad", "asr", "llm", "tts"):
         await manager.load(name)
-    yield inference
+    yield scheduler, inference
     await scheduler.stop()
     await manager.close()
+
+
+@pytest.fixture
+def real(stack: tuple[Scheduler, Inference]) -> Inference:
+    return stack[1]
+
+
+async def _until_transcribing(scheduler: Scheduler, owner: str, *, timeout_s: float) -> None:
+    """Return once ``owner``'s ASR job runs (a fixed sleep was too long on a fast box: whisper
+    had already answered)."""
+    deadline_s = asyncio.get_running_loop().time() + timeout_s
+    while not scheduler.jobs(kind="asr", owner=owner, status="running"):
+        if asyncio.get_running_loop().time() > deadline_s:
+            raise AssertionError(f"no ASR job of {owner} ran within {timeout_s} s")
+        await asyncio.sleep(0.002)
 
 
 def _words(text: str) -> set[str]:
@@ -90,8 +107,9 @@ async def test_two_real_devices_at_once(start_hub: StartHub, real: Inference) ->
 
 
 async def test_abort_with_real_models_during_asr_and_tts(
-    start_hub: StartHub, real: Inference
+    start_hub: StartHub, stack: tuple[Scheduler, Inference]
 ) -> None:
+    scheduler, real = stack
     server = await start_hub(real, max_reply_tokens=48)
     sim = server.device()
     await sim.connect()
@@ -99,13 +117,14 @@ async def test_abort_with_real_models_during_asr_and_tts(
     for stage in ("asr", "tts"):
         start = len(sim.received)
         await sim.listen("start", "manual")
-        await sim.stream_pcm(pcm, speed=4.0)
+        # the ASR stage says the question three times: a longer transcription to abort
+        await sim.stream_pcm(np.tile(pcm, 3) if stage == "asr" else pcm, speed=4.0)
         await sim.listen("stop", "manual")
         if stage == "tts":
             await sim.wait_message("tts", state="sentence_start", start=start, timeout_s=60)
             await asyncio.sleep(0.2)  # a few frames out: mid-sentence
         else:
-            await asyncio.sleep(0.1)  # whisper takes > 1 s: still transcribing
+            await _until_transcribing(scheduler, f"device:{sim.device_id}", timeout_s=30)
         mark = len(sim.received)
         await sim.abort()
         await sim.wait_message("tts", state="stop", start=mark, timeout_s=5)
