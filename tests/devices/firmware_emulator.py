@@ -222,6 +222,20 @@ class FirmwareEmulator(DeviceSimulator):
         self.state = "listening"
         await self.listen("start", mode)
 
+    async def typed_turn(self, text: str, *, timeout_s: float = 10.0) -> list[str]:
+        """Type a question (``listen detect`` with text, as the firmware's text input does) and
+        return the sentences the reply spoke, once its ``tts stop`` arrived."""
+        start = len(self.received)
+        await self.listen("detect", None, text=text)
+        await self.wait_message("tts", state="stop", start=start, timeout_s=timeout_s)
+        return [
+            r.message["text"]
+            for r in self.received[start:]
+            if r.message is not None
+            and r.message.get("type") == "tts"
+            and r.message.get("state") == "sentence_start"
+        ]
+
     async def say(self, pcm: np.ndarray, *, speed: float = 1.0) -> float:
         """Stream speech (int16 16 kHz) as this device's Opus frames; returns the send end."""
         return await self.stream_pcm(pcm, speed=speed)

@@ -91,19 +91,6 @@ def test_the_answer_is_in_the_device_s_zone() -> None:
     assert clock_reply("What day is it", utc_offset_min=480, now_s=at) == "Today is Saturday."
 
 
-async def _typed_turn(emu: FirmwareEmulator, text: str) -> str:
-    start = len(emu.received)
-    await emu.listen("detect", None, text=text)
-    await emu.wait_message("tts", state="stop", start=start, timeout_s=10)
-    return "".join(
-        r.message["text"]
-        for r in emu.received[start:]
-        if r.message is not None
-        and r.message.get("type") == "tts"
-        and r.message.get("state") == "sentence_start"
-    )
-
-
 async def test_a_device_asked_the_time_answers_from_the_clock_without_the_llm(
     start_hub: StartHub, fake: FakeInference
 ) -> None:
@@ -111,11 +98,11 @@ async def test_a_device_asked_the_time_answers_from_the_clock_without_the_llm(
     emu = FirmwareEmulator(server.http)
     server.simulators.append(emu)
     await emu.boot()
-    reply = await _typed_turn(emu, "现在几点了？")
+    reply = "".join(await emu.typed_turn("现在几点了？"))
     assert re.fullmatch(
         r"现在是(凌晨|早上|上午|中午|下午|晚上)[零一两二三四五六七八九十]+点.+。", reply
     )
-    date = await _typed_turn(emu, "今天星期几")
+    date = "".join(await emu.typed_turn("今天星期几"))
     assert re.fullmatch(r"今天是星期[一二三四五六日]。", date)
     assert fake.started.get("llm", 0) == 0
 
@@ -125,5 +112,5 @@ async def test_clock_answers_can_be_turned_off(start_hub: StartHub, fake: FakeIn
     emu = FirmwareEmulator(server.http)
     server.simulators.append(emu)
     await emu.boot()
-    await _typed_turn(emu, "现在几点了？")
+    await emu.typed_turn("现在几点了？")
     assert fake.started.get("llm", 0) == 1

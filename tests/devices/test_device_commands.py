@@ -28,16 +28,6 @@ async def _booted(server: HubServer, **kwargs: Any) -> FirmwareEmulator:
     return emu
 
 
-async def _typed_turn(emu: FirmwareEmulator, text: str) -> str:
-    start = len(emu.received)
-    await emu.listen("detect", None, text=text)
-    await emu.wait_message("tts", state="stop", start=start, timeout_s=10)
-    messages = [r.message for r in emu.received[start:] if r.message is not None]
-    return "".join(
-        m["text"] for m in messages if m.get("type") == "tts" and m["state"] == "sentence_start"
-    )
-
-
 @pytest.mark.parametrize(
     ("text", "calls", "reply"),
     [
@@ -72,7 +62,7 @@ async def test_common_commands_run_on_the_device_without_the_llm(
     half of "音量调到三十，亮度调到五十" lost, "打开夜间模式" → brightness 50."""
     server = await start_hub(fake)
     emu = await _booted(server)
-    assert await _typed_turn(emu, text) == reply
+    assert "".join(await emu.typed_turn(text)) == reply
     assert emu.tool_calls == calls and fake.started.get("llm", 0) == 0
 
 
@@ -97,8 +87,8 @@ async def test_a_board_s_own_switch_is_driven_from_its_declared_schema(
     ]
     server = await start_hub(fake)
     emu = await _booted(server, tools=emu_tools)
-    assert await _typed_turn(emu, "打开风扇") == "好的，已经把风扇打开了。"
-    assert await _typed_turn(emu, "把风扇关了") == "好的，已经把风扇关掉了。"
+    assert "".join(await emu.typed_turn("打开风扇")) == "好的，已经把风扇打开了。"
+    assert "".join(await emu.typed_turn("把风扇关了")) == "好的，已经把风扇关掉了。"
     assert fan == [True, False] and fake.started.get("llm", 0) == 0
 
 
@@ -115,7 +105,7 @@ async def test_small_talk_with_a_lone_kai_calls_nothing(
     fake.reply = "好呀，我们一起开心。"
     server = await start_hub(fake)
     emu = await _booted(server)
-    assert await _typed_turn(emu, "开心一点嘛") == "好呀，我们一起开心。"
+    assert "".join(await emu.typed_turn("开心一点嘛")) == "好呀，我们一起开心。"
     assert emu.tool_calls == [] and emu.volume == 70
 
 
@@ -126,7 +116,7 @@ async def test_a_confirmation_without_any_call_is_replaced_by_an_apology(
     fake.tool_script = [["好的，空调已", "经打开了。", "还有别的吗？"]]
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    assert await _typed_turn(emu, "帮我打开空调") == NOT_DONE_REPLY
+    assert "".join(await emu.typed_turn("帮我打开空调")) == NOT_DONE_REPLY
     assert emu.tool_calls == []
 
 
@@ -138,7 +128,7 @@ async def test_a_failed_call_is_not_reported_as_done(
     fake.tool_script = [[_call("self.lamp.switch_on")], []]
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    assert await _typed_turn(emu, "开灯") == FAILED_REPLY
+    assert "".join(await emu.typed_turn("开灯")) == FAILED_REPLY
     assert emu.lamp is False
 
 
@@ -149,7 +139,7 @@ async def test_plain_answers_about_device_things_still_stream(
     fake.tool_script = [["灯笼起源于", "汉代。"]]
     server = await start_hub(fake)
     emu = await _booted(server)
-    assert await _typed_turn(emu, "台灯是谁发明的") == "灯笼起源于汉代。"
+    assert "".join(await emu.typed_turn("台灯是谁发明的")) == "灯笼起源于汉代。"
     assert json.dumps(emu.tool_calls) == "[]"
 
 
@@ -163,7 +153,7 @@ async def test_a_call_on_another_part_of_the_device_is_not_run(
     fake.reply = "好的，空调已经打开了。"  # the answer round without tools
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    assert await _typed_turn(emu, "帮我打开空调") == NOT_DONE_REPLY
+    assert "".join(await emu.typed_turn("帮我打开空调")) == NOT_DONE_REPLY
     assert emu.tool_calls == [] and emu.volume == 70
 
 
@@ -175,7 +165,7 @@ async def test_the_llm_cannot_change_the_brightness_for_a_theme(
     fake.reply = "好的。"
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    assert await _typed_turn(emu, "打开夜间模式") == NOT_DONE_REPLY
+    assert "".join(await emu.typed_turn("打开夜间模式")) == NOT_DONE_REPLY
     assert emu.tool_calls == [] and emu.brightness == 80
 
 
@@ -184,5 +174,5 @@ async def test_a_thing_the_device_does_not_have_is_said_without_the_llm(
 ) -> None:
     server = await start_hub(fake)
     emu = await _booted(server)
-    assert await _typed_turn(emu, "帮我打开空调") == "抱歉，这台设备没有空调，我控制不了。"
+    assert "".join(await emu.typed_turn("帮我打开空调")) == "抱歉，这台设备没有空调，我控制不了。"
     assert emu.tool_calls == [] and fake.started.get("llm", 0) == 0

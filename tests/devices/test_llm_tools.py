@@ -32,16 +32,6 @@ async def _booted(server: HubServer) -> FirmwareEmulator:
     return emu
 
 
-async def _typed_turn(emu: FirmwareEmulator, text: str) -> list[str]:
-    start = len(emu.received)
-    await emu.listen("detect", None, text=text)
-    await emu.wait_message("tts", state="stop", start=start, timeout_s=10)
-    messages = [r.message for r in emu.received[start:] if r.message is not None]
-    return [
-        m["text"] for m in messages if m.get("type") == "tts" and m["state"] == "sentence_start"
-    ]
-
-
 def _call(name: str, arguments: str = "{}", cid: str = "call_0") -> ToolCall:
     return ToolCall(cid, name, arguments)
 
@@ -53,7 +43,7 @@ async def test_llm_tool_call_runs_on_the_device_and_the_result_goes_back(
     fake.reply = "好的，音量调到六十了。"  # round two (its calls would not run): the answer
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "把音量调到60")
+    spoken = await emu.typed_turn("把音量调到60")
     assert emu.tool_calls == [(SET_VOLUME, {"volume": 60})] and emu.volume == 60
     assert "".join(spoken) == "好的，音量调到六十了。"
     # both rounds see all 7 tools (the same prompt prefix: llama.cpp reuses its cache)
@@ -76,7 +66,7 @@ async def test_a_tool_the_keywords_do_not_know_goes_through_the_llm(
     fake.reply = "灯已经打开了。"
     server = await start_hub(fake)  # keywords first: "让灯亮起来" is none of theirs
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "让灯亮起来")
+    spoken = await emu.typed_turn("让灯亮起来")
     assert emu.lamp is True and emu.tool_calls == [("self.lamp.turn_on", {})]
     assert "".join(spoken) == "好的，灯已经打开了。"  # text before the call is spoken too
 
@@ -91,7 +81,7 @@ async def test_a_read_lets_the_model_call_again_then_it_answers(
     fake.reply = "调大了。"
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "声音大一点")
+    spoken = await emu.typed_turn("声音大一点")
     assert [c[0] for c in emu.tool_calls] == ["self.get_device_status", SET_VOLUME]
     assert emu.volume == 80 and "".join(spoken) == "调大了。"
     assert len(fake.tool_offers) == 3  # read → may call again; set → the answer round
@@ -109,7 +99,7 @@ async def test_a_tool_that_does_not_answer_is_reported_to_the_model(
     emu.tools[1].call = lambda args: asyncio.sleep(3600)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    spoken = await _typed_turn(emu, "把音量调到60")
+    spoken = await emu.typed_turn("把音量调到60")
     assert loop.time() - started < 3 and "".join(spoken) == "抱歉，设备没有反应。"
     result = fake.chat_prompts[1][-1]
     assert result.role == "tool" and "error" in result.content and "0.3 s" in result.content
@@ -126,7 +116,7 @@ async def test_a_call_repeated_in_the_answer_round_is_not_run_nor_spoken(
     fake.tool_script = [[call], [text] if as_text else [call]]
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "把音量调到60")
+    spoken = await emu.typed_turn("把音量调到60")
     assert emu.tool_calls == [(SET_VOLUME, {"volume": 60})]  # once, not again
     assert "".join(spoken) == DONE_REPLY
 
@@ -137,7 +127,7 @@ async def test_no_tools_for_the_llm_when_switched_off(
     fake.reply = "我是小优。"
     server = await start_hub(fake, llm_tools=False)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "你是谁")
+    spoken = await emu.typed_turn("你是谁")
     assert fake.tool_offers == [] and "".join(spoken) == "我是小优。"
     assert not fake.chat_prompts[0][0].content.endswith(TOOLS_PROMPT)
 
@@ -203,9 +193,9 @@ async def test_a_device_command_stays_out_of_the_conversation_memory(
     fake.tool_script = [[_call("self.lamp.turn_on")], ["灯开了。"], ["我是小优。"]]
     server = await start_hub(fake)
     emu = await _booted(server)
-    await _typed_turn(emu, "把音量调到60")  # the keyword path
-    await _typed_turn(emu, "开灯")  # the LLM path
-    await _typed_turn(emu, "你是谁")
+    await emu.typed_turn("把音量调到60")  # the keyword path
+    await emu.typed_turn("开灯")  # the LLM path
+    await emu.typed_turn("你是谁")
     last = fake.chat_prompts[-1]
     assert [m.content for m in last if m.role in ("user", "assistant")] == ["你是谁"]
 
@@ -220,7 +210,7 @@ async def test_a_question_naming_nothing_of_the_device_is_answered_without_the_t
     server = await start_hub(fake)
     emu = await _booted(server)
     for text in ("谢谢你", "帮我设置一个十分钟的计时器", "What is the capital of Australia?"):
-        spoken = await _typed_turn(emu, text)
+        spoken = await emu.typed_turn(text)
         assert "".join(spoken) == "不客气。"
     assert fake.tool_offers == [] and emu.tool_calls == []
     assert not any(p[0].content.endswith(TOOLS_PROMPT) for p in fake.chat_prompts)
@@ -249,7 +239,7 @@ async def test_the_tools_prompt_is_evaluated_in_the_background_once_they_are_lis
     await _until(lambda: fake.finished.get("llm", 0) == 1)
     fake.tool_script = [["好的，", _call("self.lamp.turn_on")]]
     fake.reply = "灯已经打开了。"
-    spoken = await _typed_turn(emu, "让灯亮起来")  # the turn after it: the same prompt shape
+    spoken = await emu.typed_turn("让灯亮起来")  # the turn after it: the same prompt shape
     assert emu.lamp is True and "".join(spoken) == "好的，灯已经打开了。"
     assert fake.chat_prompts[1][0] == system
     assert fake.chat_lanes[1:] == [Lane.REALTIME, Lane.REALTIME]
@@ -291,7 +281,7 @@ async def test_a_changing_call_on_another_thing_is_not_run_and_the_question_is_a
     fake.reply = "灯是开着的。"  # the plain chat (no tools) that answers instead
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "灯还好吗")
+    spoken = await emu.typed_turn("灯还好吗")
     assert emu.tool_calls == [] and emu.volume == 70 and "".join(spoken) == "灯是开着的。"
     assert len(fake.tool_offers) == 1 and len(fake.chat_prompts) == 2
 
@@ -305,7 +295,7 @@ async def test_arguments_the_tool_does_not_declare_are_dropped(
     ]
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    await _typed_turn(emu, "亮度调到30")
+    await emu.typed_turn("亮度调到30")
     assert emu.tool_calls == [("self.screen.set_brightness", {"brightness": 30})]
 
 
@@ -323,7 +313,7 @@ async def test_reads_and_no_answer_still_get_a_spoken_answer(
     fake.reply = "灯是开着的。"  # the plain chat without tools
     server = await start_hub(fake, keyword_intents=False)
     emu = await _booted(server)
-    spoken = await _typed_turn(emu, "灯还好吗")
+    spoken = await emu.typed_turn("灯还好吗")
     assert "".join(spoken) == "灯是开着的。" and emu.volume == 70
 
 
