@@ -125,7 +125,7 @@ def _zh_period(hour: int) -> str:
 
 
 def _zh_time(now: datetime) -> str:
-    hour12 = now.hour % 12 or (0 if now.hour == 0 else 12)  # midnight is 凌晨零点
+    hour12 = now.hour if now.hour <= 12 else now.hour - 12  # midnight is 凌晨零点
     hour = "两" if hour12 == 2 else zh_number(hour12)
     if now.minute == 0:
         minutes = "整"
